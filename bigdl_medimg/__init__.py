@@ -1,0 +1,47 @@
+"""bigdl-medimg: Spark-native deep learning for medical imaging on BigDL.
+
+Importing this package never starts a JVM: public names are loaded lazily on
+first use.
+"""
+from __future__ import annotations
+
+import importlib
+
+from ._version import __version__
+
+__all__ = [
+    "__version__",
+    "get_spark",
+    "read_dicom",
+    "read_dicom_series",
+    "read_nifti",
+    "read_images",
+    "write_tensors",
+    "read_tensors",
+    "to_numpy",
+    "from_numpy",
+]
+
+_LAZY = {
+    "get_spark": "bigdl_medimg.session",
+    "read_dicom": "bigdl_medimg.io.readers",
+    "read_dicom_series": "bigdl_medimg.io.readers",
+    "read_nifti": "bigdl_medimg.io.readers",
+    "read_images": "bigdl_medimg.io.readers",
+    "write_tensors": "bigdl_medimg.io.readers",
+    "read_tensors": "bigdl_medimg.io.readers",
+    "to_numpy": "bigdl_medimg.tensor",
+    "from_numpy": "bigdl_medimg.tensor",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bigdl_medimg' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

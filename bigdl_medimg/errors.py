@@ -1,0 +1,81 @@
+"""The one exception tree of bigdl-medimg.
+
+Every error raised on purpose by the library derives from :class:`MedImgError`.
+Subclasses also derive from the built-in whose meaning fits (``ValueError`` for
+bad data or settings), so ``except ValueError`` keeps working.
+
+Messages say what was wrong, where (file, series, setting) and, where it helps,
+what to do.  They never contain patient data: only paths, UIDs-free reasons and
+numbers.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "MedImgError",
+    "ConfigError",
+    "TensorError",
+    "ImageReadError",
+    "DicomReadError",
+    "SeriesAssemblyError",
+    "NiftiReadError",
+    "ImageFileReadError",
+    "one_line",
+]
+
+
+class MedImgError(Exception):
+    """Root of every error raised by bigdl-medimg."""
+
+
+class ConfigError(MedImgError, ValueError):
+    """A setting, profile or argument is invalid."""
+
+
+class TensorError(MedImgError, ValueError):
+    """A tensor struct value is malformed (shape, dtype, byte length or affine)."""
+
+
+class ImageReadError(MedImgError, ValueError):
+    """A file could not be read as an image.
+
+    Parameters
+    ----------
+    path : str
+        The file (or, for a series, the series' first file or key) concerned.
+    reason : str
+        One line saying what was wrong.
+    """
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = one_line(reason)
+        super().__init__(f"{path}: {self.reason}")
+
+    def __reduce__(self):  # keep pickling (Spark workers) working
+        return (type(self), (self.path, self.reason))
+
+    def column_text(self) -> str:
+        """The text written into a DataFrame's ``error`` column."""
+        return f"{type(self).__name__}: {self.reason}"
+
+
+class DicomReadError(ImageReadError):
+    """A DICOM file is not DICOM, is damaged, or its pixels cannot be decoded."""
+
+
+class SeriesAssemblyError(ImageReadError):
+    """The slices of a DICOM series do not form one regular 3D volume."""
+
+
+class NiftiReadError(ImageReadError):
+    """A NIfTI file is not NIfTI, is damaged, or its data cannot be read."""
+
+
+class ImageFileReadError(ImageReadError):
+    """A 2D image file (PNG, JPEG, DICOM X-ray) cannot be read."""
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """Collapse ``text`` to a single line of at most ``limit`` characters."""
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."

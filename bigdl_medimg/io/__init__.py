@@ -1,0 +1,13 @@
+"""Readers for DICOM, DICOM series, NIfTI and 2-D X-ray images.
+
+The Spark readers live in :mod:`bigdl_medimg.io.readers`; the pure-Python
+decoders they run on executors in ``dicom``, ``series``, ``nifti`` and
+``images``.
+"""
+from __future__ import annotations
+
+from .readers import (binary_files, read_dicom, read_dicom_series, read_images, read_nifti, read_tensors,
+                      write_tensors)
+
+__all__ = ["read_dicom", "read_dicom_series", "read_nifti", "read_images", "write_tensors", "read_tensors",
+           "binary_files"]

@@ -1,0 +1,131 @@
+"""Write volumes as DICOM series and NIfTI files (used by phantoms, tests and exports).
+
+``write_dicom_series`` writes one MR Image Storage file per slice with
+consistent UIDs, positions, orientation and spacing derived from a RAS+
+affine, so that :func:`~bigdl_medimg.io.readers.read_dicom_series` gives the
+same array and affine back.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..tensor import LPS_TO_RAS
+
+__all__ = ["write_dicom_series", "write_nifti"]
+
+
+def write_dicom_series(volume: np.ndarray, affine: np.ndarray, out_dir: str | os.PathLike, *,
+                       modality: str = "MR", series_uid: str | None = None, study_uid: str | None = None,
+                       frame_of_reference_uid: str | None = None, series_number: int = 1,
+                       file_names: Sequence[str] | None = None, series_description: str = "",
+                       uid_seed: str | None = None) -> list[str]:
+    """Write a ``(slices, rows, cols)`` volume as one DICOM file per slice.
+
+    Parameters
+    ----------
+    volume : ndarray
+        Integer volume (int16/uint16 recommended); slice axis first.
+    affine : (4, 4) array_like
+        RAS+ affine of ``volume``; its first column is the slice step (it may
+        be oblique, but rows and columns must be orthogonal).
+    out_dir : path
+        Folder to write into (created).
+    file_names : sequence of str, optional
+        One name per slice (default ``slice_0000.dcm`` ...).
+    uid_seed : str, optional
+        Derive UIDs deterministically from this string.
+
+    Returns
+    -------
+    list of str
+        The written paths, in slice order.
+    """
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    vol = np.asarray(volume)
+    if vol.ndim != 3:
+        raise ConfigError(f"write_dicom_series needs a 3-D volume, got shape {vol.shape}")
+    if vol.dtype.kind not in "iu" or vol.dtype.itemsize > 2:
+        raise ConfigError(f"write_dicom_series needs 8/16-bit integers, got {vol.dtype}")
+    lps = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
+    col_vec, row_vec, slice_vec = lps[:3, 1], lps[:3, 2], lps[:3, 0]
+    dr, dc = float(np.linalg.norm(col_vec)), float(np.linalg.norm(row_vec))
+    row_cos, col_cos = row_vec / dc, col_vec / dr
+    if abs(float(row_cos @ col_cos)) > 1e-6:
+        raise ConfigError("rows and columns of the affine must be orthogonal")
+    normal = np.cross(row_cos, col_cos)
+    thickness = abs(float(slice_vec @ normal))
+
+    def uid(suffix: str) -> str:
+        return generate_uid(entropy_srcs=[uid_seed, suffix]) if uid_seed else generate_uid()
+
+    series_uid = series_uid or uid("series")
+    study_uid = study_uid or uid("study")
+    frame_of_reference_uid = frame_of_reference_uid or uid("for")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(file_names) if file_names is not None else [f"slice_{i:04d}.dcm" for i in range(vol.shape[0])]
+    if len(names) != vol.shape[0]:
+        raise ConfigError(f"{len(names)} file names for {vol.shape[0]} slices")
+    signed = vol.dtype.kind == "i"
+    bits = vol.dtype.itemsize * 8
+    paths = []
+    for i in range(vol.shape[0]):
+        sop_uid = uid(f"sop{i}")
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID = MRImageStorage
+        ds.SOPInstanceUID = sop_uid
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.FrameOfReferenceUID = frame_of_reference_uid
+        ds.Modality = modality
+        ds.SeriesNumber = series_number
+        ds.InstanceNumber = i + 1
+        ds.SeriesDescription = series_description
+        ds.Manufacturer = "bigdl-medimg"
+        ds.PatientName = "Phantom^Synthetic"
+        ds.PatientID = "PHANTOM"
+        ds.ImagePositionPatient = [float(v) for v in lps[:3, 3] + i * slice_vec]
+        ds.ImageOrientationPatient = [float(v) for v in np.concatenate([row_cos, col_cos])]
+        ds.PixelSpacing = [dr, dc]
+        ds.SliceThickness = thickness
+        ds.SpacingBetweenSlices = thickness
+        ds.Rows, ds.Columns = int(vol.shape[1]), int(vol.shape[2])
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = bits
+        ds.BitsStored = bits
+        ds.HighBit = bits - 1
+        ds.PixelRepresentation = 1 if signed else 0
+        ds.PixelData = np.ascontiguousarray(vol[i], dtype=vol.dtype.newbyteorder("<")).tobytes()
+        path = out / names[i]
+        pydicom.dcmwrite(path, ds, enforce_file_format=True)
+        paths.append(str(path))
+    return paths
+
+
+def write_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> str:
+    """Write a channels-first array and RAS+ affine as NIfTI (sform and qform set)."""
+    import nibabel as nib
+
+    arr = np.asarray(array)
+    if arr.ndim == 4:
+        arr = np.moveaxis(arr, 0, -1)
+    img = nib.Nifti1Image(arr, np.asarray(affine, dtype=np.float64))
+    img.set_sform(img.affine, code=1)
+    img.set_qform(img.affine, code=1)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+    return str(path)

@@ -1,0 +1,266 @@
+"""Pure-Python DICOM series planning and assembly (no Spark).
+
+Planning works on header records only (no pixels): it groups files into
+series, splits a SeriesInstanceUID further when frame of reference or image
+plane differ, sorts slices by their position along the slice normal (never by
+file name or InstanceNumber), and checks the stack is regular: same size and
+orientation, no duplicate positions, no missing slices, uniform spacing.
+Assembly then decodes the planned slices of one series into a volume.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import DicomReadError, SeriesAssemblyError
+from ..tensor import LPS_TO_RAS
+
+__all__ = ["SeriesPlan", "plan_series", "assemble_volume", "ORIENTATION_SPLIT_TOL", "ORIENTATION_TOL"]
+
+#: Image planes whose direction cosines differ by more than this are different stacks.
+ORIENTATION_SPLIT_TOL = 0.05
+#: Within one stack, cosines must agree to this (else "mixed orientations").
+ORIENTATION_TOL = 1e-3
+#: Relative tolerance on slice spacing.
+SPACING_RTOL = 0.05
+
+
+@dataclass
+class SeriesPlan:
+    """One output row's worth of planning: a series (or sub-series) and its files."""
+
+    series_key: str | None
+    series_instance_uid: str | None
+    paths: list[str]
+    error: str | None = None
+    affine: np.ndarray | None = None
+    shape: tuple[int, int, int] | None = None
+    split: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _name(path: str) -> str:
+    return os.path.basename(path.rstrip("/")) or path
+
+
+def _cluster_orientations(iops: list[np.ndarray]) -> list[int]:
+    centres: list[np.ndarray] = []
+    labels = []
+    for v in iops:
+        for i, c in enumerate(centres):
+            if np.max(np.abs(v - c)) <= ORIENTATION_SPLIT_TOL:
+                labels.append(i)
+                break
+        else:
+            centres.append(v)
+            labels.append(len(centres) - 1)
+    return labels
+
+
+def plan_series(records: Sequence[dict[str, Any]]) -> list[SeriesPlan]:
+    """Plan the series of one SeriesInstanceUID (or of unassignable files).
+
+    Parameters
+    ----------
+    records : sequence of dict
+        Header records with keys ``path``, ``error``, ``series_instance_uid``,
+        ``frame_of_reference_uid``, ``image_orientation_patient``,
+        ``image_position_patient``, ``pixel_spacing``, ``rows``, ``columns``,
+        ``number_of_frames``, ``has_pixels``, plus any metadata to carry.
+
+    Returns
+    -------
+    list of SeriesPlan
+        One per output row.  Files that failed to parse, or have no
+        SeriesInstanceUID, become one-file plans with an error: nothing is
+        dropped.
+    """
+    out: list[SeriesPlan] = []
+    good = []
+    for r in records:
+        if r.get("error"):
+            out.append(SeriesPlan(None, r.get("series_instance_uid"), [r["path"]], error=r["error"]))
+        elif not r.get("series_instance_uid"):
+            err = SeriesAssemblyError(r["path"], "file has no SeriesInstanceUID").column_text()
+            out.append(SeriesPlan(None, None, [r["path"]], error=err))
+        else:
+            good.append(r)
+    if not good:
+        return out
+    uid = good[0]["series_instance_uid"]
+    # split by frame of reference, then by image plane
+    groups: dict[tuple, list[dict]] = {}
+    no_geom = [r for r in good if not _has_geometry(r)]
+    with_geom = [r for r in good if _has_geometry(r)]
+    if with_geom:
+        labels = _cluster_orientations([np.asarray(r["image_orientation_patient"], float) for r in with_geom])
+        for r, lab in zip(with_geom, labels):
+            groups.setdefault((r.get("frame_of_reference_uid") or "", lab), []).append(r)
+    forr = {k[0] for k in groups}
+    planes = {k[1] for k in groups}
+    split = None
+    if len(groups) > 1:
+        split = "+".join(n for n, c in (("frame_of_reference", len(forr) > 1), ("orientation", len(planes) > 1)) if c)
+    for i, (key, members) in enumerate(sorted(groups.items(), key=lambda kv: min(m["path"] for m in kv[1]))):
+        skey = uid if len(groups) == 1 and not no_geom else f"{uid}#{i + 1}"
+        out.append(_plan_stack(skey, uid, members, split))
+    if no_geom:
+        paths = sorted(r["path"] for r in no_geom)
+        reason = "slices lack ImagePositionPatient/ImageOrientationPatient, so they cannot be ordered"
+        if len(no_geom) == 1 and not with_geom:
+            plan = _plan_single_no_geometry(uid, no_geom[0])
+            if plan is not None:
+                out.append(plan)
+                return out
+        key = uid if not with_geom else f"{uid}#nogeom"
+        out.append(SeriesPlan(key, uid, paths, error=SeriesAssemblyError(
+            _name(paths[0]), reason).column_text(), meta=_carry(no_geom[0])))
+    return out
+
+
+_CARRY = ("study_instance_uid", "frame_of_reference_uid", "modality", "manufacturer",
+          "manufacturer_model_name", "body_part_examined", "series_number", "mr_acquisition_type",
+          "magnetic_field_strength", "echo_time", "repetition_time")
+
+
+def _carry(r: dict) -> dict:
+    return {k: r.get(k) for k in _CARRY}
+
+
+def _has_geometry(r: dict) -> bool:
+    ipp, iop = r.get("image_position_patient"), r.get("image_orientation_patient")
+    return ipp is not None and len(ipp) == 3 and iop is not None and len(iop) == 6
+
+
+def _plan_single_no_geometry(uid: str, r: dict) -> SeriesPlan | None:
+    if not r.get("has_pixels"):
+        return None
+    rows, cols = int(r.get("rows") or 0), int(r.get("columns") or 0)
+    frames = int(r.get("number_of_frames") or 1)
+    return SeriesPlan(uid, uid, [r["path"]], affine=None, shape=(frames, rows, cols), meta=_carry(r))
+
+
+def _plan_stack(skey: str, uid: str, members: list[dict], split: str | None) -> SeriesPlan:
+    meta = _carry(members[0])
+    paths = [m["path"] for m in members]
+
+    def fail(reason: str, where: str | None = None) -> SeriesPlan:
+        err = SeriesAssemblyError(where or _name(sorted(paths)[0]), reason).column_text()
+        return SeriesPlan(skey, uid, sorted(paths), error=err, split=split, meta=meta)
+
+    if not all(m.get("has_pixels") for m in members):
+        bad = sorted(_name(m["path"]) for m in members if not m.get("has_pixels"))
+        return fail(f"{len(bad)} file(s) have no pixel data: {', '.join(bad[:5])}")
+    frames = [int(m.get("number_of_frames") or 1) for m in members]
+    if max(frames) > 1:
+        if len(members) == 1:
+            m = members[0]
+            return SeriesPlan(skey, uid, paths, shape=(frames[0], int(m["rows"]), int(m["columns"])),
+                              split=split, meta=meta)
+        return fail("series mixes multi-frame files; read them one by one with read_dicom")
+    sizes = {(int(m.get("rows") or 0), int(m.get("columns") or 0)) for m in members}
+    if len(sizes) > 1:
+        return fail(f"slices have different sizes: {sorted(sizes)}")
+    rows, cols = sizes.pop()
+    iops = np.array([m["image_orientation_patient"] for m in members], float)
+    dev = float(np.max(np.abs(iops - iops[0])))
+    if dev > ORIENTATION_TOL:
+        return fail(f"mixed orientations: direction cosines differ by up to {dev:.4f}")
+    spacings = {tuple(np.round(m.get("pixel_spacing") or (0, 0), 6)) for m in members}
+    if len(spacings) > 1:
+        return fail(f"slices have different PixelSpacing: {sorted(spacings)}")
+    ps = members[0].get("pixel_spacing")
+    dr, dc = (ps[0], ps[1]) if ps and len(ps) == 2 and min(ps) > 0 else (1.0, 1.0)
+    row_cos, col_cos = iops[0, :3], iops[0, 3:]
+    normal = np.cross(row_cos, col_cos)
+    nn = np.linalg.norm(normal)
+    if nn < 1e-6:
+        return fail("ImageOrientationPatient is degenerate (row and column cosines are parallel)")
+    normal = normal / nn
+    ipps = np.array([m["image_position_patient"] for m in members], float)
+    d = ipps @ normal
+    order = np.argsort(d, kind="stable")
+    d, ipps = d[order], ipps[order]
+    paths = [members[i]["path"] for i in order]
+    n = len(paths)
+    lps = np.eye(4)
+    lps[:3, 1] = col_cos * dr
+    lps[:3, 2] = row_cos * dc
+    lps[:3, 3] = ipps[0]
+    if n == 1:
+        m = members[0]
+        thick = m.get("spacing_between_slices") or m.get("slice_thickness") or 1.0
+        lps[:3, 0] = normal * float(thick)
+    else:
+        gaps = np.diff(d)
+        dup = np.flatnonzero(gaps < 1e-3 * max(float(np.median(np.abs(gaps))), 1e-3))
+        if dup.size:
+            i = int(dup[0])
+            return fail(f"duplicate slice positions: {dup.size + 1} slices share positions "
+                        f"(e.g. {_name(paths[i])} and {_name(paths[i + 1])} at {d[i]:.3f} mm)")
+        step = float(np.median(gaps))
+        rel = np.abs(gaps - step) / step
+        if np.any(rel > SPACING_RTOL):
+            ratios = gaps / step
+            near_int = np.abs(ratios - np.round(ratios)) < SPACING_RTOL
+            if np.all(near_int) and np.any(np.round(ratios) >= 2):
+                k = int(np.flatnonzero(np.round(ratios) >= 2)[0])
+                missing = int(np.sum(np.round(ratios) - 1))
+                return fail(f"missing slice(s): {missing} position(s) absent, first gap of "
+                            f"{gaps[k]:.3f} mm after {_name(paths[k])} (spacing {step:.3f} mm)")
+            return fail(f"non-uniform slice spacing: gaps from {gaps.min():.3f} to {gaps.max():.3f} mm")
+        steps = np.diff(ipps, axis=0)
+        mean_step = (ipps[-1] - ipps[0]) / (n - 1)
+        if np.max(np.linalg.norm(steps - mean_step, axis=1)) > SPACING_RTOL * step + 1e-3:
+            return fail("slice positions are not collinear (in-plane offsets vary between slices)")
+        lps[:3, 0] = mean_step
+    return SeriesPlan(skey, uid, paths, affine=LPS_TO_RAS @ lps, shape=(n, rows, cols), split=split,
+                      meta=meta)
+
+
+def assemble_volume(plan_paths: Sequence[str], contents: Sequence[bytes],
+                    decode: Callable[[bytes, str], np.ndarray]) -> np.ndarray:
+    """Decode the slices of one planned series, in plan order, into a volume.
+
+    ``decode(content, path)`` returns one slice's array (it raises
+    :class:`DicomReadError` on a bad file).  A multi-frame single file is
+    returned as decoded.  All slices are cast to one common dtype (float32 if
+    any slice carries a fractional rescale).
+
+    Raises
+    ------
+    SeriesAssemblyError
+        Naming the failing file: a corrupt slice, a colour slice, or a size
+        that differs from the header.
+    """
+    if len(plan_paths) == 1:
+        arr = _decode_one(decode, contents[0], plan_paths[0])
+        return arr if arr.ndim == 3 else arr[np.newaxis]
+    slices = []
+    for content, path in zip(contents, plan_paths):
+        arr = _decode_one(decode, content, path)
+        if arr.ndim != 2:
+            raise SeriesAssemblyError(_name(path), f"slice has shape {arr.shape}; a series needs 2-D mono slices")
+        if slices and arr.shape != slices[0].shape:
+            raise SeriesAssemblyError(_name(path), f"slice shape {arr.shape} differs from {slices[0].shape}")
+        slices.append(arr)
+    dtype = np.result_type(*[s.dtype for s in slices])
+    if dtype.kind == "f":
+        dtype = np.dtype(np.float32)
+    vol = np.empty((len(slices),) + slices[0].shape, dtype=dtype)
+    for i, s in enumerate(slices):
+        vol[i] = s
+    return vol
+
+
+def _decode_one(decode, content: bytes, path: str) -> np.ndarray:
+    try:
+        arr = decode(content, path)
+    except DicomReadError as exc:
+        raise SeriesAssemblyError(_name(path), f"slice could not be decoded: {exc.reason}") from None
+    if arr.ndim == 4:
+        raise SeriesAssemblyError(_name(path), "colour series are not assembled; read them with read_dicom")
+    return arr

@@ -1,0 +1,4 @@
+"""Build script: all metadata and pins live in setup.cfg."""
+from setuptools import setup
+
+setup()
