@@ -3,7 +3,8 @@
 The array is nibabel's (scaling applied), channels-first: a 4-D ``(X, Y, Z, T)``
 image becomes ``(T, X, Y, Z)`` so that the affine maps the last three axes.
 The affine is the sform when its code is set, else the qform, else one built
-from pixdim, and which one was used is reported.
+from pixdim exactly as nibabel builds it (Analyze convention: x flipped, origin
+at the centre), and which one was used is reported.
 """
 from __future__ import annotations
 
@@ -80,19 +81,20 @@ def decode_nifti_array(content: bytes, path: str, *, max_bytes: int = MAX_DECOMP
         raise NiftiReadError(path, "NIfTI header/image pairs (.hdr/.img) are not supported; convert to .nii")
     klass = nib.Nifti1Image if kind == "nifti1" else nib.Nifti2Image
     try:
-        img = klass.from_bytes(raw)
-        hdr = img.header
-        shape = img.shape
+        hdr = klass.header_class.from_fileobj(io.BytesIO(raw))
+        shape = hdr.get_data_shape()
         need = int(hdr.get_data_offset()) + int(np.prod(shape, dtype=np.int64)) * hdr.get_data_dtype().itemsize
         if len(raw) < need:
             raise NiftiReadError(path, f"truncated: header declares {need} bytes, file has {len(raw)}")
+        img = klass.from_bytes(raw)
         arr = np.asanyarray(img.dataobj)
     except NiftiReadError:
         raise
     except Exception as exc:
         raise NiftiReadError(path, f"damaged NIfTI file: {type(exc).__name__}: {exc}") from None
-    slope, inter = hdr.get_slope_inter()
-    scaled = slope is not None and (slope != 1 or (inter or 0) != 0)
+    slope = float(getattr(img.dataobj, "slope", 1.0))
+    inter = float(getattr(img.dataobj, "inter", 0.0))
+    scaled = slope != 1 or inter != 0
     if arr.dtype == np.float64 and scaled and hdr.get_data_dtype().kind in "iub":
         arr = arr.astype(np.float32)
     if not arr.dtype.isnative:

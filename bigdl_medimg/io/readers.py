@@ -312,10 +312,11 @@ def read_dicom_series(spark, path, *, mode: str = "permissive", recursive: bool 
 def _tensor_columns(df) -> list[str]:
     from pyspark.sql import types as T
 
-    want = {f.name: f.dataType for f in tensor_type().fields}
+    want = {f.name: f.dataType.simpleString() for f in tensor_type().fields}
     cols = []
     for f in df.schema.fields:
-        if isinstance(f.dataType, T.StructType) and {x.name: x.dataType for x in f.dataType.fields} == want:
+        if isinstance(f.dataType, T.StructType) and {
+                x.name: x.dataType.simpleString() for x in f.dataType.fields} == want:
             cols.append(f.name)
     return cols
 

@@ -243,9 +243,9 @@ def assemble_volume(plan_paths: Sequence[str], contents: Sequence[bytes],
     for content, path in zip(contents, plan_paths):
         arr = _decode_one(decode, content, path)
         if arr.ndim != 2:
-            raise SeriesAssemblyError(_name(path), f"slice has shape {arr.shape}; a series needs 2-D mono slices")
+            raise SeriesAssemblyError(path, f"{_name(path)}: slice has shape {arr.shape}; a series needs 2-D mono slices")
         if slices and arr.shape != slices[0].shape:
-            raise SeriesAssemblyError(_name(path), f"slice shape {arr.shape} differs from {slices[0].shape}")
+            raise SeriesAssemblyError(path, f"{_name(path)}: slice shape {arr.shape} differs from {slices[0].shape}")
         slices.append(arr)
     dtype = np.result_type(*[s.dtype for s in slices])
     if dtype.kind == "f":
@@ -260,7 +260,7 @@ def _decode_one(decode, content: bytes, path: str) -> np.ndarray:
     try:
         arr = decode(content, path)
     except DicomReadError as exc:
-        raise SeriesAssemblyError(_name(path), f"slice could not be decoded: {exc.reason}") from None
+        raise SeriesAssemblyError(path, f"{_name(path)}: slice could not be decoded: {exc.reason}") from None
     if arr.ndim == 4:
-        raise SeriesAssemblyError(_name(path), "colour series are not assembled; read them with read_dicom")
+        raise SeriesAssemblyError(path, f"{_name(path)}: colour series are not assembled; read them with read_dicom")
     return arr
