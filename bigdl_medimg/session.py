@@ -181,12 +181,21 @@ def get_spark(profile: str = "local", *, conf: Mapping[str, object] | None = Non
     applied and BigDL's engine is initialised on it; BigDL's jars must then
     have been given to ``spark-submit`` (``--jars``).
     """
+    from pyspark import SparkConf, SparkContext
+    from pyspark.sql import SparkSession
+
     settings = resolve_settings(profile, conf, **overrides)
+    if os.environ.get("PYSPARK_GATEWAY_PORT") and SparkContext._active_spark_context is None:
+        # Launched by spark-submit: its command line (--master, --conf, ...) wins over the profile.
+        SparkContext._ensure_initialized()
+        for k, v in SparkConf().getAll():
+            if k == "spark.jars":
+                settings[k] = _merge_list(v, settings.get(k, "").split(","), ",")
+            elif k not in overrides and k not in (conf or {}):
+                settings[k] = v
     master = settings.get("spark.master", "")
     if master.startswith("local"):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark import SparkContext
-    from pyspark.sql import SparkSession
 
     if SparkContext._active_spark_context is not None:
         spark = SparkSession.builder.getOrCreate()

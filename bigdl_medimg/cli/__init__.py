@@ -1,0 +1,118 @@
+"""The ``bigdl-medimg`` command line.
+
+Subcommands: ``ingest`` (read images into a Parquet tensor table) and ``demo``
+(generate a small synthetic archive, ingest it with every reader and print a
+summary).  Exit codes: 0 success, 1 the job failed, 2 bad arguments or
+settings, 3 ``--fail-on-error`` and some rows had errors.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from ..errors import MedImgError, one_line
+
+__all__ = ["main", "build_parser"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ROW_ERRORS = 0, 1, 2, 3
+
+
+def _conf_pairs(items: Sequence[str] | None) -> dict[str, str]:
+    out = {}
+    for it in items or []:
+        key, sep, value = it.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"--conf expects key=value, got {it!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bigdl-medimg", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def spark_opts(sp):
+        sp.add_argument("--profile", default="local", help="Spark profile: local, standalone, yarn or a .conf path")
+        sp.add_argument("--master", help="override spark.master")
+        sp.add_argument("--conf", action="append", metavar="KEY=VALUE", help="extra Spark setting (repeatable)")
+
+    ing = sub.add_parser("ingest", help="read images and write a Parquet tensor table")
+    ing.add_argument("--kind", required=True, choices=["dicom", "series", "nifti", "images"])
+    ing.add_argument("--input", required=True, help="files, folders or Hadoop globs (hdfs://, s3a://, file://)")
+    ing.add_argument("--out", required=True, help="output Parquet folder")
+    ing.add_argument("--mode", default="permissive", choices=["permissive", "failfast"])
+    ing.add_argument("--overwrite", action="store_true")
+    ing.add_argument("--fail-on-error", action="store_true", help="exit 3 when any row has an error")
+    spark_opts(ing)
+
+    demo = sub.add_parser("demo", help="synthetic archive -> every reader -> tensor tables, with a summary")
+    demo.add_argument("--out", default="demo-out")
+    demo.add_argument("--seed", type=int, default=0)
+    spark_opts(demo)
+    return p
+
+
+def _spark(args):
+    from ..session import get_spark
+
+    overrides = {"master": args.master} if args.master else {}
+    return get_spark(args.profile, conf=_conf_pairs(args.conf), **overrides)
+
+
+def _summary(df, what: str) -> tuple[int, int]:
+    from pyspark.sql import functions as F
+
+    r = df.agg(F.count(F.lit(1)).alias("n"), F.count("error").alias("bad")).first()
+    print(f"{what}: {r.n} rows, {r.n - r.bad} decoded, {r.bad} with errors")
+    if r.bad:
+        for e in df.filter(F.col("error").isNotNull()).groupBy("error").count().orderBy(F.desc("count")).limit(5).collect():
+            print(f"  {e['count']} x {e.error}")
+    return int(r.n), int(r.bad)
+
+
+def _read(spark, kind: str, path: str, mode: str):
+    from ..io import readers
+
+    fn = {"dicom": readers.read_dicom, "series": readers.read_dicom_series, "nifti": readers.read_nifti,
+          "images": readers.read_images}[kind]
+    return fn(spark, path, mode=mode)
+
+
+def cmd_ingest(args) -> int:
+    from ..io.readers import write_tensors
+
+    spark = _spark(args)
+    df = _read(spark, args.kind, args.input, args.mode)
+    write_tensors(df, args.out, mode="overwrite" if args.overwrite else "errorifexists")
+    from ..io.readers import read_tensors
+
+    _n, bad = _summary(read_tensors(spark, args.out), f"ingest {args.kind} -> {args.out}")
+    return EXIT_ROW_ERRORS if (bad and args.fail_on_error) else EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(_spark(args), args.out, seed=args.seed, summary=_summary)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return {"ingest": cmd_ingest, "demo": cmd_demo}[args.command](args)
+    except (MedImgError, argparse.ArgumentTypeError) as exc:
+        print(f"bigdl-medimg: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # Spark/Py4J failures: one line, not a stack trace
+        text = str(exc)
+        for marker in ("DicomReadError", "SeriesAssemblyError", "NiftiReadError", "ImageFileReadError"):
+            if marker in text:
+                text = text[text.index(marker):]
+                break
+        print(f"bigdl-medimg: failed: {type(exc).__name__}: {one_line(text.splitlines()[0] if text else '')}",
+              file=sys.stderr)
+        print("bigdl-medimg: see the Spark log above (or rerun with --conf spark.log.level=INFO) for details",
+              file=sys.stderr)
+        return EXIT_FAILED
