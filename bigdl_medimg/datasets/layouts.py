@@ -1,0 +1,277 @@
+"""Loaders for public datasets' file layouts, and writers of small replicas.
+
+* NIH ChestX-ray14: ``Data_Entry_2017.csv``, ``train_val_list.txt``,
+  ``test_list.txt`` and PNGs under ``images*/`` (``images_001/images/...``).
+* MRNet: ``{train,valid}/{axial,coronal,sagittal}/NNNN.npy`` with
+  ``{train,valid}-{abnormal,acl,meniscus}.csv``.
+
+Loaders read through Spark (any Hadoop path) and fail with
+:class:`DatasetLayoutError` naming what is missing.  The replica writers
+produce the exact layouts from phantoms, so loaders are tested without the
+real data.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MedImgError
+from .phantoms import CHEST_LABELS, chest_xray_phantom, knee_phantom
+
+__all__ = ["DatasetLayoutError", "write_chestxray14_replica", "load_chestxray14", "patient_split",
+           "write_mrnet_replica", "load_mrnet", "MRNET_PLANES", "MRNET_TASKS"]
+
+MRNET_PLANES = ("axial", "coronal", "sagittal")
+MRNET_TASKS = ("abnormal", "acl", "meniscus")
+_CXR_HEADER = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
+               "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]", ""]
+
+
+class DatasetLayoutError(MedImgError, FileNotFoundError):
+    """A dataset folder does not have the expected layout or files are missing."""
+
+
+# ------------------------------------------------------------ ChestX-ray14 ---
+
+def write_chestxray14_replica(root, n_patients: int = 20, max_followups: int = 3, size: int = 128,
+                              seed: int = 0, test_fraction: float = 0.25, prevalence=None) -> Path:
+    """Write a tiny ChestX-ray14 replica (same file names, CSV columns and split lists)."""
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    rows, train_val, test = [], [], []
+    folder_index, in_folder = 1, 0
+    for pid in range(1, n_patients + 1):
+        is_test = rng.random() < test_fraction
+        for fu in range(int(rng.integers(1, max_followups + 1))):
+            name = f"{pid:08d}_{fu:03d}.png"
+            case = chest_xray_phantom(seed * 100003 + pid * 101 + fu, size=size, prevalence=prevalence, bits=8)
+            folder = root / f"images_{folder_index:03d}" / "images"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(case.image).save(folder / name)
+            in_folder += 1
+            if in_folder >= 50:
+                folder_index, in_folder = folder_index + 1, 0
+            found = "|".join(case.info["labels"]) or "No Finding"
+            rows.append([name, found, fu, pid, int(rng.integers(20, 80)), "MF"[int(rng.integers(0, 2))],
+                         "PA" if rng.random() < 0.6 else "AP", size, size, 0.143, 0.143, ""])
+            (test if is_test else train_val).append(name)
+    with open(root / "Data_Entry_2017.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(_CXR_HEADER)
+        w.writerows(rows)
+    (root / "train_val_list.txt").write_text("\n".join(train_val) + "\n")
+    (root / "test_list.txt").write_text("\n".join(test) + "\n")
+    return root
+
+
+def _read_text(spark, path: str) -> list[str]:
+    try:
+        return [r.value for r in spark.read.text(path).collect()]
+    except Exception as exc:
+        if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
+            raise DatasetLayoutError(f"{path}: file not found") from None
+        raise
+
+
+def load_chestxray14(spark, root: str, *, check_images: bool = True):
+    """NIH ChestX-ray14 as a DataFrame.
+
+    Returns
+    -------
+    DataFrame
+        ``image_index``, ``path`` (the PNG under ``images*/``), ``labels``
+        (14 floats in :data:`CHEST_LABELS` order), ``patient_id``, ``follow_up``,
+        ``view_position``, ``split`` (``train_val`` or ``test``, the official lists).
+
+    Raises
+    ------
+    DatasetLayoutError
+        When the CSV or split lists are missing, the CSV lacks its columns, an
+        image is in no split list, or (``check_images``) listed images are missing.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    root = root.rstrip("/")
+    lines = _read_text(spark, f"{root}/Data_Entry_2017.csv")
+    if not lines:
+        raise DatasetLayoutError(f"{root}/Data_Entry_2017.csv is empty")
+    reader = csv.reader(io.StringIO("\n".join(lines)))
+    header = next(reader)
+    need = {"Image Index", "Finding Labels", "Follow-up #", "Patient ID", "View Position"}
+    missing = need - set(header)
+    if missing:
+        raise DatasetLayoutError(f"{root}/Data_Entry_2017.csv lacks columns {sorted(missing)}")
+    ix = {k: header.index(k) for k in need}
+    split_of = {}
+    for split, fname in (("train_val", "train_val_list.txt"), ("test", "test_list.txt")):
+        for name in _read_text(spark, f"{root}/{fname}"):
+            if name.strip():
+                split_of[name.strip()] = split
+    records, unknown = [], set()
+    for row in reader:
+        if not row:
+            continue
+        name = row[ix["Image Index"]]
+        findings = set(row[ix["Finding Labels"]].split("|")) - {"No Finding"}
+        unknown |= findings - set(CHEST_LABELS)
+        if name not in split_of:
+            raise DatasetLayoutError(f"{name} is in Data_Entry_2017.csv but in neither train_val_list.txt nor test_list.txt")
+        records.append((name, [float(k in findings) for k in CHEST_LABELS], int(row[ix["Patient ID"]]),
+                        int(row[ix["Follow-up #"]]), row[ix["View Position"]], split_of[name]))
+    if unknown:
+        raise DatasetLayoutError(f"unknown finding labels in Data_Entry_2017.csv: {sorted(unknown)}")
+    schema = T.StructType([T.StructField("image_index", T.StringType()),
+                           T.StructField("labels", T.ArrayType(T.FloatType())),
+                           T.StructField("patient_id", T.IntegerType()), T.StructField("follow_up", T.IntegerType()),
+                           T.StructField("view_position", T.StringType()), T.StructField("split", T.StringType())])
+    entries = spark.createDataFrame(records, schema)
+    files = (spark.read.format("binaryFile").option("pathGlobFilter", "*.png").option("recursiveFileLookup", "true")
+             .load(f"{root}/images*").select("path"))
+    files = files.withColumn("image_index", F.element_at(F.split("path", "/"), -1))
+    df = entries.join(files, on="image_index", how="left")
+    if check_images:
+        absent = df.filter(F.col("path").isNull())
+        n = absent.count()
+        if n:
+            ex = [r.image_index for r in absent.limit(3).collect()]
+            raise DatasetLayoutError(f"{n} image(s) listed in Data_Entry_2017.csv are missing under {root}/images*/ "
+                                     f"(e.g. {', '.join(ex)})")
+    return df.select("image_index", "path", "labels", "patient_id", "follow_up", "view_position", "split")
+
+
+def patient_split(df, fractions: dict[str, float], *, seed: int = 0, patient_col: str = "patient_id",
+                  split_col: str = "split"):
+    """Assign every row a split by a hash of its patient, so no patient is in two splits.
+
+    ``fractions`` maps split names to shares summing to 1, e.g.
+    ``{"train": 0.8, "val": 0.2}``.  Deterministic for a seed.
+    """
+    from pyspark.sql import functions as F
+
+    if not fractions or abs(sum(fractions.values()) - 1) > 1e-6 or min(fractions.values()) < 0:
+        raise DatasetLayoutError(f"fractions must be non-negative and sum to 1, got {fractions}")
+    u = (F.abs(F.xxhash64(F.col(patient_col).cast("string"), F.lit(str(seed)))) % 1000000) / 1000000.0
+    expr, acc = None, 0.0
+    names = list(fractions)
+    for name in names[:-1]:
+        acc += fractions[name]
+        cond = u < acc
+        expr = F.when(cond, name) if expr is None else expr.when(cond, name)
+    expr = F.lit(names[-1]) if expr is None else expr.otherwise(names[-1])
+    return df.withColumn(split_col, expr)
+
+
+# ------------------------------------------------------------------ MRNet ---
+
+def _plane_views(vol: np.ndarray) -> dict[str, np.ndarray]:
+    """Axial, coronal and sagittal stacks (slices first) of a sagittal knee volume (x, y, z)."""
+    sag = vol                                  # slices along x (medial-lateral)
+    cor = np.transpose(vol, (2, 1, 0))         # slices along z (anterior-posterior)
+    axi = np.transpose(vol, (1, 2, 0))         # slices along y (superior-inferior)
+    return {"axial": axi, "coronal": cor, "sagittal": sag}
+
+
+def write_mrnet_replica(root, n_train: int = 8, n_valid: int = 4, shape=(16, 64, 64), seed: int = 0) -> Path:
+    """Write a tiny MRNet replica: uint8 ``(slices, 256-like, 256-like)`` stacks per plane and label CSVs."""
+    root = Path(root)
+    for split, count, offset in (("train", n_train, 0), ("valid", n_valid, n_train)):
+        labels = {t: [] for t in MRNET_TASKS}
+        for i in range(count):
+            exam = offset + i
+            case = knee_phantom(seed * 7919 + exam, shape=shape)
+            vol = case.image.astype(np.float32)
+            vol = np.clip(vol / max(np.percentile(vol, 99.5), 1) * 255, 0, 255).astype(np.uint8)
+            for plane, arr in _plane_views(vol).items():
+                folder = root / split / plane
+                folder.mkdir(parents=True, exist_ok=True)
+                np.save(folder / f"{exam:04d}.npy", np.ascontiguousarray(arr))
+            labels["meniscus"].append((exam, case.tear))
+            labels["acl"].append((exam, 0))
+            labels["abnormal"].append((exam, case.tear))
+        for task, rows in labels.items():
+            with open(root / f"{split}-{task}.csv", "w", newline="") as f:
+                csv.writer(f).writerows([(f"{e:04d}", v) for e, v in rows])
+    return root
+
+
+def _decode_npy(content: bytes, path: str):
+    from ..errors import ImageReadError
+
+    try:
+        arr = np.load(io.BytesIO(content), allow_pickle=False)
+    except Exception as exc:
+        raise ImageReadError(path, f"not a readable .npy array: {type(exc).__name__}: {exc}") from None
+    if arr.ndim != 3:
+        raise ImageReadError(path, f"MRNet stacks are 3-D (slices, rows, cols), got shape {arr.shape}")
+    return arr
+
+
+def load_mrnet(spark, root: str):
+    """MRNet as one row per exam.
+
+    Returns
+    -------
+    DataFrame
+        ``split``, ``exam_id``, ``axial``/``coronal``/``sagittal`` tensor
+        columns (uint8 stacks, identity affine: MRNet ships no geometry),
+        ``abnormal``, ``acl``, ``meniscus`` (0/1) and ``error`` (a plane that
+        is missing or unreadable).
+    """
+    import pandas as pd
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from ..tensor import from_numpy, tensor_type
+
+    root = root.rstrip("/")
+    labels = {}
+    for split in ("train", "valid"):
+        for task in MRNET_TASKS:
+            for line in _read_text(spark, f"{root}/{split}-{task}.csv"):
+                parts = line.strip().split(",")
+                if len(parts) != 2:
+                    if line.strip():
+                        raise DatasetLayoutError(f"{root}/{split}-{task}.csv: expected 'exam,label' lines, got {line!r}")
+                    continue
+                labels.setdefault((split, f"{int(parts[0]):04d}"), {})[task] = int(parts[1])
+    lab_rows = [(s, e, d.get("abnormal"), d.get("acl"), d.get("meniscus")) for (s, e), d in labels.items()]
+    lab_df = spark.createDataFrame(lab_rows, "split string, exam_id string, abnormal int, acl int, meniscus int")
+    files = (spark.read.format("binaryFile").option("pathGlobFilter", "*.npy").option("recursiveFileLookup", "true")
+             .load([f"{root}/{s}" for s in ("train", "valid")]))
+    parts = F.split("path", "/")
+    files = files.select("path", "content", F.element_at(parts, -3).alias("split"),
+                         F.element_at(parts, -2).alias("plane"),
+                         F.regexp_replace(F.element_at(parts, -1), r"\.npy$", "").alias("exam_id"))
+    out_schema = T.StructType([T.StructField("split", T.StringType()), T.StructField("exam_id", T.StringType())]
+                              + [T.StructField(p, tensor_type()) for p in MRNET_PLANES]
+                              + [T.StructField("error", T.StringType())])
+
+    def combine(pdf):
+        row = {"split": pdf["split"].iloc[0], "exam_id": pdf["exam_id"].iloc[0], "error": None}
+        errors = []
+        for p in MRNET_PLANES:
+            row[p] = None
+            sel = pdf[pdf["plane"] == p]
+            if sel.empty:
+                errors.append(f"{p} stack missing")
+                continue
+            try:
+                row[p] = from_numpy(_decode_npy(bytes(sel["content"].iloc[0]), sel["path"].iloc[0]))
+            except MedImgError as exc:
+                errors.append(f"{p}: {getattr(exc, 'reason', exc)}")
+        row["error"] = "; ".join(errors) or None
+        return pd.DataFrame([row])
+
+    exams = files.groupBy("split", "exam_id").applyInPandas(combine, out_schema)
+    df = lab_df.join(exams, on=["split", "exam_id"], how="full")
+    no_labels = df.filter(F.col("meniscus").isNull()).count()
+    if no_labels:
+        raise DatasetLayoutError(f"{no_labels} exam(s) under {root} have .npy stacks but no labels in the CSVs")
+    return df.withColumn("error", F.coalesce("error", F.when(F.col("axial").isNull() & F.col("coronal").isNull()
+                                                               & F.col("sagittal").isNull(), "no .npy stacks found")))
