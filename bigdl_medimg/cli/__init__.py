@@ -1,6 +1,7 @@
 """The ``bigdl-medimg`` command line.
 
-Subcommands: ``ingest`` (read images into a Parquet tensor table) and ``demo``
+Subcommands: ``synth`` (phantom datasets, dataset-layout replicas, previews),
+``ingest`` (read images into a Parquet tensor table) and ``demo``
 (generate a small synthetic archive, ingest it with every reader and print a
 summary).  Exit codes: 0 success, 1 the job failed, 2 bad arguments or
 settings, 3 ``--fail-on-error`` and some rows had errors.
@@ -45,6 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--overwrite", action="store_true")
     ing.add_argument("--fail-on-error", action="store_true", help="exit 3 when any row has an error")
     spark_opts(ing)
+
+    syn = sub.add_parser("synth", help="write phantom datasets, dataset-layout replicas or a preview")
+    syn.add_argument("--kind", choices=["knee", "chest"], help="phantom kind to write under --out/<kind>")
+    syn.add_argument("--layout", choices=["chestxray14", "mrnet"], help="write a replica of a public dataset layout")
+    syn.add_argument("--n", type=int, default=16, help="number of cases (patients for chestxray14)")
+    syn.add_argument("--out", help="output folder")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--size", type=int, default=256, help="chest radiograph size in pixels")
+    syn.add_argument("--shape", default="24,96,96", help="knee volume shape: slices,rows,cols")
+    syn.add_argument("--preview", metavar="PNG", help="render a grid of sample knee slices and radiographs")
+    syn.add_argument("--spark", action="store_true", help="generate cases on Spark executors")
+    spark_opts(syn)
 
     demo = sub.add_parser("demo", help="synthetic archive -> every reader -> tensor tables, with a summary")
     demo.add_argument("--out", default="demo-out")
@@ -91,6 +104,30 @@ def cmd_ingest(args) -> int:
     return EXIT_ROW_ERRORS if (bad and args.fail_on_error) else EXIT_OK
 
 
+def cmd_synth(args) -> int:
+    from ..datasets import layouts, synth
+
+    if not (args.kind or args.layout or args.preview):
+        raise MedImgError("synth needs --kind, --layout or --preview")
+    if (args.kind or args.layout) and not args.out:
+        raise MedImgError("synth --kind/--layout needs --out")
+    if args.kind:
+        shape = tuple(int(s) for s in args.shape.split(","))
+        spark = _spark(args) if args.spark else None
+        root = synth.synth_dataset(args.kind, args.out, args.n, seed=args.seed, shape=shape, size=args.size,
+                                   spark=spark)
+        print(f"wrote {args.n} {args.kind} phantom cases to {root}")
+    if args.layout == "chestxray14":
+        root = layouts.write_chestxray14_replica(args.out, n_patients=args.n, size=args.size, seed=args.seed)
+        print(f"wrote a ChestX-ray14 replica to {root}")
+    elif args.layout == "mrnet":
+        root = layouts.write_mrnet_replica(args.out, n_train=args.n, n_valid=max(1, args.n // 4), seed=args.seed)
+        print(f"wrote an MRNet replica to {root}")
+    if args.preview:
+        print(f"preview: {synth.render_preview(args.preview, seed=args.seed)}")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -101,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return {"ingest": cmd_ingest, "demo": cmd_demo}[args.command](args)
+        return {"ingest": cmd_ingest, "synth": cmd_synth, "demo": cmd_demo}[args.command](args)
     except (MedImgError, argparse.ArgumentTypeError) as exc:
         print(f"bigdl-medimg: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE

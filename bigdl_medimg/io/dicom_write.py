@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..tensor import LPS_TO_RAS
 
-__all__ = ["write_dicom_series", "write_nifti"]
+__all__ = ["write_dicom_series", "write_nifti", "write_dicom_xray"]
 
 
 def write_dicom_series(volume: np.ndarray, affine: np.ndarray, out_dir: str | os.PathLike, *,
@@ -128,4 +128,40 @@ def write_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) 
     img.set_qform(img.affine, code=1)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     nib.save(img, str(path))
+    return str(path)
+
+
+def write_dicom_xray(image: np.ndarray, path: str | os.PathLike, *, spacing: tuple[float, float] = (1.0, 1.0),
+                     modality: str = "DX", view_position: str = "PA", uid_seed: str | None = None) -> str:
+    """Write a 2-D grey radiograph as a DICOM DX (or CR) file with ImagerPixelSpacing."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    img = np.asarray(image)
+    if img.ndim != 2 or img.dtype not in (np.uint8, np.uint16):
+        raise ConfigError(f"write_dicom_xray needs a 2-D uint8/uint16 image, got {img.dtype} {img.shape}")
+    sop_class = "1.2.840.10008.5.1.4.1.1.1.1" if modality == "DX" else "1.2.840.10008.5.1.4.1.1.1"
+
+    def uid(s):
+        return generate_uid(entropy_srcs=[uid_seed, s]) if uid_seed else generate_uid()
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = uid("sop")
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = uid("study"), uid("series")
+    ds.Modality, ds.ViewPosition, ds.BodyPartExamined = modality, view_position, "CHEST"
+    ds.PatientName, ds.PatientID = "Phantom^Synthetic", "PHANTOM"
+    ds.Rows, ds.Columns = img.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    bits = img.dtype.itemsize * 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    ds.ImagerPixelSpacing = [float(spacing[0]), float(spacing[1])]
+    ds.PixelData = np.ascontiguousarray(img, dtype=img.dtype.newbyteorder("<")).tobytes()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
     return str(path)
