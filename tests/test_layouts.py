@@ -86,3 +86,31 @@ def test_mrnet_loader(spark, tmp_path):
     (root / "valid-acl.csv").unlink()
     with pytest.raises(DatasetLayoutError, match="valid-acl.csv: file not found"):
         load_mrnet(spark, str(root))
+
+
+def test_oaizib_loader_masks_images_and_folds(spark, tmp_path):
+    from bigdl_medimg.cli import main
+    from bigdl_medimg.datasets.layouts import load_oaizib
+    from bigdl_medimg.tensor import get_affine
+    from bigdl_medimg.transforms import reorient
+
+    assert main(["synth", "--layout", "oai-zib", "--n", "3", "--out", str(tmp_path), "--shape", "12,40,40"]) == 0
+    zib, oai = tmp_path / "OAI-ZIB", tmp_path / "OAI"
+    rows = load_oaizib(spark, str(zib), oai_root=str(oai)).collect()
+    assert len(rows) == 3 and all(r.error is None for r in rows)
+    assert sorted(r.fold for r in rows) == [1, 1, 2]
+    for r in rows:
+        mask, image = to_numpy(r.mask), to_numpy(r.image)
+        assert set(np.unique(mask)) == {0, 1, 2, 3, 4}
+        m, maff = reorient(mask, get_affine(r.mask), "RAS")
+        i, iaff = reorient(image, get_affine(r.image), "RAS")
+        assert m.shape == i.shape and np.allclose(maff, iaff, atol=1e-3)  # same grid in the replica
+        assert i[m == 2].mean() > 1.5 * i[m == 1].mean()  # mask aligned: cartilage bright, bone darker
+    only_masks = load_oaizib(spark, str(zib)).collect()
+    assert len(only_masks) == 3 and all(r.image is None and r.mask is not None for r in only_masks)
+    victim = next((zib / "segmentation" / "segmentation_masks").glob("*.mhd"))
+    victim.unlink()
+    with pytest.raises(DatasetLayoutError, match="1 subject.* have no segmentation mask"):
+        load_oaizib(spark, str(zib))
+    with pytest.raises(DatasetLayoutError, match="file not found"):
+        load_oaizib(spark, str(tmp_path / "nowhere"))

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     syn = sub.add_parser("synth", help="write phantom datasets, dataset-layout replicas or a preview")
     syn.add_argument("--kind", choices=["knee", "chest"], help="phantom kind to write under --out/<kind>")
-    syn.add_argument("--layout", choices=["chestxray14", "mrnet"], help="write a replica of a public dataset layout")
+    syn.add_argument("--layout", choices=["chestxray14", "mrnet", "oai-zib"], help="write a replica of a public dataset layout")
     syn.add_argument("--n", type=int, default=16, help="number of cases (patients for chestxray14)")
     syn.add_argument("--out", help="output folder")
     syn.add_argument("--seed", type=int, default=0)
@@ -123,6 +123,10 @@ def cmd_synth(args) -> int:
     elif args.layout == "mrnet":
         root = layouts.write_mrnet_replica(args.out, n_train=args.n, n_valid=max(1, args.n // 4), seed=args.seed)
         print(f"wrote an MRNet replica to {root}")
+    elif args.layout == "oai-zib":
+        shape = tuple(int(s) for s in args.shape.split(","))
+        root = layouts.write_oaizib_replica(args.out, n=args.n, shape=shape, seed=args.seed)
+        print(f"wrote an OAI-ZIB replica to {root}/OAI-ZIB (images under {root}/OAI)")
     if args.preview:
         print(f"preview: {synth.render_preview(args.preview, seed=args.seed)}")
     return EXIT_OK

@@ -4,6 +4,12 @@
   ``test_list.txt`` and PNGs under ``images*/`` (``images_001/images/...``).
 * MRNet: ``{train,valid}/{axial,coronal,sagittal}/NNNN.npy`` with
   ``{train,valid}-{abnormal,acl,meniscus}.csv``.
+* OAI-ZIB: ``segmentation/segmentation_masks/<ID>.segmentation_masks.mhd``
+  (+ ``.raw``; labels 0 background, 1 femoral bone, 2 femoral cartilage,
+  3 tibial bone, 4 tibial cartilage), ``segmentation/doc/oai_mri_paths.txt``
+  (``ID: path`` of each DESS series inside the OAI baseline archive) and the
+  two-fold ``2foldCrossValidation-List{1,2}.txt``.  The MR images are DICOM
+  series from the OAI database, read from ``oai_root`` when given.
 
 Loaders read through Spark (any Hadoop path) and fail with
 :class:`DatasetLayoutError` naming what is missing.  The replica writers
@@ -22,7 +28,10 @@ from ..errors import MedImgError
 from .phantoms import CHEST_LABELS, chest_xray_phantom, knee_phantom
 
 __all__ = ["DatasetLayoutError", "write_chestxray14_replica", "load_chestxray14", "patient_split",
-           "write_mrnet_replica", "load_mrnet", "MRNET_PLANES", "MRNET_TASKS"]
+           "write_mrnet_replica", "load_mrnet", "MRNET_PLANES", "MRNET_TASKS", "OAIZIB_LABELS",
+           "write_oaizib_replica", "load_oaizib"]
+
+OAIZIB_LABELS = ("background", "femoral_bone", "femoral_cartilage", "tibial_bone", "tibial_cartilage")
 
 MRNET_PLANES = ("axial", "coronal", "sagittal")
 MRNET_TASKS = ("abnormal", "acl", "meniscus")
@@ -275,3 +284,124 @@ def load_mrnet(spark, root: str):
         raise DatasetLayoutError(f"{no_labels} exam(s) under {root} have .npy stacks but no labels in the CSVs")
     return df.withColumn("error", F.coalesce("error", F.when(F.col("axial").isNull() & F.col("coronal").isNull()
                                                                & F.col("sagittal").isNull(), "no .npy stacks found")))
+
+
+# ---------------------------------------------------------------- OAI-ZIB ---
+
+def write_oaizib_replica(root, n: int = 4, shape=(16, 64, 64), seed: int = 0) -> Path:
+    """Write a tiny OAI-ZIB replica under ``root/OAI-ZIB`` and its images under ``root/OAI``.
+
+    Masks carry OAI-ZIB's labels (built from the phantom's bones and
+    cartilage) as MetaImage files; the images are DICOM series at the paths
+    listed in ``oai_mri_paths.txt``.  Returns ``root``.
+    """
+    from ..io.dicom_write import write_dicom_series
+    from ..io.mhd import write_mhd
+
+    root = Path(root)
+    zib = root / "OAI-ZIB" / "segmentation"
+    (zib / "doc").mkdir(parents=True, exist_ok=True)
+    ids, paths = [], []
+    for i in range(n):
+        pid = 9000000 + 1013 * (seed * 1000 + i) % 999999
+        case = knee_phantom(seed * 7919 + 31 * i, shape=tuple(shape))
+        zmask = np.zeros(case.mask.shape, np.uint8)
+        zmask[case.bones == 1] = 1
+        zmask[case.mask == 1] = 2
+        zmask[case.bones == 2] = 3
+        zmask[case.mask == 2] = 4
+        # OAI-ZIB stores x = the sagittal slice axis fastest: array (z, y, x) = (cols, rows, slices)
+        arr = np.ascontiguousarray(np.transpose(zmask, (2, 1, 0)))
+        aff = case.affine[:, [2, 1, 0, 3]]
+        write_mhd(arr, aff, zib / "segmentation_masks" / f"{pid}.segmentation_masks.mhd")
+        rel = f"0.C.2/{pid}/20050101/{10000000 + i}"
+        write_dicom_series(case.image, case.affine, root / "OAI" / rel, uid_seed=f"oai-{seed}-{i}",
+                           file_names=[f"{k + 1:03d}" for k in range(case.image.shape[0])])
+        ids.append(pid)
+        paths.append(rel)
+    (zib / "doc" / "oai_mri_paths.txt").write_text("".join(f"{p}: {r}\n" for p, r in zip(ids, paths)))
+    half = (n + 1) // 2
+    (zib / "doc" / "2foldCrossValidation-List1.txt").write_text("".join(f"{p}\n" for p in ids[:half]))
+    (zib / "doc" / "2foldCrossValidation-List2.txt").write_text("".join(f"{p}\n" for p in ids[half:]))
+    return root
+
+
+def load_oaizib(spark, root: str, *, oai_root: str | None = None):
+    """OAI-ZIB masks (and, with ``oai_root``, their OAI images) as one row per knee.
+
+    Parameters
+    ----------
+    root : str
+        The OAI-ZIB folder (holding ``segmentation/``).
+    oai_root : str, optional
+        The OAI baseline folder that the paths in ``oai_mri_paths.txt`` are
+        relative to; its DICOM series become the ``image`` column.
+
+    Returns
+    -------
+    DataFrame
+        ``subject_id``, ``fold`` (1 or 2), ``oai_path``, ``mask`` (labels of
+        :data:`OAIZIB_LABELS`), ``image`` (null without ``oai_root``),
+        ``error``.  OAI-ZIB masks carry no pose: they match the images up to
+        rigid alignment, so compare them after :func:`~bigdl_medimg.transforms.reorient`.
+
+    Raises
+    ------
+    DatasetLayoutError
+        Missing folders or lists, subjects listed without a mask, or (with
+        ``oai_root``) listed series that are missing.
+    """
+    from pyspark.sql import functions as F
+
+    from ..io.readers import read_dicom_series, read_mhd
+
+    root = root.rstrip("/")
+    seg = f"{root}/segmentation"
+    folds = {}
+    for k in (1, 2):
+        for line in _read_text(spark, f"{seg}/doc/2foldCrossValidation-List{k}.txt"):
+            if line.strip():
+                folds[line.strip()] = k
+    paths = {}
+    for line in _read_text(spark, f"{seg}/doc/oai_mri_paths.txt"):
+        if line.strip():
+            sid, sep, rel = line.partition(":")
+            if not sep:
+                raise DatasetLayoutError(f"{seg}/doc/oai_mri_paths.txt: expected 'ID: path' lines, got {line!r}")
+            paths[sid.strip()] = rel.strip().strip("/")
+    try:
+        masks = read_mhd(spark, f"{seg}/segmentation_masks")
+    except Exception as exc:
+        if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
+            raise DatasetLayoutError(f"{seg}/segmentation_masks: folder not found") from None
+        raise
+    masks = masks.select(
+        F.regexp_extract(F.element_at(F.split("path", "/"), -1), r"^([^.]+)\.segmentation_masks\.mhd$", 1)
+        .alias("subject_id"), F.col("image").alias("mask"), F.col("error").alias("mask_error"))
+    found = {r.subject_id for r in masks.select("subject_id").collect()}
+    listed = set(folds) | set(paths)
+    missing = sorted(listed - found)
+    if missing:
+        raise DatasetLayoutError(f"{len(missing)} subject(s) listed in {seg}/doc have no segmentation mask "
+                                 f"(e.g. {', '.join(missing[:3])})")
+    meta = spark.createDataFrame([(sid, folds.get(sid), paths.get(sid)) for sid in sorted(found)],
+                                 "subject_id string, fold int, oai_path string")
+    df = meta.join(masks, on="subject_id", how="left")
+    if oai_root is None:
+        return df.select("subject_id", "fold", "oai_path", "mask", F.lit(None).cast(masks.schema["mask"].dataType)
+                         .alias("image"), F.col("mask_error").alias("error"))
+    base = oai_root.rstrip("/")
+    wanted = {sid: p for sid, p in paths.items() if sid in found}
+    series = read_dicom_series(spark, [f"{base}/{p}" for p in wanted.values()], recursive=True)
+    series = series.select(F.regexp_replace(F.element_at("path", 1), r"/[^/]+$", "").alias("series_dir"),
+                           F.col("image"), F.col("error").alias("image_error"))
+    keyed = spark.createDataFrame(list(wanted.items()), "subject_id string, rel string")
+    series = keyed.join(series, F.col("series_dir").endswith(F.concat(F.lit("/"), F.col("rel"))), "left")
+    absent = [r.subject_id for r in series.filter(F.col("series_dir").isNull()).select("subject_id").collect()]
+    if absent:
+        raise DatasetLayoutError(f"{len(absent)} OAI series listed in oai_mri_paths.txt are missing under {base} "
+                                 f"(e.g. {', '.join(sorted(absent)[:3])})")
+    out = df.join(series.select("subject_id", "image", "image_error"), on="subject_id", how="left")
+    return out.select("subject_id", "fold", "oai_path", "mask", "image",
+                      F.concat_ws("; ", "mask_error", "image_error").alias("error")).withColumn(
+        "error", F.when(F.col("error") == "", None).otherwise(F.col("error")))

@@ -44,7 +44,11 @@ CHEST_PREVALENCE = dict(zip(CHEST_LABELS, (0.103, 0.025, 0.119, 0.177, 0.052, 0.
 
 @dataclass
 class KneeCase:
-    """One knee phantom: image, mask (uint8, :data:`KNEE_CLASSES`), RAS affine and labels."""
+    """One knee phantom: image, mask (uint8, :data:`KNEE_CLASSES`), RAS affine and labels.
+
+    ``bones`` labels the bones (0 none, 1 femur, 2 tibia, 3 patella) for layouts
+    such as OAI-ZIB that segment bone too.
+    """
 
     image: np.ndarray
     mask: np.ndarray
@@ -52,6 +56,7 @@ class KneeCase:
     tear: int
     seed: int
     info: dict = field(default_factory=dict)
+    bones: np.ndarray | None = None
 
 
 @dataclass
@@ -199,9 +204,13 @@ def knee_phantom(seed: int, shape: tuple[int, int, int] = (24, 96, 96),
     aff = np.eye(4)
     aff[:3, :3] = A
     aff[:3, 3] = -A @ ((np.asarray(shape) - 1) / 2)
+    bones = np.zeros(shape, np.uint8)
+    bones[femur] = 1
+    bones[tibia] = 2
+    bones[patella] = 3
     return KneeCase(image, mask, aff, has_tear, seed,
                     info={"oblique": oblique, "torn_compartment": torn, "scale": scale,
-                          "tear_voxels": int(np.count_nonzero(cleft & meniscus))})
+                          "tear_voxels": int(np.count_nonzero(cleft & meniscus))}, bones=bones)
 
 
 # ----------------------------------------------------------------- chest ---

@@ -6,8 +6,8 @@ decoders they run on executors in ``dicom``, ``series``, ``nifti`` and
 """
 from __future__ import annotations
 
-from .readers import (binary_files, read_dicom, read_dicom_series, read_images, read_nifti, read_tensors,
-                      write_tensors)
+from .readers import (binary_files, read_dicom, read_dicom_series, read_images, read_mhd, read_nifti,
+                      read_tensors, write_tensors)
 
-__all__ = ["read_dicom", "read_dicom_series", "read_nifti", "read_images", "write_tensors", "read_tensors",
-           "binary_files"]
+__all__ = ["read_dicom", "read_dicom_series", "read_nifti", "read_images", "read_mhd", "write_tensors",
+           "read_tensors", "binary_files"]

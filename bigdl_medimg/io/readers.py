@@ -24,7 +24,7 @@ from ..tensor import tensor_type
 from .dicom import METADATA_FIELDS
 from .images import XRAY_MODALITIES
 
-__all__ = ["read_dicom", "read_dicom_series", "read_nifti", "read_images", "write_tensors",
+__all__ = ["read_dicom", "read_dicom_series", "read_nifti", "read_images", "read_mhd", "write_tensors",
            "read_tensors", "binary_files"]
 
 _MODES = ("permissive", "failfast")
@@ -177,6 +177,77 @@ def read_images(spark, path, *, modalities: Sequence[str] | None = XRAY_MODALITI
     files = binary_files(spark, path, recursive=recursive)
     return _map_decode(files, lambda c, p: decode_image(c, p, modalities=mods, keep_color=keep_color), fields,
                        mode == "failfast")
+
+
+def read_mhd(spark, path, *, mode: str = "permissive", recursive: bool = True):
+    """One row per ITK MetaImage (``.mhd`` with its data file, or ``.mha``).
+
+    ``path`` selects the headers (files ending ``.mhd``/``.mha``; other files
+    are ignored, so a folder holding headers and ``.raw`` files works); each
+    header's data file is read from next to it.
+
+    Returns
+    -------
+    DataFrame
+        ``path`` (the header), ``data_path``, ``image``, ``error`` (a missing or
+        short data file is an error row, not a lost row).
+    """
+    from pyspark.sql import functions as F
+
+    from .mhd import MhdReadError, data_file_of, decode_mhd_row, parse_mhd_header
+
+    _check_mode(mode)
+    failfast = mode == "failfast"
+    headers = binary_files(spark, path, recursive=recursive).filter(
+        F.lower(F.col("path")).endswith(".mhd") | F.lower(F.col("path")).endswith(".mha"))
+
+    def locate(batches):
+        import pandas as pd
+
+        for pdf in batches:
+            out = []
+            for p, content in zip(pdf["path"], pdf["content"]):
+                try:
+                    fields, _ = parse_mhd_header(bytes(content), p)
+                    out.append((p, data_file_of(fields, p), None))
+                except MhdReadError as exc:
+                    if failfast:
+                        raise
+                    out.append((p, None, exc.column_text()))
+            yield pd.DataFrame(out, columns=["path", "data_path", "header_error"])
+
+    located = headers.select("path", "content").mapInPandas(
+        locate, _schema([("path", "string"), ("data_path", "string"), ("header_error", "string")])).cache()
+    data_paths = sorted({r.data_path for r in located.select("data_path").distinct().collect() if r.data_path})
+    hdr = headers.select("path", F.col("content").alias("header")).join(located, on="path")
+    if data_paths:
+        # read the folders holding the data files once (a missing data file must not fail the job)
+        folders = sorted({p.rsplit("/", 1)[0] for p in data_paths})
+        data = binary_files(spark, folders, recursive=False).select(
+            F.col("path").alias("found_path"), F.col("content").alias("data"))
+        hdr = hdr.join(data, hdr["data_path"] == data["found_path"], "left").drop("found_path")
+    else:
+        hdr = hdr.withColumn("data", F.lit(None).cast("binary"))
+    fields = [("path", "string"), ("data_path", "string"), ("image", tensor_type()), ("error", "string")]
+    columns = [n for n, _ in fields]
+
+    def decode(batches):
+        for pdf in batches:
+            rows = []
+            for rec in pdf.to_dict("records"):
+                if rec["header_error"]:
+                    rows.append({"path": rec["path"], "data_path": None, "image": None, "error": rec["header_error"]})
+                    continue
+                data = rec.get("data")
+                r = decode_mhd_row(bytes(rec["header"]), rec["path"], None if data is None else bytes(data),
+                                   rec["data_path"])
+                if failfast and r.get("_exc") is not None:
+                    raise r["_exc"]
+                r["path"] = rec["path"]
+                rows.append(r)
+            yield _rows_frame(rows, columns)
+
+    return hdr.select("path", "header", "data_path", "header_error", "data").mapInPandas(decode, _schema(fields))
 
 
 # ----------------------------------------------------------------- series ---
