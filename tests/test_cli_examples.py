@@ -52,3 +52,11 @@ def test_example_runs_under_spark_submit(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 series written" in proc.stdout and "0 with errors" in proc.stdout
+
+
+def test_demo_runs_and_checks_itself(spark, tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "series : 4 rows, 3 decoded, 1 with errors" in out
+    assert out.count("agree after RAS reorientation: True") == 3
+    assert (tmp_path / "demo" / "preview.png").stat().st_size > 10000
