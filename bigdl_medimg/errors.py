@@ -20,6 +20,7 @@ __all__ = [
     "NiftiReadError",
     "ImageFileReadError",
     "one_line",
+    "record_error",
 ]
 
 
@@ -79,3 +80,15 @@ def one_line(text: object, limit: int = 300) -> str:
     """Collapse ``text`` to a single line of at most ``limit`` characters."""
     s = " ".join(str(text).split())
     return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def record_error(row: dict, exc: BaseException, cls: type, path: str) -> dict:
+    """Put ``exc`` into a reader row: ``error`` text and ``_exc`` (re-raised in failfast mode).
+
+    An :class:`ImageReadError` is kept as is; anything else (a library failing
+    on damaged input) is wrapped in ``cls`` naming ``path``.
+    """
+    err = exc if isinstance(exc, ImageReadError) else cls(path, f"{type(exc).__name__}: {exc}")
+    row["error"] = err.column_text()
+    row["_exc"] = err
+    return row

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import DicomReadError
+from ..errors import DicomReadError, record_error
 from ..tensor import LPS_TO_RAS
 
 __all__ = [
@@ -348,11 +348,6 @@ def decode_dicom(content: bytes, path: str, *, with_pixels: bool = True) -> dict
             affine, source = dicom_affine(ds, arr.shape)
             row["image"] = from_numpy(arr, affine)
             row["affine_source"] = source
-    except DicomReadError as exc:
-        row["error"] = exc.column_text()
-        row["_exc"] = exc
-    except Exception as exc:  # a bug or an unexpected library failure: still one row
-        err = DicomReadError(path, f"{type(exc).__name__}: {exc}")
-        row["error"] = err.column_text()
-        row["_exc"] = err
+    except Exception as exc:  # damaged input or an unexpected library failure: still one row
+        record_error(row, exc, DicomReadError, path)
     return row

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import DicomReadError, ImageFileReadError
+from ..errors import DicomReadError, ImageFileReadError, record_error
 from .dicom import dicom_metadata, dicom_pixels, looks_like_dicom, parse_dicom
 
 __all__ = ["XRAY_MODALITIES", "sniff_format", "decode_image"]
@@ -128,15 +128,8 @@ def decode_image(content: bytes, path: str, *, modalities: Sequence[str] | None 
         row["rows"], row["columns"] = int(arr.shape[-2]), int(arr.shape[-1])
         row["spacing_source"] = source
         row["image"] = from_numpy(arr, affine)
-    except ImageFileReadError as exc:
-        row["error"] = exc.column_text()
-        row["_exc"] = exc
     except DicomReadError as exc:
-        err = ImageFileReadError(path, exc.reason)
-        row["error"] = err.column_text()
-        row["_exc"] = err
+        record_error(row, ImageFileReadError(path, exc.reason), ImageFileReadError, path)
     except Exception as exc:
-        err = ImageFileReadError(path, f"{type(exc).__name__}: {exc}")
-        row["error"] = err.column_text()
-        row["_exc"] = err
+        record_error(row, exc, ImageFileReadError, path)
     return row

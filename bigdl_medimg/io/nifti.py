@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NiftiReadError
+from ..errors import NiftiReadError, record_error
 
 __all__ = ["looks_like_nifti", "decode_nifti_array", "decode_nifti", "MAX_DECOMPRESSED_BYTES"]
 
@@ -123,11 +123,6 @@ def decode_nifti(content: bytes, path: str) -> dict[str, Any]:
         row["image"] = from_numpy(arr, affine)
         row["affine_source"] = source
         row["n_nonfinite"] = int(np.count_nonzero(~np.isfinite(arr))) if arr.dtype.kind in "fc" else 0
-    except NiftiReadError as exc:
-        row["error"] = exc.column_text()
-        row["_exc"] = exc
     except Exception as exc:
-        err = NiftiReadError(path, f"{type(exc).__name__}: {exc}")
-        row["error"] = err.column_text()
-        row["_exc"] = err
+        record_error(row, exc, NiftiReadError, path)
     return row

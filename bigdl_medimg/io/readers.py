@@ -261,20 +261,15 @@ _SERIES_META = [("study_instance_uid", "string"), ("frame_of_reference_uid", "st
 
 def _header_row(content: bytes, path: str) -> dict:
     from .dicom import dicom_metadata, parse_dicom
-    from ..errors import DicomReadError
+    from ..errors import DicomReadError, record_error
 
     row: dict[str, Any] = {"error": None, "has_pixels": False}
     try:
         ds = parse_dicom(content, path)
         row.update(dicom_metadata(ds))
         row["has_pixels"] = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
-    except DicomReadError as exc:
-        row["error"] = exc.column_text()
-        row["_exc"] = exc
     except Exception as exc:
-        err = DicomReadError(path, f"{type(exc).__name__}: {exc}")
-        row["error"] = err.column_text()
-        row["_exc"] = err
+        record_error(row, exc, DicomReadError, path)
     return row
 
 
