@@ -101,9 +101,8 @@ def to_numpy(value: Any) -> np.ndarray:
         )
     arr = np.frombuffer(data, dtype=dtype.newbyteorder("<"), count=expected // max(dtype.itemsize, 1))
     arr = arr.reshape(shape)
-    if arr.dtype.byteorder not in ("=", "|") and not arr.dtype.isnative:
-        arr = arr.astype(dtype.newbyteorder("="))
-    return arr
+    native = dtype.newbyteorder("=")
+    return arr.view(native) if arr.dtype.isnative else arr.astype(native)
 
 
 def get_affine(value: Any) -> np.ndarray:

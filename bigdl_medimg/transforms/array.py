@@ -1,0 +1,275 @@
+"""Pure-numpy image transforms on ``(array, affine)`` pairs (no Spark).
+
+Every function follows the tensor contract: the spatial axes are the last three
+(two for 2-D arrays), leading axes are channels, and the RAS+ affine is updated
+so that it stays true: a voxel of the output maps to the world position its
+value came from.  Intensity functions return float32; geometry functions keep
+the dtype for nearest-neighbour (label) resampling and return float32 when
+they interpolate.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..tensor import spacing_from_affine
+
+__all__ = ["spatial_ndim", "resample", "crop_or_pad", "crop_foreground", "foreground_box", "resize_image",
+           "intensity_window", "zscore_normalize", "percentile_scale", "patch_starts", "extract_patch",
+           "translate", "index_map_affine"]
+
+
+def spatial_ndim(arr: np.ndarray) -> int:
+    """3 for arrays with at least three axes, else the array's own rank."""
+    return 3 if arr.ndim >= 3 else arr.ndim
+
+
+def _channels(arr: np.ndarray):
+    """``(lead_shape, flat)`` where ``flat`` is ``(C, *spatial)``."""
+    nd = spatial_ndim(arr)
+    lead = arr.shape[: arr.ndim - nd]
+    return lead, arr.reshape((-1,) + arr.shape[arr.ndim - nd:])
+
+
+def translate(affine: np.ndarray, offset: Sequence[float]) -> np.ndarray:
+    """Affine of a sub-grid whose index 0 sits at old index ``offset``."""
+    m = np.eye(4)
+    m[: len(offset), 3] = offset
+    return np.asarray(affine, dtype=np.float64) @ m
+
+
+def index_map_affine(op, spatial_shape: Sequence[int]) -> np.ndarray:
+    """4x4 matrix ``M`` with ``old_index = M @ new_index`` for an index-permuting ``op`` (flip, rot90)."""
+    nd = len(spatial_shape)
+    grids = np.indices(spatial_shape)
+    moved = [op(g) for g in grids]
+    new_shape = moved[0].shape
+    origin = np.array([m[(0,) * nd] for m in moved], float)
+    m = np.eye(4)
+    for k in range(nd):
+        idx = [0] * nd
+        if new_shape[k] > 1:
+            idx[k] = 1
+            m[:nd, k] = np.array([mv[tuple(idx)] for mv in moved], float) - origin
+        else:  # a singleton axis: its direction is whichever old axis is left over
+            m[:nd, k] = 0
+    m[:nd, 3] = origin
+    # fill singleton axes so the matrix stays a permutation
+    used = {int(np.flatnonzero(m[:nd, k])[0]) for k in range(nd) if np.any(m[:nd, k])}
+    for k in range(nd):
+        if not np.any(m[:nd, k]):
+            free = sorted(set(range(nd)) - used)[0]
+            m[free, k] = 1
+            used.add(free)
+    return m
+
+
+# -------------------------------------------------------------- geometry ---
+
+def resample(arr: np.ndarray, affine: np.ndarray, spacing: Sequence[float], order: int = 1,
+             mode: str = "nearest") -> tuple[np.ndarray, np.ndarray]:
+    """Resample to a new voxel spacing (mm), keeping the first voxel centre in place.
+
+    Parameters
+    ----------
+    spacing : sequence of float
+        One value per spatial axis (two for 2-D arrays).
+    order : int
+        Spline order: 0 (nearest; label masks keep their dtype), 1 (linear), 3.
+    """
+    from scipy import ndimage as ndi
+
+    nd = spatial_ndim(arr)
+    new_sp = np.asarray(spacing, dtype=np.float64)
+    if new_sp.shape != (nd,) or not np.all(np.isfinite(new_sp)) or np.any(new_sp <= 0):
+        raise ConfigError(f"spacing must be {nd} positive numbers, got {list(spacing)}")
+    if order not in (0, 1, 2, 3, 4, 5):
+        raise ConfigError(f"order must be 0..5, got {order}")
+    old_sp = spacing_from_affine(affine)[:nd]
+    ratio = new_sp / old_sp
+    old_shape = np.asarray(arr.shape[arr.ndim - nd:])
+    new_shape = tuple(int(max(1, round(s))) for s in old_shape * old_sp / new_sp)
+    lead, flat = _channels(arr)
+    out_dtype = arr.dtype if order == 0 else np.float32
+    out = np.empty((flat.shape[0],) + new_shape, dtype=out_dtype)
+    for c in range(flat.shape[0]):
+        src = flat[c] if order == 0 else flat[c].astype(np.float32)
+        ndi.affine_transform(src, ratio, offset=0.0, output_shape=new_shape, output=out[c], order=order,
+                             mode=mode, prefilter=order > 1)
+    new_aff = np.asarray(affine, dtype=np.float64).copy()
+    new_aff[:3, :nd] = new_aff[:3, :nd] * ratio
+    return out.reshape(lead + new_shape), new_aff
+
+
+def crop_or_pad(arr: np.ndarray, affine: np.ndarray, shape: Sequence[int], value: float = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Centre-crop or pad the spatial axes to ``shape``."""
+    nd = spatial_ndim(arr)
+    target = [int(s) for s in shape]
+    if len(target) != nd or min(target) < 1:
+        raise ConfigError(f"shape must be {nd} positive sizes, got {list(shape)}")
+    cur = arr.shape[arr.ndim - nd:]
+    lead_axes = arr.ndim - nd
+    slices = [slice(None)] * lead_axes
+    pads = [(0, 0)] * lead_axes
+    offset = []
+    for c, t in zip(cur, target):
+        if t <= c:
+            start = (c - t) // 2
+            slices.append(slice(start, start + t))
+            pads.append((0, 0))
+            offset.append(start)
+        else:
+            before = (t - c) // 2
+            slices.append(slice(None))
+            pads.append((before, t - c - before))
+            offset.append(-before)
+    out = arr[tuple(slices)]
+    if any(p != (0, 0) for p in pads):
+        out = np.pad(out, pads, mode="constant", constant_values=value)
+    return np.ascontiguousarray(out), translate(affine, offset)
+
+
+def foreground_box(source: np.ndarray, threshold: float = 0.0, margin: int = 0):
+    """``(start, stop)`` of the box around ``source > threshold`` (spatial axes), or None."""
+    nd = spatial_ndim(source)
+    fg = source > threshold
+    if source.ndim > nd:
+        fg = fg.reshape((-1,) + source.shape[source.ndim - nd:]).any(axis=0)
+    if not fg.any():
+        return None
+    idx = np.nonzero(fg)
+    shape = fg.shape
+    start = [max(0, int(i.min()) - margin) for i in idx]
+    stop = [min(s, int(i.max()) + 1 + margin) for i, s in zip(idx, shape)]
+    return start, stop
+
+
+def crop_foreground(arr: np.ndarray, affine: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
+    """Crop the spatial axes to ``box`` (from :func:`foreground_box`); None leaves the image as is."""
+    if box is None:
+        return arr, np.asarray(affine, dtype=np.float64)
+    start, stop = box
+    nd = spatial_ndim(arr)
+    sl = (slice(None),) * (arr.ndim - nd) + tuple(slice(a, b) for a, b in zip(start, stop))
+    return np.ascontiguousarray(arr[sl]), translate(affine, start)
+
+
+def resize_image(arr: np.ndarray, affine: np.ndarray, size: Sequence[int], order: int = 1,
+                 anti_aliasing: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Resize the two in-plane axes of a 2-D image (or of each slice) to ``size``.
+
+    Pixel areas are aligned (scikit-image's convention), so the new pixel
+    ``j`` is centred at old index ``(j + 0.5) * s - 0.5``; the affine says so.
+    """
+    from skimage.transform import resize
+
+    size = [int(s) for s in size]
+    if len(size) != 2 or min(size) < 1:
+        raise ConfigError(f"size must be two positive sizes, got {size}")
+    if order not in (0, 1, 3):
+        raise ConfigError(f"order must be 0, 1 or 3, got {order}")
+    rows, cols = arr.shape[-2:]
+    lead = arr.shape[:-2]
+    flat = arr.reshape((-1, rows, cols))
+    out_dtype = arr.dtype if order == 0 else np.float32
+    out = np.empty((flat.shape[0], size[0], size[1]), dtype=out_dtype)
+    for c in range(flat.shape[0]):
+        res = resize(flat[c], size, order=order, mode="edge", preserve_range=True,
+                     anti_aliasing=bool(anti_aliasing and order > 0))
+        out[c] = res if order > 0 else np.rint(res).astype(out_dtype)
+    s = np.array([rows / size[0], cols / size[1]])
+    nd = spatial_ndim(arr)
+    axes = (0, 1) if nd == 2 else (1, 2)
+    m = np.eye(4)
+    for k, ax in enumerate(axes):
+        m[ax, ax] = s[k]
+        m[ax, 3] = (s[k] - 1) / 2
+    return out.reshape(lead + tuple(size)), np.asarray(affine, dtype=np.float64) @ m
+
+
+# ------------------------------------------------------------- intensity ---
+
+def intensity_window(arr: np.ndarray, low: float, high: float, clip: bool = True) -> np.ndarray:
+    """Map ``[low, high]`` to ``[0, 1]`` (float32), clipping outside when ``clip``."""
+    if not high > low:
+        raise ConfigError(f"window needs high > low, got low={low}, high={high}")
+    out = (arr.astype(np.float32) - np.float32(low)) / np.float32(high - low)
+    return np.clip(out, 0, 1, out=out) if clip else out
+
+
+def zscore_normalize(arr: np.ndarray, nonzero: bool = False, channel_wise: bool = True) -> np.ndarray:
+    """Zero mean, unit variance (float32); with ``nonzero`` only non-zero voxels count and zeros stay 0."""
+    lead, flat = _channels(arr)
+    groups = flat if channel_wise else flat.reshape((1, -1))
+    out = np.empty(groups.shape, np.float32)
+    for c in range(groups.shape[0]):
+        x = groups[c].astype(np.float32)
+        sel = x != 0 if nonzero else np.ones(x.shape, bool)
+        if not sel.any():
+            out[c] = x
+            continue
+        mu = float(x[sel].mean(dtype=np.float64))
+        sd = float(x[sel].std(dtype=np.float64)) or 1.0
+        out[c] = np.where(sel, (x - mu) / sd, 0).astype(np.float32) if nonzero else (x - mu) / sd
+    return out.reshape(arr.shape)
+
+
+def percentile_scale(arr: np.ndarray, lower: float = 1.0, upper: float = 99.0, clip: bool = True,
+                     channel_wise: bool = True) -> np.ndarray:
+    """Map the ``lower``/``upper`` percentiles to 0/1 (float32), clipping when ``clip``."""
+    if not 0 <= lower < upper <= 100:
+        raise ConfigError(f"percentiles need 0 <= lower < upper <= 100, got {lower}, {upper}")
+    lead, flat = _channels(arr)
+    groups = flat if channel_wise else flat.reshape((1, -1))
+    out = np.empty(groups.shape, np.float32)
+    for c in range(groups.shape[0]):
+        x = groups[c].astype(np.float32)
+        lo, hi = np.percentile(x, [lower, upper])
+        out[c] = (x - lo) / (hi - lo) if hi > lo else x - lo
+    if clip:
+        np.clip(out, 0, 1, out=out)
+    return out.reshape(arr.shape)
+
+
+# --------------------------------------------------------------- patches ---
+
+def patch_starts(spatial_shape: Sequence[int], patch: Sequence[int], n: int, pos_fraction: float,
+                 label: np.ndarray | None, rng: np.random.Generator) -> list[tuple[tuple[int, ...], bool]]:
+    """Start indices of ``n`` patches: a ``pos_fraction`` share centred on foreground voxels of ``label``.
+
+    Returns ``[(start, centred_on_foreground), ...]``.  Without foreground (or
+    label) every patch is drawn uniformly.
+    """
+    shape = np.asarray(spatial_shape)
+    p = np.asarray(patch)
+    if p.shape != shape.shape or np.any(p < 1):
+        raise ConfigError(f"patch shape {list(patch)} must have {len(shape)} positive sizes")
+    if np.any(p > shape):
+        raise ConfigError(f"patch {list(patch)} is larger than the image {list(spatial_shape)}; "
+                          "pad first (CropOrPad) or use a smaller patch")
+    hi = shape - p
+    fg = None
+    if label is not None:
+        fg = np.argwhere(label > 0)
+        if len(fg) == 0:
+            fg = None
+    n_pos = int(round(n * pos_fraction)) if fg is not None else 0
+    out = []
+    for i in range(n):
+        if i < n_pos:
+            c = fg[rng.integers(0, len(fg))]
+            start = np.clip(c - p // 2, 0, hi)
+            out.append((tuple(int(v) for v in start), True))
+        else:
+            start = [int(rng.integers(0, h + 1)) for h in hi]
+            out.append((tuple(start), False))
+    return out
+
+
+def extract_patch(arr: np.ndarray, start: Sequence[int], patch: Sequence[int]) -> np.ndarray:
+    """The spatial block ``[start, start + patch)`` of ``arr`` (channels kept)."""
+    nd = len(start)
+    sl = (slice(None),) * (arr.ndim - nd) + tuple(slice(s, s + p) for s, p in zip(start, patch))
+    return np.ascontiguousarray(arr[sl])

@@ -1,0 +1,131 @@
+"""Random augmentation of an image and its mask together (pure numpy, seeded).
+
+Geometry (flips, 90-degree rotations, a small rotation/scaling about the
+centre) is applied identically to image and mask, with linear interpolation
+for the image and nearest for the mask, and the affine is updated so it stays
+true.  Intensity changes (scale, shift, gamma) touch the image only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError
+from .array import index_map_affine, spatial_ndim
+
+__all__ = ["AugmentConfig", "augment"]
+
+
+@dataclass
+class AugmentConfig:
+    """Probabilities and ranges of each augmentation (0 turns one off)."""
+
+    flip_prob: float = 0.5
+    rot90_prob: float = 0.5
+    affine_prob: float = 0.3
+    max_rotation_deg: float = 10.0
+    scale_range: float = 0.1
+    intensity_prob: float = 0.5
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.1
+    gamma_prob: float = 0.3
+    gamma_range: float = 0.3
+
+    def validate(self) -> "AugmentConfig":
+        for name in ("flip_prob", "rot90_prob", "affine_prob", "intensity_prob", "gamma_prob"):
+            v = getattr(self, name)
+            if not 0 <= v <= 1:
+                raise ConfigError(f"{name} must be a probability in [0, 1], got {v}")
+        for name in ("max_rotation_deg", "scale_range", "intensity_scale", "intensity_shift", "gamma_range"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.scale_range >= 1 or self.gamma_range >= 1:
+            raise ConfigError("scale_range and gamma_range must be < 1")
+        return self
+
+
+def _apply_index_op(arrays, affine, op, nd):
+    spatial = arrays[0].shape[arrays[0].ndim - nd:]
+    m = index_map_affine(op, spatial)
+    out = []
+    for a in arrays:
+        if a is None:
+            out.append(None)
+            continue
+        lead = a.shape[: a.ndim - nd]
+        flat = a.reshape((-1,) + a.shape[a.ndim - nd:])
+        moved = np.stack([op(ch) for ch in flat])
+        out.append(np.ascontiguousarray(moved.reshape(lead + moved.shape[1:])))
+    return out, affine @ m
+
+
+def _rotation(nd: int, rng, max_deg: float) -> np.ndarray:
+    if nd == 2:
+        t = np.deg2rad(rng.uniform(-max_deg, max_deg))
+        return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    r = np.eye(3)
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        t = np.deg2rad(rng.uniform(-max_deg, max_deg))
+        g = np.eye(3)
+        g[a, a] = g[b, b] = np.cos(t)
+        g[a, b], g[b, a] = -np.sin(t), np.sin(t)
+        r = r @ g
+    return r
+
+
+def augment(image: np.ndarray, affine: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator,
+            cfg: AugmentConfig = AugmentConfig()):
+    """Augment ``image`` (and ``mask`` on the same grid) with ``rng``.
+
+    Returns
+    -------
+    image : ndarray (float32)
+    affine : (4, 4) ndarray
+    mask : ndarray or None (dtype kept)
+    """
+    from scipy import ndimage as ndi
+
+    nd = spatial_ndim(image)
+    if mask is not None and mask.shape[mask.ndim - nd:] != image.shape[image.ndim - nd:]:
+        raise ConfigError(f"mask grid {mask.shape} differs from image grid {image.shape}")
+    aff = np.asarray(affine, dtype=np.float64)
+    arrays = [image, mask]
+    for ax in range(nd):
+        if rng.random() < cfg.flip_prob:
+            arrays, aff = _apply_index_op(arrays, aff, lambda a, ax=ax: np.flip(a, ax), nd)
+    if rng.random() < cfg.rot90_prob:
+        plane = (nd - 2, nd - 1)  # the in-plane axes (rows, cols)
+        shp = arrays[0].shape[-2:]
+        k = int(rng.integers(1, 4)) if shp[0] == shp[1] else 2  # keep the grid shape
+        arrays, aff = _apply_index_op(arrays, aff, lambda a, k=k: np.rot90(a, k, axes=plane), nd)
+    img, msk = arrays
+    img = img.astype(np.float32)
+    if rng.random() < cfg.affine_prob:
+        spatial = np.asarray(img.shape[img.ndim - nd:], float)
+        r = _rotation(nd, rng, cfg.max_rotation_deg) * rng.uniform(1 - cfg.scale_range, 1 + cfg.scale_range)
+        centre = (spatial - 1) / 2
+        offset = centre - r @ centre          # old_index = r @ new_index + offset
+        lead = img.shape[: img.ndim - nd]
+        flat = img.reshape((-1,) + img.shape[img.ndim - nd:])
+        img = np.stack([ndi.affine_transform(c, r, offset=offset, order=1, mode="nearest") for c in flat]
+                       ).reshape(lead + img.shape[img.ndim - nd:]).astype(np.float32)
+        if msk is not None:
+            mlead = msk.shape[: msk.ndim - nd]
+            mflat = msk.reshape((-1,) + msk.shape[msk.ndim - nd:])
+            msk = np.stack([ndi.affine_transform(c, r, offset=offset, order=0, mode="nearest") for c in mflat]
+                           ).reshape(mlead + msk.shape[msk.ndim - nd:])
+        m = np.eye(4)
+        m[:nd, :nd] = r
+        m[:nd, 3] = offset
+        aff = aff @ m
+    if rng.random() < cfg.intensity_prob:
+        span = float(img.max() - img.min()) or 1.0
+        img = img * np.float32(1 + rng.uniform(-cfg.intensity_scale, cfg.intensity_scale)) + \
+            np.float32(rng.uniform(-cfg.intensity_shift, cfg.intensity_shift) * span)
+    if rng.random() < cfg.gamma_prob:
+        lo, hi = float(img.min()), float(img.max())
+        if hi > lo:
+            g = float(np.exp(rng.uniform(np.log(1 - cfg.gamma_range), -np.log(1 - cfg.gamma_range))))
+            img = (((img - lo) / (hi - lo)) ** g * (hi - lo) + lo).astype(np.float32)
+    return np.ascontiguousarray(img, dtype=np.float32), aff, msk

@@ -1,0 +1,262 @@
+"""Spark ML Transformers over tensor columns: geometry and intensity.
+
+Each stage wraps a pure-numpy function of :mod:`bigdl_medimg.transforms.array`
+(MONAI's array/dictionary split, with the Spark stage as the wrapper).  Stages
+follow pyspark.ml: class-level typed Params, keyword-only constructors,
+camelCase setters, ``save``/``load`` and use inside ``Pipeline``s.  Geometry
+stages transform ``maskCol`` together with the image (nearest-neighbour) and
+keep the affine true.
+"""
+from __future__ import annotations
+
+import numpy as np
+from pyspark import keyword_only
+from pyspark.ml.param import TypeConverters
+
+from ..errors import ConfigError
+from . import array as A
+from ._stage import TensorStage, param, with_accessors
+from .orientation import reorient
+
+__all__ = ["Reorient", "Resample", "IntensityWindow", "ZScoreNormalize", "PercentileScale", "CropOrPad",
+           "CropForeground", "ResizeImage"]
+
+
+def _check_mask_grid(arr, marr):
+    if marr is not None:
+        nd = A.spatial_ndim(arr)
+        if marr.shape[marr.ndim - nd:] != arr.shape[arr.ndim - nd:]:
+            raise ConfigError(f"mask grid {marr.shape} differs from image grid {arr.shape}")
+
+
+@with_accessors
+class Reorient(TensorStage):
+    """Permute/flip axes so they point along ``axcodes`` (exact, lossless)."""
+
+    axcodes = param("axcodes", "three axis codes such as RAS or LPS", TypeConverters.toString)
+
+    @keyword_only
+    def __init__(self, *, axcodes="RAS", inputCol="image", outputCol="image", maskCol="", maskOutputCol="",
+                 errorCol="error"):
+        super().__init__()
+        self._setDefault(axcodes="RAS")
+        self._set(**self._input_kwargs)
+
+    def _validate(self):
+        codes = self.getOrDefault("axcodes").upper()
+        reorient(np.zeros((1, 1, 1)), np.eye(4), codes)  # raises ConfigError for bad codes
+
+    def _row_fn(self):
+        codes = self.getOrDefault("axcodes").upper()
+
+        def fn(arr, aff, marr, _key):
+            if arr.ndim < 3:
+                raise ConfigError(f"Reorient needs a 3-D grid, got shape {arr.shape}")
+            _check_mask_grid(arr, marr)
+            out, aff2 = reorient(arr, aff, codes)
+            mout = reorient(marr, aff, codes)[0] if marr is not None else None
+            return out, aff2, mout
+        return fn
+
+
+@with_accessors
+class Resample(TensorStage):
+    """Resample to a voxel ``spacing`` (mm): spline ``order`` for images, nearest for masks."""
+
+    spacing = param("spacing", "target spacing in mm, one per spatial axis", TypeConverters.toListFloat)
+    order = param("order", "spline order for the image: 0 nearest, 1 linear, 3 cubic", TypeConverters.toInt)
+
+    @keyword_only
+    def __init__(self, *, spacing=None, order=1, inputCol="image", outputCol="image", maskCol="", maskOutputCol="",
+                 errorCol="error"):
+        super().__init__()
+        self._setDefault(order=1)
+        self._set(**self._input_kwargs)
+
+    def _validate(self):
+        if not self.isDefined("spacing") or self.getOrDefault("spacing") is None:
+            raise ConfigError("Resample: spacing is required, e.g. Resample(spacing=[1.0, 1.0, 1.0])")
+        sp = self.getOrDefault("spacing")
+        if not sp or any(not np.isfinite(v) or v <= 0 for v in sp):
+            raise ConfigError(f"Resample: spacing must be positive numbers, got {sp}")
+        if self.getOrDefault("order") not in range(6):
+            raise ConfigError(f"Resample: order must be 0..5, got {self.getOrDefault('order')}")
+
+    def _row_fn(self):
+        sp, order = list(self.getOrDefault("spacing")), self.getOrDefault("order")
+
+        def fn(arr, aff, marr, _key):
+            _check_mask_grid(arr, marr)
+            out, aff2 = A.resample(arr, aff, sp, order)
+            mout = A.resample(marr, aff, sp, 0)[0] if marr is not None else None
+            return out, aff2, mout
+        return fn
+
+
+class _IntensityStage(TensorStage):
+    geometric = False
+
+
+@with_accessors
+class IntensityWindow(_IntensityStage):
+    """Map ``[low, high]`` to ``[0, 1]`` (float32), clipping outside when ``clip``."""
+
+    low = param("low", "value mapped to 0", TypeConverters.toFloat)
+    high = param("high", "value mapped to 1", TypeConverters.toFloat)
+    clip = param("clip", "clip the result to [0, 1]", TypeConverters.toBoolean)
+
+    @keyword_only
+    def __init__(self, *, low=None, high=None, clip=True, inputCol="image", outputCol="image", errorCol="error"):
+        super().__init__()
+        self._setDefault(clip=True)
+        self._set(**self._input_kwargs)
+
+    def _validate(self):
+        lo = self.getOrDefault("low") if self.isDefined("low") else None
+        hi = self.getOrDefault("high") if self.isDefined("high") else None
+        if lo is None or hi is None or not hi > lo:
+            raise ConfigError(f"IntensityWindow: needs low < high, got low={lo}, high={hi}")
+
+    def _row_fn(self):
+        lo, hi, clip = self.getOrDefault("low"), self.getOrDefault("high"), self.getOrDefault("clip")
+        return lambda arr, aff, marr, _k: (A.intensity_window(arr, lo, hi, clip), aff, marr)
+
+
+@with_accessors
+class ZScoreNormalize(_IntensityStage):
+    """Zero mean, unit variance per image (and channel); ``nonzero`` ignores background zeros."""
+
+    nonzero = param("nonzero", "compute statistics over non-zero voxels only (zeros stay 0)", TypeConverters.toBoolean)
+    channelWise = param("channelWise", "separate statistics per channel", TypeConverters.toBoolean)
+
+    @keyword_only
+    def __init__(self, *, nonzero=False, channelWise=True, inputCol="image", outputCol="image", errorCol="error"):
+        super().__init__()
+        self._setDefault(nonzero=False, channelWise=True)
+        self._set(**self._input_kwargs)
+
+    def _row_fn(self):
+        nz, cw = self.getOrDefault("nonzero"), self.getOrDefault("channelWise")
+        return lambda arr, aff, marr, _k: (A.zscore_normalize(arr, nz, cw), aff, marr)
+
+
+@with_accessors
+class PercentileScale(_IntensityStage):
+    """Map the ``lower``/``upper`` percentiles of each image to 0/1 (float32)."""
+
+    lower = param("lower", "lower percentile (0-100)", TypeConverters.toFloat)
+    upper = param("upper", "upper percentile (0-100)", TypeConverters.toFloat)
+    clip = param("clip", "clip the result to [0, 1]", TypeConverters.toBoolean)
+
+    @keyword_only
+    def __init__(self, *, lower=1.0, upper=99.0, clip=True, inputCol="image", outputCol="image", errorCol="error"):
+        super().__init__()
+        self._setDefault(lower=1.0, upper=99.0, clip=True)
+        self._set(**self._input_kwargs)
+
+    def _validate(self):
+        lo, hi = self.getOrDefault("lower"), self.getOrDefault("upper")
+        if not 0 <= lo < hi <= 100:
+            raise ConfigError(f"PercentileScale: needs 0 <= lower < upper <= 100, got {lo}, {hi}")
+
+    def _row_fn(self):
+        lo, hi, clip = self.getOrDefault("lower"), self.getOrDefault("upper"), self.getOrDefault("clip")
+        return lambda arr, aff, marr, _k: (A.percentile_scale(arr, lo, hi, clip), aff, marr)
+
+
+@with_accessors
+class CropOrPad(TensorStage):
+    """Centre-crop or pad the spatial axes to ``shape`` (image padded with ``value``, mask with 0)."""
+
+    shape = param("shape", "target spatial shape", TypeConverters.toListInt)
+    value = param("value", "padding value for the image", TypeConverters.toFloat)
+
+    @keyword_only
+    def __init__(self, *, shape=None, value=0.0, inputCol="image", outputCol="image", maskCol="", maskOutputCol="",
+                 errorCol="error"):
+        super().__init__()
+        self._setDefault(value=0.0)
+        self._set(**self._input_kwargs)
+
+    def _validate(self):
+        shp = self.getOrDefault("shape") if self.isDefined("shape") else None
+        if not shp or min(shp) < 1:
+            raise ConfigError(f"CropOrPad: shape must be positive sizes, got {shp}")
+
+    def _row_fn(self):
+        shp, val = list(self.getOrDefault("shape")), self.getOrDefault("value")
+
+        def fn(arr, aff, marr, _key):
+            _check_mask_grid(arr, marr)
+            out, aff2 = A.crop_or_pad(arr, aff, shp, val)
+            mout = A.crop_or_pad(marr, aff, shp, 0)[0] if marr is not None else None
+            return out, aff2, mout
+        return fn
+
+
+@with_accessors
+class CropForeground(TensorStage):
+    """Crop to the box around ``source > threshold`` plus ``margin`` voxels (source: image or mask)."""
+
+    threshold = param("threshold", "foreground is source > threshold", TypeConverters.toFloat)
+    margin = param("margin", "voxels kept around the box", TypeConverters.toInt)
+    source = param("source", "'image' or 'mask': which array defines the foreground", TypeConverters.toString)
+
+    @keyword_only
+    def __init__(self, *, threshold=0.0, margin=0, source="image", inputCol="image", outputCol="image", maskCol="",
+                 maskOutputCol="", errorCol="error"):
+        super().__init__()
+        self._setDefault(threshold=0.0, margin=0, source="image")
+        self._set(**self._input_kwargs)
+
+    def _validate(self):
+        if self.getOrDefault("margin") < 0:
+            raise ConfigError(f"CropForeground: margin must be >= 0, got {self.getOrDefault('margin')}")
+        if self.getOrDefault("source") not in ("image", "mask"):
+            raise ConfigError(f"CropForeground: source must be 'image' or 'mask', got {self.getOrDefault('source')!r}")
+        if self.getOrDefault("source") == "mask" and not self.getOrDefault("maskCol"):
+            raise ConfigError("CropForeground: source='mask' needs maskCol")
+
+    def _row_fn(self):
+        thr, margin, src = self.getOrDefault("threshold"), self.getOrDefault("margin"), self.getOrDefault("source")
+
+        def fn(arr, aff, marr, _key):
+            _check_mask_grid(arr, marr)
+            box = A.foreground_box(marr if src == "mask" else arr, thr, margin)
+            out, aff2 = A.crop_foreground(arr, aff, box)
+            mout = A.crop_foreground(marr, aff, box)[0] if marr is not None else None
+            return out, aff2, mout
+        return fn
+
+
+@with_accessors
+class ResizeImage(TensorStage):
+    """Resize the in-plane axes to ``size`` (anti-aliased for images, nearest for masks)."""
+
+    size = param("size", "target (rows, cols)", TypeConverters.toListInt)
+    order = param("order", "interpolation order for the image: 0, 1 or 3", TypeConverters.toInt)
+    antiAliasing = param("antiAliasing", "Gaussian pre-filter when shrinking", TypeConverters.toBoolean)
+
+    @keyword_only
+    def __init__(self, *, size=(224, 224), order=1, antiAliasing=True, inputCol="image", outputCol="image",
+                 maskCol="", maskOutputCol="", errorCol="error"):
+        super().__init__()
+        self._setDefault(size=[224, 224], order=1, antiAliasing=True)
+        self._set(**self._input_kwargs)
+
+    def _validate(self):
+        size = self.getOrDefault("size")
+        if len(size) != 2 or min(size) < 1:
+            raise ConfigError(f"ResizeImage: size must be two positive sizes, got {size}")
+        if self.getOrDefault("order") not in (0, 1, 3):
+            raise ConfigError(f"ResizeImage: order must be 0, 1 or 3, got {self.getOrDefault('order')}")
+
+    def _row_fn(self):
+        size, order, aa = list(self.getOrDefault("size")), self.getOrDefault("order"), self.getOrDefault("antiAliasing")
+
+        def fn(arr, aff, marr, _key):
+            _check_mask_grid(arr, marr)
+            out, aff2 = A.resize_image(arr, aff, size, order, aa)
+            mout = A.resize_image(marr, aff, size, 0, False)[0] if marr is not None else None
+            return out, aff2, mout
+        return fn
