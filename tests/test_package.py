@@ -61,7 +61,7 @@ def test_session_has_bigdl_engine_and_settings(spark):
 
     assert spark.sparkContext.master == "local[2]"
     assert spark.conf.get("spark.driver.memory") == "6g"
-    assert spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch") == "32"
+    assert spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch") == "4"
     assert get_bigdl_engine_type() in ("MklBlas", "MklDnn")
     # a second call reuses the session
     from bigdl_medimg import get_spark

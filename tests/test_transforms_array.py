@@ -156,3 +156,11 @@ def test_augment_keeps_image_and_mask_aligned_and_the_affine_true():
     assert np.array_equal(a, b[0]) and np.array_equal(m, b[2])
     with pytest.raises(ConfigError, match="flip_prob"):
         AugmentConfig(flip_prob=2).validate()
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.uint16, np.float32])
+def test_percentiles_equal_numpy(dtype):
+    rng = np.random.default_rng(4)
+    x = (rng.normal(500, 300, (9, 11, 13))).clip(0, 255 if dtype == np.uint8 else None).astype(dtype)
+    for qs in ((1, 99), (0, 100), (0.5, 99.5), (37, 63)):
+        assert np.allclose(A._percentiles(x, qs), np.percentile(x, qs))

@@ -2,11 +2,12 @@
 
 A stage subclasses :class:`TensorStage` and implements ``_row_fn()``, which
 returns a picklable function ``(image, affine, mask, seed_key) -> (image,
-affine, mask)`` over numpy arrays; the base class runs it on executors in a
-pandas UDF (Arrow batches of ``spark.sql.execution.arrow.maxRecordsPerBatch``
-rows), transforms the image and the optional mask column together, passes
-null images through, and turns a failure on one row into a null output and
-an ``error`` text instead of a failed job.
+affine, mask)`` over numpy arrays; the base class runs it on executors with
+``mapInArrow``, one row at a time (input arrays are read-only views on the
+Arrow buffers, results become output buffers without a copy, other columns
+pass through untouched), transforms the image and the optional mask column
+together, passes null images through, and turns a failure on one row into a
+null output and an ``error`` text instead of a failed job.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import zlib
 from typing import Callable
 
 import numpy as np
-import pandas as pd  # module level: pandas_udf resolves the type hints in this namespace
 from pyspark import keyword_only  # noqa: F401  (re-exported for the stage modules)
 from pyspark.ml import Transformer
 from pyspark.ml.param import Param, Params, TypeConverters
@@ -84,69 +84,65 @@ class TensorStage(Transformer, DefaultParamsReadable, DefaultParamsWritable):
             if c not in cols:
                 raise ConfigError(f"{type(self).__name__}: column {c!r} not found; the DataFrame has {sorted(cols)}")
 
-    def _transform(self, df):
-        from pyspark.sql import functions as F
+    def _output_schema(self, df, extra: list[tuple[str, object]]):
+        """``df``'s schema with the ``extra`` (name, type) columns replaced in place or appended."""
         from pyspark.sql import types as T
 
-        from ..tensor import from_numpy, tensor_type, to_numpy
+        fields = {f.name: f for f in df.schema.fields}
+        out = [T.StructField(f.name, dict(extra).get(f.name, f.dataType), True) if f.name in dict(extra) else f
+               for f in df.schema.fields]
+        out += [T.StructField(n, t, True) for n, t in extra if n not in fields]
+        return T.StructType(out)
+
+    def _transform(self, df):
+        from pyspark.sql import types as T
+
+        from .._arrow import arrow_schema, null_array, read_tensor, replace_columns, tensor_array
+        from ..tensor import tensor_type
 
         self._validate()
         self._check_columns(df)
         fn = self._row_fn()
         name = type(self).__name__
-        in_col = self.getOrDefault("inputCol")
+        in_col, out_col = self.getOrDefault("inputCol"), self.getOrDefault("outputCol")
         mask_in, mask_out = self._mask_cols() if self.geometric else ("", "")
-        schema = T.StructType([T.StructField("image", tensor_type()), T.StructField("mask", tensor_type()),
-                               T.StructField("err", T.StringType())])
-
-        def value(frame, i):
-            if frame is None:
-                return None
-            rec = frame.iloc[i].to_dict()
-            if not isinstance(rec.get("data"), (bytes, bytearray)):
-                return None  # a null struct arrives as a row of nulls
-            return rec
-
-        def run(img: pd.DataFrame, mask: pd.DataFrame | None = None) -> pd.DataFrame:
-            out_img, out_mask, errs = [], [], []
-            for i in range(len(img)):
-                v, mv = value(img, i), value(mask, i)
-                if v is None:
-                    out_img.append(None), out_mask.append(None), errs.append(None)
-                    continue
-                try:
-                    arr = to_numpy(v)
-                    aff = np.asarray(v["affine"], dtype=np.float64).reshape(4, 4)
-                    marr = to_numpy(mv) if mv is not None else None
-                    a2, aff2, m2 = fn(arr, aff, marr, bytes(v["data"]))
-                    out_img.append(from_numpy(a2, aff2))
-                    out_mask.append(None if m2 is None else from_numpy(m2, aff2))
-                    errs.append(None)
-                except MedImgError as exc:
-                    out_img.append(None), out_mask.append(None), errs.append(f"{name}: {one_line(exc)}")
-                except Exception as exc:  # one bad row must not kill the job
-                    out_img.append(None), out_mask.append(None)
-                    errs.append(f"{name}: {type(exc).__name__}: {one_line(exc)}")
-            return pd.DataFrame({"image": out_img, "mask": out_mask, "err": errs})
-
-        if mask_in:
-            def with_mask(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-                return run(a, b)
-
-            res = F.pandas_udf(with_mask, schema).asNondeterministic()(F.col(in_col), F.col(mask_in))
-        else:
-            def image_only(a: pd.DataFrame) -> pd.DataFrame:
-                return run(a)
-
-            res = F.pandas_udf(image_only, schema).asNondeterministic()(F.col(in_col))
-        tmp = f"__{self.uid}"
-        out = df.withColumn(tmp, res)
-        out = out.withColumn(self.getOrDefault("outputCol"), F.col(f"{tmp}.image"))
-        if mask_in:
-            out = out.withColumn(mask_out, F.col(f"{tmp}.mask"))
         err_col = self.getOrDefault("errorCol")
-        if err_col in df.columns:
-            out = out.withColumn(err_col, F.coalesce(F.col(err_col), F.col(f"{tmp}.err")))
-        else:
-            out = out.withColumn(err_col, F.col(f"{tmp}.err"))
-        return out.drop(tmp)
+        extra = [(out_col, tensor_type())] + ([(mask_out, tensor_type())] if mask_in else [])
+        extra.append((err_col, T.StringType()))
+        schema = self._output_schema(df, extra)
+        a_schema = arrow_schema(schema)
+        t_type = a_schema.field(out_col).type
+        has_err = err_col in df.columns
+
+        def run(batches):
+            import pyarrow as pa
+
+            for batch in batches:
+                for i in range(batch.num_rows):
+                    row = batch.slice(i, 1)  # zero-copy
+                    img = read_tensor(row.column(row.schema.get_field_index(in_col)), 0)
+                    old_err = row.column(row.schema.get_field_index(err_col))[0].as_py() if has_err else None
+                    new = {}
+                    err = None
+                    if img is None:
+                        new[out_col] = null_array(t_type)
+                        if mask_in:
+                            new[mask_out] = null_array(t_type)
+                    else:
+                        try:
+                            arr, aff, raw = img
+                            m = read_tensor(row.column(row.schema.get_field_index(mask_in)), 0) if mask_in else None
+                            a2, aff2, m2 = fn(arr, aff, None if m is None else m[0], raw)
+                            new[out_col] = tensor_array(a2, aff2, t_type)
+                            if mask_in:
+                                new[mask_out] = null_array(t_type) if m2 is None else tensor_array(m2, aff2, t_type)
+                        except Exception as exc:  # one bad row must not kill the job
+                            text = one_line(exc) if isinstance(exc, MedImgError) else f"{type(exc).__name__}: {one_line(exc)}"
+                            err = f"{name}: {text}"
+                            new[out_col] = null_array(t_type)
+                            if mask_in:
+                                new[mask_out] = null_array(t_type)
+                    new[err_col] = pa.array([old_err if old_err is not None else err], type=pa.string())
+                    yield replace_columns(row, a_schema, new)
+
+        return df.mapInArrow(run, schema)

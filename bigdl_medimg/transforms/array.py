@@ -43,7 +43,9 @@ def translate(affine: np.ndarray, offset: Sequence[float]) -> np.ndarray:
 def index_map_affine(op, spatial_shape: Sequence[int]) -> np.ndarray:
     """4x4 matrix ``M`` with ``old_index = M @ new_index`` for an index-permuting ``op`` (flip, rot90)."""
     nd = len(spatial_shape)
-    grids = np.indices(spatial_shape)
+    # zero-memory coordinate grids (broadcast views): flips and rot90 stay views, we read a few elements
+    grids = [np.broadcast_to(np.arange(n).reshape([-1 if k == ax else 1 for k in range(nd)]), tuple(spatial_shape))
+             for ax, n in enumerate(spatial_shape)]
     moved = [op(g) for g in grids]
     new_shape = moved[0].shape
     origin = np.array([m[(0,) * nd] for m in moved], float)
@@ -94,9 +96,8 @@ def resample(arr: np.ndarray, affine: np.ndarray, spacing: Sequence[float], orde
     lead, flat = _channels(arr)
     out_dtype = arr.dtype if order == 0 else np.float32
     out = np.empty((flat.shape[0],) + new_shape, dtype=out_dtype)
-    for c in range(flat.shape[0]):
-        src = flat[c] if order == 0 else flat[c].astype(np.float32)
-        ndi.affine_transform(src, ratio, offset=0.0, output_shape=new_shape, output=out[c], order=order,
+    for c in range(flat.shape[0]):  # interpolation runs in double inside scipy: no float copy of the input
+        ndi.affine_transform(flat[c], ratio, offset=0.0, output_shape=new_shape, output=out[c], order=order,
                              mode=mode, prefilter=order > 1)
     new_aff = np.asarray(affine, dtype=np.float64).copy()
     new_aff[:3, :nd] = new_aff[:3, :nd] * ratio
@@ -191,29 +192,83 @@ def resize_image(arr: np.ndarray, affine: np.ndarray, size: Sequence[int], order
 
 # ------------------------------------------------------------- intensity ---
 
+def _as_float32(arr: np.ndarray) -> np.ndarray:
+    """A float32 copy (never a view of the input, which may be read-only)."""
+    return np.array(arr, dtype=np.float32, copy=True)
+
+
 def intensity_window(arr: np.ndarray, low: float, high: float, clip: bool = True) -> np.ndarray:
     """Map ``[low, high]`` to ``[0, 1]`` (float32), clipping outside when ``clip``."""
     if not high > low:
         raise ConfigError(f"window needs high > low, got low={low}, high={high}")
-    out = (arr.astype(np.float32) - np.float32(low)) / np.float32(high - low)
+    out = _as_float32(arr)
+    out -= np.float32(low)
+    out /= np.float32(high - low)
     return np.clip(out, 0, 1, out=out) if clip else out
+
+
+def _channel_views(out: np.ndarray, channel_wise: bool):
+    nd = spatial_ndim(out)
+    flat = out.reshape((-1,) + out.shape[out.ndim - nd:])
+    return list(flat) if channel_wise else [out.reshape(-1)]
+
+
+def _moments(x: np.ndarray, nonzero: bool) -> tuple[int, float, float]:
+    """(count, mean, std) of ``x`` (or of its non-zero values), one slab at a time: no full-size temporaries."""
+    n, s1, s2 = 0, 0.0, 0.0
+    slabs = x.reshape((x.shape[0], -1)) if x.ndim > 1 else x.reshape((1, -1))
+    for slab in slabs:
+        v = slab.astype(np.float64)
+        if nonzero:
+            v = v[v != 0]
+        n += v.size
+        s1 += float(v.sum())
+        s2 += float(np.dot(v, v))
+    if n == 0:
+        return 0, 0.0, 1.0
+    mean = s1 / n
+    return n, mean, float(np.sqrt(max(s2 / n - mean * mean, 0.0))) or 1.0
 
 
 def zscore_normalize(arr: np.ndarray, nonzero: bool = False, channel_wise: bool = True) -> np.ndarray:
     """Zero mean, unit variance (float32); with ``nonzero`` only non-zero voxels count and zeros stay 0."""
-    lead, flat = _channels(arr)
-    groups = flat if channel_wise else flat.reshape((1, -1))
-    out = np.empty(groups.shape, np.float32)
-    for c in range(groups.shape[0]):
-        x = groups[c].astype(np.float32)
-        sel = x != 0 if nonzero else np.ones(x.shape, bool)
-        if not sel.any():
-            out[c] = x
+    stats = [_moments(x, nonzero) for x in _channel_views(np.asarray(arr), channel_wise)]
+    out = _as_float32(arr)
+    for x, (n, mu, sd) in zip(_channel_views(out, channel_wise), stats):
+        if n == 0:
             continue
-        mu = float(x[sel].mean(dtype=np.float64))
-        sd = float(x[sel].std(dtype=np.float64)) or 1.0
-        out[c] = np.where(sel, (x - mu) / sd, 0).astype(np.float32) if nonzero else (x - mu) / sd
-    return out.reshape(arr.shape)
+        if nonzero:
+            zero = x == 0
+            x -= np.float32(mu)
+            x /= np.float32(sd)
+            x[zero] = 0
+        else:
+            x -= np.float32(mu)
+            x /= np.float32(sd)
+    return out
+
+
+def _percentiles(x: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+    """``np.percentile(x, qs)`` (linear method); for integers from a slab-wise histogram, without a full copy."""
+    if x.dtype.kind not in "iub" or x.size == 0:
+        return np.percentile(x, qs)
+    lo, hi = int(x.min()), int(x.max())
+    if hi - lo > (1 << 22):
+        return np.percentile(x, qs)
+    counts = np.zeros(hi - lo + 1, dtype=np.int64)
+    slabs = x.reshape((x.shape[0], -1)) if x.ndim > 1 else x.reshape((1, -1))
+    for slab in slabs:
+        counts += np.bincount((slab.astype(np.int64) - lo), minlength=counts.size)
+    cum = np.cumsum(counts)
+    out = []
+    for q in qs:
+        pos = q / 100.0 * (x.size - 1)
+        k = int(np.floor(pos))
+        frac = pos - k
+        v0 = lo + int(np.searchsorted(cum, k + 1))
+        v1 = lo + int(np.searchsorted(cum, min(k + 2, x.size)))
+        out.append(v0 + frac * (v1 - v0))
+    return np.asarray(out, dtype=np.float64)
 
 
 def percentile_scale(arr: np.ndarray, lower: float = 1.0, upper: float = 99.0, clip: bool = True,
@@ -221,16 +276,15 @@ def percentile_scale(arr: np.ndarray, lower: float = 1.0, upper: float = 99.0, c
     """Map the ``lower``/``upper`` percentiles to 0/1 (float32), clipping when ``clip``."""
     if not 0 <= lower < upper <= 100:
         raise ConfigError(f"percentiles need 0 <= lower < upper <= 100, got {lower}, {upper}")
-    lead, flat = _channels(arr)
-    groups = flat if channel_wise else flat.reshape((1, -1))
-    out = np.empty(groups.shape, np.float32)
-    for c in range(groups.shape[0]):
-        x = groups[c].astype(np.float32)
-        lo, hi = np.percentile(x, [lower, upper])
-        out[c] = (x - lo) / (hi - lo) if hi > lo else x - lo
+    bounds = [_percentiles(x, (lower, upper)) for x in _channel_views(np.asarray(arr), channel_wise)]
+    out = _as_float32(arr)
+    for x, (lo, hi) in zip(_channel_views(out, channel_wise), bounds):
+        x -= np.float32(lo)
+        if hi > lo:
+            x /= np.float32(hi - lo)
     if clip:
         np.clip(out, 0, 1, out=out)
-    return out.reshape(arr.shape)
+    return out
 
 
 # --------------------------------------------------------------- patches ---

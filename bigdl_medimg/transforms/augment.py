@@ -46,6 +46,7 @@ class AugmentConfig:
 
 
 def _apply_index_op(arrays, affine, op, nd):
+    """Apply a flip/rot90 to the spatial axes of every array, as views (no copy)."""
     spatial = arrays[0].shape[arrays[0].ndim - nd:]
     m = index_map_affine(op, spatial)
     out = []
@@ -53,10 +54,8 @@ def _apply_index_op(arrays, affine, op, nd):
         if a is None:
             out.append(None)
             continue
-        lead = a.shape[: a.ndim - nd]
-        flat = a.reshape((-1,) + a.shape[a.ndim - nd:])
-        moved = np.stack([op(ch) for ch in flat])
-        out.append(np.ascontiguousarray(moved.reshape(lead + moved.shape[1:])))
+        lead = a.ndim - nd
+        out.append(op(a, lead))
     return out, affine @ m
 
 
@@ -84,8 +83,6 @@ def augment(image: np.ndarray, affine: np.ndarray, mask: np.ndarray | None, rng:
     affine : (4, 4) ndarray
     mask : ndarray or None (dtype kept)
     """
-    from scipy import ndimage as ndi
-
     nd = spatial_ndim(image)
     if mask is not None and mask.shape[mask.ndim - nd:] != image.shape[image.ndim - nd:]:
         raise ConfigError(f"mask grid {mask.shape} differs from image grid {image.shape}")
@@ -93,39 +90,54 @@ def augment(image: np.ndarray, affine: np.ndarray, mask: np.ndarray | None, rng:
     arrays = [image, mask]
     for ax in range(nd):
         if rng.random() < cfg.flip_prob:
-            arrays, aff = _apply_index_op(arrays, aff, lambda a, ax=ax: np.flip(a, ax), nd)
+            arrays, aff = _apply_index_op(arrays, aff, lambda a, lead=0, ax=ax: np.flip(a, lead + ax), nd)
     if rng.random() < cfg.rot90_prob:
         plane = (nd - 2, nd - 1)  # the in-plane axes (rows, cols)
         shp = arrays[0].shape[-2:]
         k = int(rng.integers(1, 4)) if shp[0] == shp[1] else 2  # keep the grid shape
-        arrays, aff = _apply_index_op(arrays, aff, lambda a, k=k: np.rot90(a, k, axes=plane), nd)
+        arrays, aff = _apply_index_op(
+            arrays, aff, lambda a, lead=0, k=k: np.rot90(a, k, axes=(lead + plane[0], lead + plane[1])), nd)
     img, msk = arrays
-    img = img.astype(np.float32)
     if rng.random() < cfg.affine_prob:
         spatial = np.asarray(img.shape[img.ndim - nd:], float)
         r = _rotation(nd, rng, cfg.max_rotation_deg) * rng.uniform(1 - cfg.scale_range, 1 + cfg.scale_range)
         centre = (spatial - 1) / 2
         offset = centre - r @ centre          # old_index = r @ new_index + offset
-        lead = img.shape[: img.ndim - nd]
-        flat = img.reshape((-1,) + img.shape[img.ndim - nd:])
-        img = np.stack([ndi.affine_transform(c, r, offset=offset, order=1, mode="nearest") for c in flat]
-                       ).reshape(lead + img.shape[img.ndim - nd:]).astype(np.float32)
+        img = _warp(img, r, offset, nd, order=1)
         if msk is not None:
-            mlead = msk.shape[: msk.ndim - nd]
-            mflat = msk.reshape((-1,) + msk.shape[msk.ndim - nd:])
-            msk = np.stack([ndi.affine_transform(c, r, offset=offset, order=0, mode="nearest") for c in mflat]
-                           ).reshape(mlead + msk.shape[msk.ndim - nd:])
+            msk = _warp(msk, r, offset, nd, order=0)
         m = np.eye(4)
         m[:nd, :nd] = r
         m[:nd, 3] = offset
         aff = aff @ m
+    # one float32 copy; every later step works in place
+    img = np.array(img, dtype=np.float32, order="C", copy=True) if not (
+        img.dtype == np.float32 and img.flags.c_contiguous and img.flags.writeable) else img
     if rng.random() < cfg.intensity_prob:
         span = float(img.max() - img.min()) or 1.0
-        img = img * np.float32(1 + rng.uniform(-cfg.intensity_scale, cfg.intensity_scale)) + \
-            np.float32(rng.uniform(-cfg.intensity_shift, cfg.intensity_shift) * span)
+        img *= np.float32(1 + rng.uniform(-cfg.intensity_scale, cfg.intensity_scale))
+        img += np.float32(rng.uniform(-cfg.intensity_shift, cfg.intensity_shift) * span)
     if rng.random() < cfg.gamma_prob:
         lo, hi = float(img.min()), float(img.max())
         if hi > lo:
             g = float(np.exp(rng.uniform(np.log(1 - cfg.gamma_range), -np.log(1 - cfg.gamma_range))))
-            img = (((img - lo) / (hi - lo)) ** g * (hi - lo) + lo).astype(np.float32)
-    return np.ascontiguousarray(img, dtype=np.float32), aff, msk
+            img -= np.float32(lo)
+            img /= np.float32(hi - lo)
+            np.power(img, np.float32(g), out=img)
+            img *= np.float32(hi - lo)
+            img += np.float32(lo)
+    if msk is not None:
+        msk = np.ascontiguousarray(msk)
+    return img, aff, msk
+
+
+def _warp(a: np.ndarray, r: np.ndarray, offset: np.ndarray, nd: int, order: int) -> np.ndarray:
+    """Resample every channel of ``a`` through ``old = r @ new + offset`` into one new array."""
+    from scipy import ndimage as ndi
+
+    lead = a.shape[: a.ndim - nd]
+    spatial = a.shape[a.ndim - nd:]
+    out = np.empty(lead + spatial, dtype=np.float32 if order else a.dtype)
+    for idx in np.ndindex(*lead):  # channel by channel, straight from the (possibly strided) view
+        ndi.affine_transform(a[idx], r, offset=offset, output=out[idx], order=order, mode="nearest")
+    return out

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd  # module level: pandas_udf resolves the type hints in this namespace
 from pyspark import keyword_only
 from pyspark.ml.param import TypeConverters
 
@@ -49,10 +48,10 @@ class PatchSampler(TensorStage):
             raise ConfigError("PatchSampler: posFraction must be in [0, 1]")
 
     def _transform(self, df):
-        from pyspark.sql import functions as F
         from pyspark.sql import types as T
 
-        from ..tensor import from_numpy, tensor_type, to_numpy
+        from .._arrow import arrow_schema, null_array, read_tensor, replace_columns, tensor_array
+        from ..tensor import tensor_type
 
         self._validate()
         in_col, out_col = self.getOrDefault("inputCol"), self.getOrDefault("outputCol")
@@ -63,75 +62,66 @@ class PatchSampler(TensorStage):
                 raise ConfigError(f"PatchSampler: column {c!r} not found; the DataFrame has {sorted(df.columns)}")
         patch = list(self.getOrDefault("patchShape"))
         n, frac, seed = self.getOrDefault("patchesPerImage"), self.getOrDefault("posFraction"), self.getOrDefault("seed")
-        item = T.StructType([T.StructField("image", tensor_type()), T.StructField("mask", tensor_type()),
-                             T.StructField("start", T.ArrayType(T.IntegerType())),
-                             T.StructField("foreground", T.BooleanType())])
-        schema = T.StructType([T.StructField("patches", T.ArrayType(item)), T.StructField("err", T.StringType())])
-
-        def rec(frame, i):
-            if frame is None:
-                return None
-            r = frame.iloc[i].to_dict()
-            return r if isinstance(r.get("data"), (bytes, bytearray)) else None
-
-        def run(img, mask=None):
-            rows, errs = [], []
-            for i in range(len(img)):
-                v, mv = rec(img, i), rec(mask, i)
-                if v is None:
-                    rows.append(None), errs.append(None)
-                    continue
-                try:
-                    arr, marr = to_numpy(v), (to_numpy(mv) if mv is not None else None)
-                    aff = np.asarray(v["affine"], dtype=np.float64).reshape(4, 4)
-                    nd = len(patch)
-                    if nd != A.spatial_ndim(arr):
-                        raise ConfigError(f"patchShape {patch} does not match the image's spatial shape {arr.shape}")
-                    sp_shape = arr.shape[arr.ndim - nd:]
-                    lab = None
-                    if marr is not None:
-                        if marr.shape[marr.ndim - nd:] != sp_shape:
-                            raise ConfigError(f"mask grid {marr.shape} differs from image grid {arr.shape}")
-                        lab = marr.reshape((-1,) + sp_shape).max(axis=0)
-                    starts = A.patch_starts(sp_shape, patch, n, frac, lab, row_seed(seed, bytes(v["data"])))
-                    out = []
-                    for start, fg in starts:
-                        paff = A.translate(aff, start)
-                        out.append({"image": from_numpy(A.extract_patch(arr, start, patch), paff),
-                                    "mask": None if marr is None else from_numpy(A.extract_patch(marr, start, patch), paff),
-                                    "start": list(start), "foreground": fg})
-                    rows.append(out), errs.append(None)
-                except MedImgError as exc:
-                    rows.append(None), errs.append(f"PatchSampler: {one_line(exc)}")
-                except Exception as exc:
-                    rows.append(None), errs.append(f"PatchSampler: {type(exc).__name__}: {one_line(exc)}")
-            return pd.DataFrame({"patches": rows, "err": errs})
-
-        if label:
-            def with_mask(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-                return run(a, b)
-
-            res = F.pandas_udf(with_mask, schema).asNondeterministic()(F.col(in_col), F.col(label))
-        else:
-            def image_only(a: pd.DataFrame) -> pd.DataFrame:
-                return run(a)
-
-            res = F.pandas_udf(image_only, schema).asNondeterministic()(F.col(in_col))
-        tmp = f"__{self.uid}"
         err_col = self.getOrDefault("errorCol")
-        keep = [c for c in df.columns if c not in {out_col, label_out, err_col}]
-        staged = df.withColumn(tmp, res)
-        err = F.coalesce(F.col(err_col), F.col(f"{tmp}.err")) if err_col in df.columns else F.col(f"{tmp}.err")
-        staged = staged.select(*keep, err.alias(err_col), F.col(f"{tmp}.patches").alias(tmp))
-        # rows that failed (null patches) are kept once, with their error
-        exploded = staged.select(*keep, err_col, F.posexplode_outer(tmp).alias("patch_index", "_p"))
-        cols = [*keep, F.col("_p.image").alias(out_col)]
-        if label:
-            cols.append(F.col("_p.mask").alias(label_out))
-        cols += [F.when(F.col("_p").isNotNull(), F.col("patch_index")).alias("patch_index"),
-                 F.col("_p.start").alias("patch_start"), F.col("_p.foreground").alias("patch_foreground"),
-                 F.col(err_col)]
-        return exploded.select(*cols)
+        extra = [(out_col, tensor_type())] + ([(label_out, tensor_type())] if label else [])
+        extra += [("patch_index", T.IntegerType()), ("patch_start", T.ArrayType(T.IntegerType())),
+                  ("patch_foreground", T.BooleanType()), (err_col, T.StringType())]
+        schema = self._output_schema(df, extra)
+        a_schema = arrow_schema(schema)
+        t_type = a_schema.field(out_col).type
+        has_err = err_col in df.columns
+
+        def patches_of(arr, aff, marr, raw):
+            nd = len(patch)
+            if nd != A.spatial_ndim(arr):
+                raise ConfigError(f"patchShape {patch} does not match the image's spatial shape {arr.shape}")
+            sp_shape = arr.shape[arr.ndim - nd:]
+            lab = None
+            if marr is not None:
+                if marr.shape[marr.ndim - nd:] != sp_shape:
+                    raise ConfigError(f"mask grid {marr.shape} differs from image grid {arr.shape}")
+                lab = marr.reshape((-1,) + sp_shape).max(axis=0)
+            return A.patch_starts(sp_shape, patch, n, frac, lab, row_seed(seed, raw))
+
+        def run(batches):
+            import pyarrow as pa
+
+            for batch in batches:
+                for i in range(batch.num_rows):
+                    row = batch.slice(i, 1)
+                    old_err = row.column(row.schema.get_field_index(err_col))[0].as_py() if has_err else None
+                    img = read_tensor(row.column(row.schema.get_field_index(in_col)), 0)
+                    m = read_tensor(row.column(row.schema.get_field_index(label)), 0) if label and img else None
+                    err, starts = None, []
+                    if img is not None:
+                        try:
+                            starts = patches_of(img[0], img[1], None if m is None else m[0], img[2])
+                        except Exception as exc:
+                            text = one_line(exc) if isinstance(exc, MedImgError) else f"{type(exc).__name__}: {one_line(exc)}"
+                            err = f"PatchSampler: {text}"
+                    if not starts:  # a null or failed row is kept once, with its error
+                        new = {out_col: null_array(t_type), "patch_index": pa.nulls(1, pa.int32()),
+                               "patch_start": pa.nulls(1, a_schema.field("patch_start").type),
+                               "patch_foreground": pa.nulls(1, pa.bool_()),
+                               err_col: pa.array([old_err or err], type=pa.string())}
+                        if label:
+                            new[label_out] = null_array(t_type)
+                        yield replace_columns(row, a_schema, new)
+                        continue
+                    arr, aff, _raw = img
+                    for k, (start, fg) in enumerate(starts):
+                        paff = A.translate(aff, start)
+                        new = {out_col: tensor_array(A.extract_patch(arr, start, patch), paff, t_type),
+                               "patch_index": pa.array([k], pa.int32()),
+                               "patch_start": pa.array([list(start)], a_schema.field("patch_start").type),
+                               "patch_foreground": pa.array([fg], pa.bool_()),
+                               err_col: pa.array([old_err], type=pa.string())}
+                        if label:
+                            new[label_out] = (null_array(t_type) if m is None
+                                              else tensor_array(A.extract_patch(m[0], start, patch), paff, t_type))
+                        yield replace_columns(row, a_schema, new)
+
+        return df.mapInArrow(run, schema)
 
 
 @with_accessors
