@@ -29,6 +29,16 @@ def _check_mask_grid(arr, marr):
             raise ConfigError(f"mask grid {marr.shape} differs from image grid {arr.shape}")
 
 
+def _geometry_fn(image_op, mask_op):
+    """Row function applying ``image_op`` to the image and ``mask_op`` to the mask on the same grid."""
+    def fn(arr, aff, marr, _key):
+        _check_mask_grid(arr, marr)
+        out, aff2 = image_op(arr, aff)
+        mout = mask_op(marr, aff)[0] if marr is not None else None
+        return out, aff2, mout
+    return fn
+
+
 @with_accessors
 class Reorient(TensorStage):
     """Permute/flip axes so they point along ``axcodes`` (exact, lossless)."""
@@ -49,14 +59,11 @@ class Reorient(TensorStage):
     def _row_fn(self):
         codes = self.getOrDefault("axcodes").upper()
 
-        def fn(arr, aff, marr, _key):
-            if arr.ndim < 3:
-                raise ConfigError(f"Reorient needs a 3-D grid, got shape {arr.shape}")
-            _check_mask_grid(arr, marr)
-            out, aff2 = reorient(arr, aff, codes)
-            mout = reorient(marr, aff, codes)[0] if marr is not None else None
-            return out, aff2, mout
-        return fn
+        def op(a, aff):
+            if a.ndim < 3:
+                raise ConfigError(f"Reorient needs a 3-D grid, got shape {a.shape}")
+            return reorient(a, aff, codes)
+        return _geometry_fn(op, op)
 
 
 @with_accessors
@@ -84,13 +91,7 @@ class Resample(TensorStage):
 
     def _row_fn(self):
         sp, order = list(self.getOrDefault("spacing")), self.getOrDefault("order")
-
-        def fn(arr, aff, marr, _key):
-            _check_mask_grid(arr, marr)
-            out, aff2 = A.resample(arr, aff, sp, order)
-            mout = A.resample(marr, aff, sp, 0)[0] if marr is not None else None
-            return out, aff2, mout
-        return fn
+        return _geometry_fn(lambda a, f: A.resample(a, f, sp, order), lambda a, f: A.resample(a, f, sp, 0))
 
 
 class _IntensityStage(TensorStage):
@@ -185,13 +186,7 @@ class CropOrPad(TensorStage):
 
     def _row_fn(self):
         shp, val = list(self.getOrDefault("shape")), self.getOrDefault("value")
-
-        def fn(arr, aff, marr, _key):
-            _check_mask_grid(arr, marr)
-            out, aff2 = A.crop_or_pad(arr, aff, shp, val)
-            mout = A.crop_or_pad(marr, aff, shp, 0)[0] if marr is not None else None
-            return out, aff2, mout
-        return fn
+        return _geometry_fn(lambda a, f: A.crop_or_pad(a, f, shp, val), lambda a, f: A.crop_or_pad(a, f, shp, 0))
 
 
 @with_accessors
@@ -253,10 +248,5 @@ class ResizeImage(TensorStage):
 
     def _row_fn(self):
         size, order, aa = list(self.getOrDefault("size")), self.getOrDefault("order"), self.getOrDefault("antiAliasing")
-
-        def fn(arr, aff, marr, _key):
-            _check_mask_grid(arr, marr)
-            out, aff2 = A.resize_image(arr, aff, size, order, aa)
-            mout = A.resize_image(marr, aff, size, 0, False)[0] if marr is not None else None
-            return out, aff2, mout
-        return fn
+        return _geometry_fn(lambda a, f: A.resize_image(a, f, size, order, aa),
+                            lambda a, f: A.resize_image(a, f, size, 0, False))
