@@ -1,0 +1,2 @@
+"""Estimators and models (Spark ML) over BigDL networks."""
+from __future__ import annotations

@@ -1,0 +1,207 @@
+"""Segmentation model stage: sliding-window inference with a BigDL network, on executors.
+
+:class:`SegmentationModel` turns an image tensor column into a label-mask
+tensor column on the same grid and affine.  Volumes of any size are cut into
+overlapping tiles on executors (``mapInArrow``), BigDL's ``NNModel`` scores
+the tiles inside the executors' JVMs, and each volume is blended back
+(softmax per tile, Gaussian or constant weights) and arg-maxed on an
+executor; no volume passes through the driver.  The network is held by the
+stage and written next to its Params by ``save``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from pyspark import keyword_only
+from pyspark.ml import Model
+from pyspark.ml.param import TypeConverters
+from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
+
+from ..errors import ConfigError
+from ..transforms._stage import param, with_accessors
+
+__all__ = ["SegmentationModel"]
+
+_MODEL_DIR = "bigdl_model"
+
+
+@with_accessors
+class SegmentationModel(Model, MLWritable, MLReadable):
+    """A trained segmentation network applied by sliding window.
+
+    Parameters (Params)
+    -------------------
+    inputCol : image tensor column, ``(D, H, W)`` or ``(channels, D, H, W)``
+    outputCol : label mask column (``uint8``, same grid and affine)
+    probabilityCol : optional per-class probability column ``(classes, D, H, W)`` ('' for none)
+    patchShape, nClasses, inChannels : the network's input patch, classes and channels
+    overlap : fraction of overlap between neighbouring tiles (0 <= overlap < 1)
+    blendMode : ``"gaussian"`` or ``"constant"``
+    batchSize : tiles per BigDL inference batch
+    """
+
+    inputCol = param("inputCol", "image tensor column", TypeConverters.toString)
+    outputCol = param("outputCol", "label-mask tensor column to write", TypeConverters.toString)
+    probabilityCol = param("probabilityCol", "per-class probability column ('' for none)", TypeConverters.toString)
+    patchShape = param("patchShape", "network input patch (D, H, W)", TypeConverters.toListInt)
+    nClasses = param("nClasses", "number of classes, background included", TypeConverters.toInt)
+    inChannels = param("inChannels", "input channels", TypeConverters.toInt)
+    overlap = param("overlap", "overlap between neighbouring tiles, in [0, 1)", TypeConverters.toFloat)
+    blendMode = param("blendMode", "'gaussian' or 'constant' tile weights", TypeConverters.toString)
+    batchSize = param("batchSize", "tiles per inference batch", TypeConverters.toInt)
+
+    @keyword_only
+    def __init__(self, *, network=None, inputCol="image", outputCol="segmentation", probabilityCol="",
+                 patchShape=None, nClasses=None, inChannels=1, overlap=0.5, blendMode="gaussian", batchSize=8):
+        super().__init__()
+        self._setDefault(inputCol="image", outputCol="segmentation", probabilityCol="", inChannels=1, overlap=0.5,
+                         blendMode="gaussian", batchSize=8)
+        kwargs = dict(self._input_kwargs)
+        self._network = kwargs.pop("network", None)
+        self._set(**kwargs)
+
+    @property
+    def network(self):
+        """The BigDL network (output ``(voxels, classes)`` scores per sample)."""
+        return self._network
+
+    def _validate(self) -> None:
+        if self._network is None:
+            raise ConfigError("SegmentationModel has no network; build it with SegmentationEstimator or load it")
+        for name in ("patchShape", "nClasses"):
+            if not self.isDefined(name) or self.getOrDefault(name) is None:
+                raise ConfigError(f"SegmentationModel: {name} is required")
+        if len(self.getOrDefault("patchShape")) != 3:
+            raise ConfigError("SegmentationModel: patchShape must have three sizes")
+        if not 0 <= self.getOrDefault("overlap") < 1:
+            raise ConfigError(f"SegmentationModel: overlap must be in [0, 1), got {self.getOrDefault('overlap')}")
+        if self.getOrDefault("blendMode") not in ("gaussian", "constant"):
+            raise ConfigError("SegmentationModel: blendMode must be 'gaussian' or 'constant'")
+
+    def copy(self, extra=None):
+        that = super().copy(extra)
+        that._network = self._network
+        return that
+
+    # ----------------------------------------------------------- transform ---
+    def _transform(self, df):
+        import pyarrow as pa
+        from bigdl.dllib.nnframes import NNModel
+        from pyspark.sql import functions as F
+        from pyspark.sql import types as T
+
+        from .._arrow import read_tensor
+        from ..models.unet3d import flat_model
+        from ..tensor import tensor_type
+        from .inference import pad_to_patch, window_starts
+
+        self._validate()
+        in_col = self.getOrDefault("inputCol")
+        if in_col not in df.columns:
+            raise ConfigError(f"SegmentationModel: column {in_col!r} not found; the DataFrame has {sorted(df.columns)}")
+        patch = tuple(self.getOrDefault("patchShape"))
+        n_classes, chans = self.getOrDefault("nClasses"), self.getOrDefault("inChannels")
+        overlap, mode = self.getOrDefault("overlap"), self.getOrDefault("blendMode")
+        out_col, prob_col = self.getOrDefault("outputCol"), self.getOrDefault("probabilityCol")
+        voxels = int(np.prod(patch))
+        tile_schema = T.StructType([
+            T.StructField("__key", T.LongType()), T.StructField("__start", T.ArrayType(T.IntegerType())),
+            T.StructField("__shape", T.ArrayType(T.IntegerType())), T.StructField("__padded", T.ArrayType(T.IntegerType())),
+            T.StructField("__affine", T.ArrayType(T.DoubleType())), T.StructField("features", T.ArrayType(T.FloatType())),
+        ])
+
+        def tiles(batches):
+            for batch in batches:
+                keys = batch.column(0)
+                for i in range(batch.num_rows):
+                    t = read_tensor(batch.column(1), i)
+                    if t is None:
+                        continue
+                    arr, aff, _ = t
+                    vol = arr if arr.ndim == 4 else arr[np.newaxis]
+                    if vol.ndim != 4 or vol.shape[0] != chans:
+                        raise ConfigError(f"SegmentationModel expects {chans}-channel 3-D images, got shape {arr.shape}")
+                    padded, orig = pad_to_patch(vol, patch)
+                    starts = window_starts(padded.shape[1:], patch, overlap)
+                    for st in starts:
+                        x = padded[(slice(None),) + tuple(slice(s, s + p) for s, p in zip(st, patch))]
+                        flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+                        yield pa.RecordBatch.from_arrays([
+                            pa.array([keys[i].as_py()], pa.int64()), pa.array([list(st)], pa.list_(pa.int32())),
+                            pa.array([list(orig)], pa.list_(pa.int32())),
+                            pa.array([list(padded.shape[1:])], pa.list_(pa.int32())),
+                            pa.array([aff.ravel().tolist()], pa.list_(pa.float64())),
+                            pa.ListArray.from_arrays(pa.array([0, flat.size], pa.int32()), pa.array(flat)),
+                        ], names=[f.name for f in tile_schema.fields])
+
+        keyed = df.withColumn("__key", F.xxhash64(F.col(f"{in_col}.data")))
+        tile_df = keyed.select("__key", in_col).mapInArrow(tiles, tile_schema)
+        nn = NNModel(flat_model(self._network, voxels, n_classes), [chans, *patch]) \
+            .setFeaturesCol("features").setPredictionCol("__pred").setBatchSize(self.getOrDefault("batchSize"))
+        scored = nn.transform(tile_df).drop("features")
+        out_schema = T.StructType([T.StructField("__key", T.LongType()), T.StructField(out_col, tensor_type()),
+                                   T.StructField("__prob", tensor_type())])
+        want_prob = bool(prob_col)
+
+        def blend(pdf):
+            import pandas as pd
+
+            from ..tensor import from_numpy
+            from .inference import blend_weights, stitch
+
+            shape, padded = [int(v) for v in pdf["__shape"].iloc[0]], [int(v) for v in pdf["__padded"].iloc[0]]
+            aff = np.asarray(pdf["__affine"].iloc[0], dtype=np.float64).reshape(4, 4)
+            scores = []
+            for pred in pdf["__pred"]:
+                logits = np.array(pred, dtype=np.float32).reshape(voxels, n_classes).T.reshape((n_classes,) + patch)
+                logits -= logits.max(axis=0, keepdims=True)
+                e = np.exp(logits)
+                scores.append(e / e.sum(axis=0, keepdims=True))
+            starts = [tuple(int(v) for v in s) for s in pdf["__start"]]
+            prob = stitch(padded, starts, scores, blend_weights(patch, mode))
+            prob = prob[(slice(None),) + tuple(slice(0, s) for s in shape)]
+            seg = np.argmax(prob, axis=0).astype(np.uint8)
+            return pd.DataFrame({"__key": [pdf["__key"].iloc[0]], out_col: [from_numpy(seg, aff)],
+                                 "__prob": [from_numpy(prob, aff) if want_prob else None]})
+
+        stitched = scored.groupBy("__key").applyInPandas(blend, out_schema)
+        if not want_prob:
+            stitched = stitched.drop("__prob")
+        else:
+            stitched = stitched.withColumnRenamed("__prob", prob_col)
+        base = keyed.drop(*[c for c in (out_col, prob_col) if c and c in keyed.columns])
+        return base.join(stitched, on="__key", how="left").drop("__key")
+
+    # --------------------------------------------------------- persistence ---
+    def write(self) -> MLWriter:
+        return _SegmentationModelWriter(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        return _SegmentationModelReader(cls)
+
+
+class _SegmentationModelWriter(MLWriter):
+    def __init__(self, instance):
+        super().__init__()
+        self.instance = instance
+
+    def saveImpl(self, path: str) -> None:
+        self.instance._validate()
+        DefaultParamsWriter.saveMetadata(self.instance, path, self.sc)
+        self.instance.network.saveModel(f"{path.rstrip('/')}/{_MODEL_DIR}", over_write=True)
+
+
+class _SegmentationModelReader(MLReader):
+    def __init__(self, cls):
+        super().__init__()
+        self.cls = cls
+
+    def load(self, path: str):
+        from bigdl.dllib.keras.models import load_model
+
+        meta = DefaultParamsReader.loadMetadata(path, self.sc)
+        model = self.cls()
+        DefaultParamsReader.getAndSetParams(model, meta)
+        model._resetUid(meta["uid"])
+        model._network = load_model(f"{path.rstrip('/')}/{_MODEL_DIR}")
+        return model
