@@ -60,7 +60,7 @@ def test_session_has_bigdl_engine_and_settings(spark):
     from bigdl.dllib.utils.common import get_bigdl_engine_type
 
     assert spark.sparkContext.master == "local[2]"
-    assert spark.conf.get("spark.driver.memory") == "6g"
+    assert spark.conf.get("spark.driver.memory") == "12g"
     assert spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch") == "4"
     assert get_bigdl_engine_type() in ("MklBlas", "MklDnn")
     # a second call reuses the session

@@ -1,0 +1,84 @@
+"""Train and evaluate 3-D knee cartilage/meniscus segmentation on phantoms, end to end from files.
+
+Generates knee MRI phantoms (training seeds and never-seen held-out seeds) as
+NIfTI image/mask pairs, reads them with Spark, normalises intensities, trains
+the ``knee_cartilage`` preset with BigDL, segments the held-out volumes by
+sliding window and prints the Dice per class.  Runs unchanged under
+``spark-submit`` (local, standalone or YARN) or ``python``::
+
+    python examples/knee_cartilage_segmentation.py --out /tmp/knee --train 24 --test 6 --epochs 12
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def read_pairs(spark, folder: Path):
+    from pyspark.sql import functions as F
+
+    from bigdl_medimg import read_nifti
+
+    df = read_nifti(spark, folder.as_uri())
+    name = F.regexp_extract("path", r"(case_\d+)_(image|mask)\.nii\.gz$", 1)
+    kind = F.regexp_extract("path", r"_(image|mask)\.nii\.gz$", 1)
+    df = df.select(name.alias("case"), kind.alias("kind"), "image")
+    images = df.filter(F.col("kind") == "image").select("case", "image")
+    masks = df.filter(F.col("kind") == "mask").select("case", F.col("image").alias("mask"))
+    return images.join(masks, "case")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="knee-seg-out")
+    ap.add_argument("--train", type=int, default=24, help="training volumes")
+    ap.add_argument("--val", type=int, default=2, help="validation volumes (Dice every epoch)")
+    ap.add_argument("--test", type=int, default=6, help="held-out test volumes")
+    ap.add_argument("--shape", default="24,96,96")
+    ap.add_argument("--epochs", type=int, default=None, help="override the preset's maxEpoch")
+    ap.add_argument("--master", default=None)
+    args = ap.parse_args(argv)
+
+    from pyspark.sql import functions as F
+
+    from bigdl_medimg import get_spark
+    from bigdl_medimg.datasets.synth import synth_dataset
+    from bigdl_medimg.ml import SegmentationEstimator, volume_dice
+    from bigdl_medimg.transforms import PercentileScale
+
+    t0 = time.time()
+    out = Path(args.out).resolve()
+    spark = get_spark(**({"master": args.master} if args.master else {}))
+    shape = tuple(int(s) for s in args.shape.split(","))
+    sets = {"train": (args.train, 11), "val": (args.val, 22), "test": (args.test, 33)}  # disjoint seeds
+    folders = {k: synth_dataset("knee", out / k, n, seed=seed, shape=shape, formats=("nifti",), spark=spark)
+               for k, (n, seed) in sets.items()}
+    norm = PercentileScale(lower=1, upper=99)
+    train = norm.transform(read_pairs(spark, folders["train"] / "nifti")).withColumn("is_val", F.lit(False))
+    val = norm.transform(read_pairs(spark, folders["val"] / "nifti")).withColumn("is_val", F.lit(True))
+    test = norm.transform(read_pairs(spark, folders["test"] / "nifti"))
+    overrides = {"maxEpoch": args.epochs} if args.epochs else {}
+    est = SegmentationEstimator.from_preset("knee_cartilage", validationIndicatorCol="is_val",
+                                            checkpointDir=str(out / "checkpoints"), summaryDir=str(out / "summaries"),
+                                            **overrides)
+    t_fit = time.time()
+    model = est.fit(train.unionByName(val).repartition(spark.sparkContext.defaultParallelism))
+    fit_s = time.time() - t_fit
+    for rec in model.history:
+        print(f"epoch {rec['epoch']}: {rec['patches']} patches, {rec['seconds']} s, validation Dice {rec.get('val_dice', float('nan')):.3f}")
+    dice = volume_dice(model.transform(test), "segmentation", "mask", 5)
+    names = est.getClassNames()[1:]
+    model.write().overwrite().save(str(out / "model"))
+    result = {"test_volumes": args.test, "mean_dice": dice["mean"],
+              "dice_per_class": dict(zip(names, dice["per_class"])), "fit_seconds": round(fit_s, 1),
+              "total_seconds": round(time.time() - t0, 1), "epochs": len(model.history)}
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""SegmentationEstimator: brief real BigDL training, Dice, checkpoints with resume, summaries, presets."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.sql import types as T
+
+from bigdl_medimg.datasets.phantoms import knee_phantom
+from bigdl_medimg.errors import ConfigError
+from bigdl_medimg.tensor import from_numpy, tensor_type, to_numpy
+from bigdl_medimg.transforms import PercentileScale
+
+SCHEMA = T.StructType([T.StructField("case", T.IntegerType()), T.StructField("image", tensor_type()),
+                       T.StructField("mask", tensor_type()), T.StructField("is_val", T.BooleanType())])
+SHAPE = (16, 48, 48)
+SMALL = dict(patchShape=[16, 32, 32], patchesPerImage=8, posFraction=0.8, depth=2, baseFilters=8,
+             batchSize=16, learningRate=3e-3, classWeights=[0.02, 1, 1, 1, 1])
+
+
+def _frame(spark, seeds, is_val):
+    rows = []
+    for s in seeds:
+        c = knee_phantom(s, shape=SHAPE)
+        rows.append((s, from_numpy(c.image, c.affine), from_numpy(c.mask, c.affine), is_val))
+    return PercentileScale().transform(spark.createDataFrame(rows, SCHEMA))
+
+
+@pytest.fixture(scope="module")
+def data(spark):
+    train = _frame(spark, range(8), False)
+    val = _frame(spark, [500, 501], True)
+    test = _frame(spark, [900, 901], False)
+    return train.unionByName(val).cache(), test.cache()
+
+
+@pytest.fixture(scope="module")
+def trained(spark, data, tmp_path_factory):
+    from bigdl_medimg.ml import SegmentationEstimator
+
+    root = tmp_path_factory.mktemp("seg")
+    est = SegmentationEstimator(validationIndicatorCol="is_val", maxEpoch=4, checkpointDir=str(root / "ck"),
+                                summaryDir=str(root / "summ"), **SMALL)
+    model = est.fit(data[0])
+    return est, model, root
+
+
+@pytest.mark.slow
+def test_brief_training_learns_and_segments_held_out_volumes(spark, data, trained):
+    from bigdl.dllib.optim.optimizer import TrainSummary
+
+    _est, model, root = trained
+    assert [r["epoch"] for r in model.history] == [1, 2, 3, 4]
+    assert all(r["patches"] == 64 for r in model.history)
+    assert all(0.0 <= r["val_dice"] <= 1.0 and len(r["val_dice_per_class"]) == 4 for r in model.history)
+    loss = np.array([v[1] for v in TrainSummary(str(root / "summ"), "segmentation").read_scalar("Loss")])
+    per_epoch = loss.reshape(4, -1).mean(axis=1)
+    assert per_epoch[-1] < 0.8 * per_epoch[0], per_epoch  # BigDL really trained the network
+    rows = model.transform(data[1]).collect()
+    assert len(rows) == 2
+    for r in rows:
+        seg = to_numpy(r.segmentation)
+        assert seg.shape == SHAPE and seg.dtype == np.uint8 and seg.max() <= 4
+
+
+@pytest.mark.slow
+def test_summaries_are_tensorboard_files_bigdl_reads(trained):
+    from bigdl.dllib.optim.optimizer import TrainSummary, ValidationSummary
+
+    _est, model, root = trained
+    loss = TrainSummary(str(root / "summ"), "segmentation").read_scalar("Loss")
+    assert len(loss) == 4 * 4  # every iteration of every epoch
+    dice = ValidationSummary(str(root / "summ"), "segmentation").read_scalar("Dice")
+    assert [int(d[0]) for d in dice] == [1, 2, 3, 4]
+    assert np.allclose([d[1] for d in dice], [r["val_dice"] for r in model.history], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_interrupted_fit_resumes_from_the_saved_epoch(spark, data, tmp_path, monkeypatch):
+    from bigdl_medimg.ml import SegmentationEstimator
+    from bigdl_medimg.ml import segmentation_estimator as mod
+
+    ck = tmp_path / "ck"
+    est = SegmentationEstimator(maxEpoch=3, checkpointDir=str(ck), **SMALL)
+    real = mod.SegmentationEstimator._patches
+
+    def crash_in_epoch_3(self, df, epoch):
+        if epoch == 3:
+            raise RuntimeError("executor lost")
+        return real(self, df, epoch)
+
+    monkeypatch.setattr(mod.SegmentationEstimator, "_patches", crash_in_epoch_3)
+    with pytest.raises(RuntimeError, match="executor lost"):
+        est.fit(data[0])
+    monkeypatch.setattr(mod.SegmentationEstimator, "_patches", real)
+    saved = SegmentationEstimator.latest_checkpoint(str(ck))
+    assert saved.name == "epoch_0002"
+    state = json.loads((saved / "state.json").read_text())
+    from bigdl.dllib.keras.models import load_model
+
+    saved_weights = load_model(str(saved / "model")).get_weights()
+    resumed = SegmentationEstimator(maxEpoch=3, checkpointDir=str(ck), **SMALL)
+    first = resumed._resume(str(ck))
+    assert first[2] == 2 and all(np.array_equal(a, b) for a, b in zip(first[0].get_weights(), saved_weights))
+    model = resumed.fit(data[0])
+    assert [r["epoch"] for r in model.history] == [1, 2, 3]
+    assert model.history[:2] == state["history"]  # epochs 1-2 came from the checkpoint, only epoch 3 trained
+    assert SegmentationEstimator.latest_checkpoint(str(ck)).name == "epoch_0003"
+
+
+@pytest.mark.slow
+def test_trained_model_in_a_saved_pipeline(spark, data, trained, tmp_path):
+    _est, model, _ = trained
+    pipe = PipelineModel(stages=[model])
+    before = [to_numpy(r.segmentation) for r in pipe.transform(data[1]).orderBy("case").collect()]
+    pipe.write().overwrite().save(str(tmp_path / "pm"))
+    after = [to_numpy(r.segmentation) for r in PipelineModel.load(str(tmp_path / "pm")).transform(data[1])
+             .orderBy("case").collect()]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_preset_and_param_validation(data):
+    from bigdl_medimg.ml import SegmentationEstimator, load_preset
+
+    preset = load_preset("knee_cartilage")
+    est = SegmentationEstimator.from_preset("knee_cartilage", maxEpoch=2)
+    assert est.getNClasses() == 5 and est.getMaxEpoch() == 2 and est.getClassWeights()[0] == preset["classWeights"][0]
+    assert est.getClassNames()[1:] == ["femoral_cartilage", "tibial_cartilage", "patellar_cartilage", "meniscus"]
+    with pytest.raises(ConfigError, match="unknown task preset"):
+        load_preset("nope")
+    with pytest.raises(ConfigError, match="unknown Params"):
+        SegmentationEstimator.from_preset("knee_cartilage", wings=2)
+    for bad, msg in (({"classWeights": [1.0]}, "classWeights"), ({"patchShape": [15, 32, 32]}, "divisible"),
+                     ({"optimizer": "rmsprop"}, "optimizer"), ({"lrSchedule": "poly"}, "poly needs sgd"),
+                     ({"batchSize": 0}, "batchSize")):
+        with pytest.raises(ConfigError, match=msg):
+            SegmentationEstimator(**bad).fit(data[0])
+    with pytest.raises(ConfigError, match="column 'nope' not found"):
+        SegmentationEstimator(maskCol="nope").fit(data[0])
