@@ -60,7 +60,7 @@ def test_brief_training_updates_the_network_and_segments_held_out_volumes(spark,
     # BigDL really updated the network: the weights moved away from a fresh network's
     from bigdl_medimg.models.unet3d import unet3d
 
-    fresh = unet3d(5, (16, 32, 32), depth=2, base_filters=8).get_weights()
+    fresh = unet3d(5, (16, 32, 32), depth=2, base_filters=8, batch_norm=True).get_weights()
     trained_w = model.network.get_weights()
     assert [w.shape for w in fresh] == [w.shape for w in trained_w]
     first_ck = json.loads((root / "ck" / "epoch_0004" / "state.json").read_text())

@@ -96,6 +96,8 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
     depth = param("depth", "U-Net pooling levels", TypeConverters.toInt)
     baseFilters = param("baseFilters", "filters at full resolution", TypeConverters.toInt)
     dropout = param("dropout", "spatial dropout after each block", TypeConverters.toFloat)
+    batchNorm = param("batchNorm", "per-channel batch norm after each convolution (5-D via 4-D reshape)",
+                      TypeConverters.toBoolean)
     optimizer = param("optimizer", "'adam' or 'sgd'", TypeConverters.toString)
     learningRate = param("learningRate", "initial learning rate", TypeConverters.toFloat)
     lrSchedule = param("lrSchedule", "'constant', 'inverse' (lr/(1+decay*iter)) or, with sgd, 'poly'",
@@ -114,13 +116,14 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
     @keyword_only
     def __init__(self, *, inputCol="image", maskCol="mask", outputCol="segmentation", validationIndicatorCol="",
                  nClasses=5, classNames=None, classWeights=None, patchShape=(16, 32, 32), patchesPerImage=8,
-                 posFraction=0.7, depth=2, baseFilters=8, dropout=0.0, optimizer="adam", learningRate=2e-3,
-                 lrSchedule="inverse", lrDecay=1e-4, momentum=0.9, batchSize=16, maxEpoch=10, overlap=0.5,
-                 checkpointDir="", summaryDir="", seed=0):
+                 posFraction=0.7, depth=2, baseFilters=8, dropout=0.0, batchNorm=True, optimizer="adam",
+                 learningRate=2e-3, lrSchedule="inverse", lrDecay=1e-4, momentum=0.9, batchSize=16, maxEpoch=10,
+                 overlap=0.5, checkpointDir="", summaryDir="", seed=0):
         super().__init__()
         self._setDefault(inputCol="image", maskCol="mask", outputCol="segmentation", validationIndicatorCol="",
                          nClasses=5, classNames=[], classWeights=[], patchShape=[16, 32, 32], patchesPerImage=8,
-                         posFraction=0.7, depth=2, baseFilters=8, dropout=0.0, optimizer="adam", learningRate=2e-3,
+                         posFraction=0.7, depth=2, baseFilters=8, dropout=0.0, batchNorm=True, optimizer="adam",
+                         learningRate=2e-3,
                          lrSchedule="inverse", lrDecay=1e-4, momentum=0.9, batchSize=16, maxEpoch=10, overlap=0.5,
                          checkpointDir="", summaryDir="", seed=0)
         self._set(**self._input_kwargs)
@@ -253,10 +256,13 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
             if c not in df.columns:
                 raise ConfigError(f"SegmentationEstimator: column {c!r} not found; the DataFrame has {sorted(df.columns)}")
         vcol = self._get("validationIndicatorCol")
+        if vcol and vcol not in df.columns:
+            raise ConfigError(f"SegmentationEstimator: validation column {vcol!r} not found")
+        # preprocessing upstream runs once, not once per epoch
+        df = df.select(*[c for c in (self._get("inputCol"), self._get("maskCol"), vcol) if c]) \
+            .persist(StorageLevel.MEMORY_AND_DISK)
         train, val = df, None
         if vcol:
-            if vcol not in df.columns:
-                raise ConfigError(f"SegmentationEstimator: validation column {vcol!r} not found")
             train, val = df.filter(~F.col(vcol)), df.filter(F.col(vcol))
         patch, n_classes = tuple(self._get("patchShape")), self._get("nClasses")
         ckdir, sumdir = self._get("checkpointDir"), self._get("summaryDir")
@@ -265,7 +271,7 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
             network, optim, start, self.history = resumed
         else:
             network = unet3d(n_classes, patch, depth=self._get("depth"), base_filters=self._get("baseFilters"),
-                             dropout=self._get("dropout"))
+                             dropout=self._get("dropout"), batch_norm=self._get("batchNorm"))
             optim, start, self.history = None, 0, []
         writer = ScalarWriter(os.path.join(sumdir, "segmentation", "validation")) if sumdir and val is not None else None
         for epoch in range(start + 1, self._get("maxEpoch") + 1):
@@ -301,6 +307,7 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
             if ckdir:
                 self._save_checkpoint(ckdir, epoch, network, optim, record)
             self.history.append(record)
+        df.unpersist()
         model = self._model(network)
         model.history = list(self.history)
         return model

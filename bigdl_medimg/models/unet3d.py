@@ -1,9 +1,12 @@
 """A 3-D U-Net on BigDL's Keras-style (channels-first) API.
 
-BigDL has no 5-D batch normalisation, so each convolution block is
-conv-ReLU-conv-ReLU with optional spatial dropout (the original U-Net had no
-normalisation either); inputs are intensity-normalised by the preprocessing
-stages instead.  The output is per-voxel class scores laid out ``(voxels,
+BigDL has no 5-D batch normalisation.  With ``batch_norm=True`` each
+convolution is followed by the exact equivalent: the ``(C, D, H, W)`` feature map
+is reshaped to ``(C, D*H, W)``, normalised by BigDL's 4-D (per-channel)
+``BatchNormalization`` (statistics over batch and every voxel, as 5-D batch
+norm computes them) and reshaped back.  Without it, blocks are
+conv-ReLU-conv-ReLU as in the original U-Net.  Optional spatial dropout follows
+each block.  The output is per-voxel class scores laid out ``(voxels,
 classes)`` for BigDL's ``TimeDistributedCriterion``; :func:`flat_model` wraps
 it to one flat vector per sample, which is what ``NNModel.transform`` accepts.
 """
@@ -29,7 +32,7 @@ def check_patch_shape(patch_shape: Sequence[int], depth: int) -> tuple[int, int,
 
 
 def unet3d(n_classes: int, patch_shape: Sequence[int], *, in_channels: int = 1, depth: int = 2,
-           base_filters: int = 8, dropout: float = 0.0, kernel: int = 3):
+           base_filters: int = 8, dropout: float = 0.0, kernel: int = 3, batch_norm: bool = False):
     """Build the network.
 
     Parameters
@@ -46,6 +49,8 @@ def unet3d(n_classes: int, patch_shape: Sequence[int], *, in_channels: int = 1, 
         Spatial dropout rate after each block (0 disables it).
     kernel : int
         Convolution size (1 makes the network pointwise, used by tests).
+    batch_norm : bool
+        Per-channel batch normalisation after each convolution (see the module notes).
 
     Returns
     -------
@@ -53,8 +58,8 @@ def unet3d(n_classes: int, patch_shape: Sequence[int], *, in_channels: int = 1, 
         Input ``(in_channels, D, H, W)``, output ``(D*H*W, n_classes)`` scores.
     """
     from bigdl.dllib.keras.engine.topology import merge
-    from bigdl.dllib.keras.layers import (Convolution3D, Input, MaxPooling3D, Permute, Reshape,
-                                          SpatialDropout3D, UpSampling3D)
+    from bigdl.dllib.keras.layers import (Activation, BatchNormalization, Convolution3D, Input, MaxPooling3D,
+                                          Permute, Reshape, SpatialDropout3D, UpSampling3D)
     from bigdl.dllib.keras.models import Model
 
     if n_classes < 2:
@@ -63,21 +68,30 @@ def unet3d(n_classes: int, patch_shape: Sequence[int], *, in_channels: int = 1, 
         raise ConfigError("base_filters must be >= 1, dropout in [0, 1), kernel >= 1")
     d, h, w = check_patch_shape(patch_shape, depth)
 
-    def block(x, n):
-        x = Convolution3D(n, kernel, kernel, kernel, activation="relu", border_mode="same")(x)
-        x = Convolution3D(n, kernel, kernel, kernel, activation="relu", border_mode="same")(x)
+    def conv(x, n, level):
+        if not batch_norm:
+            return Convolution3D(n, kernel, kernel, kernel, activation="relu", border_mode="same")(x)
+        x = Convolution3D(n, kernel, kernel, kernel, border_mode="same")(x)
+        ld, lh, lw = d >> level, h >> level, w >> level
+        x = Reshape((n, ld * lh, lw))(x)
+        x = BatchNormalization(dim_ordering="th")(x)
+        x = Reshape((n, ld, lh, lw))(x)
+        return Activation("relu")(x)
+
+    def block(x, n, level):
+        x = conv(conv(x, n, level), n, level)
         return SpatialDropout3D(dropout)(x) if dropout > 0 else x
 
     inp = Input(shape=(in_channels, d, h, w))
     skips, x = [], inp
     for level in range(depth):
-        x = block(x, base_filters * 2 ** level)
+        x = block(x, base_filters * 2 ** level, level)
         skips.append(x)
         x = MaxPooling3D((2, 2, 2))(x)
-    x = block(x, base_filters * 2 ** depth)
+    x = block(x, base_filters * 2 ** depth, depth)
     for level in reversed(range(depth)):
         x = merge([UpSampling3D((2, 2, 2))(x), skips[level]], mode="concat", concat_axis=1)
-        x = block(x, base_filters * 2 ** level)
+        x = block(x, base_filters * 2 ** level, level)
     logits = Convolution3D(n_classes, 1, 1, 1)(x)
     out = Reshape((d * h * w, n_classes))(Permute((2, 3, 4, 1))(logits))
     return Model(inp, out)
