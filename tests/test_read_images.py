@@ -1,11 +1,9 @@
 """read_images: PNG/JPEG 8 and 16 bit, DICOM X-rays, and refusals."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from bigdl_medimg import read_images

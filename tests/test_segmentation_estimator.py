@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml import PipelineModel
 from pyspark.sql import types as T
 
 from bigdl_medimg.datasets.phantoms import knee_phantom

@@ -8,7 +8,6 @@ at the centre), and which one was used is reported.
 """
 from __future__ import annotations
 
-import gzip
 import io
 import struct
 import zlib

@@ -1,7 +1,6 @@
 """Training-time stages: patch sampling and augmentation (seeded, reproducible per row)."""
 from __future__ import annotations
 
-import numpy as np
 from pyspark import keyword_only
 from pyspark.ml.param import TypeConverters
 
