@@ -5,8 +5,7 @@ first use.
 """
 from __future__ import annotations
 
-import importlib
-
+from ._lazy import lazy_getattr
 from ._version import __version__
 
 __all__ = [
@@ -36,13 +35,7 @@ _LAZY = {
     "from_numpy": "bigdl_medimg.tensor",
 }
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'bigdl_medimg' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, globals(), _LAZY)
 
 
 def __dir__():
