@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from .tensor import decode_array, encode_array
+
 __all__ = ["arrow_schema", "read_tensor", "tensor_array", "null_array", "replace_columns"]
 
 
@@ -29,38 +31,25 @@ def read_tensor(column: pa.Array, i: int):
     """
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    if not column.is_valid().to_numpy(zero_copy_only=False)[i]:
-        return None
     data = column.field("data")
-    if not data.is_valid().to_numpy(zero_copy_only=False)[i]:
+    if not column[i].is_valid or not data[i].is_valid:
         return None
     offsets = np.frombuffer(data.buffers()[1], dtype=np.int32, count=len(data) + 1, offset=data.offset * 4)
-    start, stop = int(offsets[i]), int(offsets[i + 1])
-    raw = memoryview(data.buffers()[2])[start:stop]
-    dtype = np.dtype(column.field("dtype")[i].as_py())
-    shape = tuple(int(s) for s in column.field("shape")[i].as_py())
+    raw = memoryview(data.buffers()[2])[int(offsets[i]):int(offsets[i + 1])]
+    arr = decode_array(raw, column.field("dtype")[i].as_py(), column.field("shape")[i].as_py())
     affine = np.asarray(column.field("affine")[i].as_py(), dtype=np.float64).reshape(4, 4)
-    le = dtype.newbyteorder("<")
-    arr = np.frombuffer(raw, dtype=le, count=int(np.prod(shape, dtype=np.int64))).reshape(shape)
-    if arr.dtype.isnative:
-        arr = arr.view(dtype.newbyteorder("="))
-        arr.flags.writeable = False  # Arrow memory is immutable
-    else:
-        arr = arr.astype(dtype.newbyteorder("="))
     return arr, affine, raw
 
 
 def tensor_array(arr: np.ndarray, affine: np.ndarray, arrow_type: pa.DataType) -> pa.StructArray:
     """A one-row tensor struct array whose data buffer is ``arr``'s memory (no copy when C-contiguous LE)."""
-    a = np.ascontiguousarray(arr, dtype=np.asarray(arr).dtype.newbyteorder("<"))
-    nbytes = a.nbytes
+    a, dtype_name, shape_list, aff_list = encode_array(arr, affine)
     data_type = arrow_type.field("data").type
-    data = pa.Array.from_buffers(data_type, 1, [None, pa.py_buffer(np.array([0, nbytes], dtype=np.int32)),
+    data = pa.Array.from_buffers(data_type, 1, [None, pa.py_buffer(np.array([0, a.nbytes], dtype=np.int32)),
                                                 pa.py_buffer(a.reshape(-1).view(np.uint8))])
-    dtype = pa.array([np.dtype(a.dtype).newbyteorder("=").name], type=arrow_type.field("dtype").type)
-    shape = pa.array([[int(s) for s in a.shape]], type=arrow_type.field("shape").type)
-    aff = pa.array([[float(v) for v in np.asarray(affine, dtype=np.float64).ravel()]],
-                   type=arrow_type.field("affine").type)
+    dtype = pa.array([dtype_name], type=arrow_type.field("dtype").type)
+    shape = pa.array([shape_list], type=arrow_type.field("shape").type)
+    aff = pa.array([aff_list], type=arrow_type.field("affine").type)
     return pa.StructArray.from_arrays([data, dtype, shape, aff], fields=list(arrow_type))
 
 

@@ -12,8 +12,9 @@
   ``(i0, i1, i2, 1)`` (for a 2-D array ``i2`` is 0) to RAS+ world millimetres.
   Spacing and orientation are derived from it, never stored twice.
 
-:func:`to_numpy` and :func:`from_numpy` are the only code that knows the byte
-layout.
+:func:`decode_array` and :func:`encode_array` are the only code that knows the
+byte layout; :func:`to_numpy` / :func:`from_numpy` (row values) and the Arrow
+path of the Spark stages (:mod:`bigdl_medimg._arrow`) go through them.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ __all__ = [
     "tensor_type",
     "to_numpy",
     "from_numpy",
+    "decode_array",
+    "encode_array",
     "get_affine",
     "spatial_shape",
     "spacing_from_affine",
@@ -87,6 +90,16 @@ def to_numpy(value: Any) -> np.ndarray:
         shape = tuple(int(s) for s in _field(value, "shape"))
     except (KeyError, AttributeError, TypeError) as exc:
         raise TensorError(f"not a tensor struct: missing field {exc}") from None
+    return decode_array(data, dtype_name, shape)
+
+
+def decode_array(data, dtype_name: str, shape) -> np.ndarray:
+    """The array stored in ``data`` (bytes or any buffer) as ``dtype_name`` of ``shape``.
+
+    Returns a read-only view in native byte order (a copy only on big-endian
+    machines).  Raises :class:`TensorError` when the fields disagree.
+    """
+    shape = tuple(int(s) for s in shape)
     try:
         dtype = np.dtype(dtype_name)
     except TypeError:
@@ -94,15 +107,19 @@ def to_numpy(value: Any) -> np.ndarray:
     if any(s < 0 for s in shape):
         raise TensorError(f"negative dimension in shape {shape}")
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if data is None or len(data) != expected:
-        got = None if data is None else len(data)
+    got = None if data is None else memoryview(data).nbytes
+    if got != expected:
         raise TensorError(
             f"tensor data has {got} bytes but shape {shape} of {dtype.name} needs {expected}"
         )
     arr = np.frombuffer(data, dtype=dtype.newbyteorder("<"), count=expected // max(dtype.itemsize, 1))
     arr = arr.reshape(shape)
     native = dtype.newbyteorder("=")
-    return arr.view(native) if arr.dtype.isnative else arr.astype(native)
+    if not arr.dtype.isnative:
+        return arr.astype(native)
+    arr = arr.view(native)
+    arr.flags.writeable = False  # a view on someone else's memory (bytes, an Arrow buffer)
+    return arr
 
 
 def get_affine(value: Any) -> np.ndarray:
@@ -134,6 +151,17 @@ def from_numpy(array: np.ndarray, affine: np.ndarray | None = None) -> dict:
         ``{"data", "dtype", "shape", "affine"}``, usable as a row value of a
         tensor column (Spark accepts dicts for structs).
     """
+    arr, dtype_name, shape, aff = encode_array(array, affine)
+    return {"data": arr.tobytes(order="C"), "dtype": dtype_name, "shape": shape, "affine": aff}
+
+
+def encode_array(array: np.ndarray, affine: np.ndarray | None = None):
+    """The pieces of a tensor value: ``(C-contiguous little-endian array, dtype name, shape, affine values)``.
+
+    The array is ``array`` itself when it is already laid out that way (no copy),
+    so callers can hand its memory on (``bytes`` for :func:`from_numpy`, an Arrow
+    buffer for the Spark stages).
+    """
     arr = np.asarray(array)
     if arr.dtype.kind not in "biufc":
         raise TensorError(f"cannot store arrays of dtype {arr.dtype} in a tensor column")
@@ -147,12 +175,7 @@ def from_numpy(array: np.ndarray, affine: np.ndarray | None = None) -> dict:
             raise TensorError(f"affine must be 4x4, got shape {aff.shape}")
         if not np.all(np.isfinite(aff)):
             raise TensorError("affine has non-finite values")
-    return {
-        "data": arr.tobytes(order="C"),
-        "dtype": np.dtype(le).name,
-        "shape": [int(s) for s in arr.shape],
-        "affine": [float(v) for v in aff.ravel()],
-    }
+    return arr, np.dtype(le).name, [int(s) for s in arr.shape], [float(v) for v in aff.ravel()]
 
 
 def spatial_shape(shape) -> tuple[int, ...]:
