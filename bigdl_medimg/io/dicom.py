@@ -29,6 +29,7 @@ __all__ = [
     "looks_like_dicom",
     "parse_dicom",
     "dicom_metadata",
+    "has_pixel_data",
     "dicom_pixels",
     "dicom_affine",
     "decode_dicom",
@@ -209,9 +210,14 @@ def _invert_monochrome1(arr: np.ndarray, ds) -> np.ndarray:
     return (lo + hi - arr).astype(arr.dtype)
 
 
+def has_pixel_data(ds) -> bool:
+    """Whether a parsed data set carries (integer or float) pixel data."""
+    return any(k in ds for k in _PIXEL_KEYWORDS)
+
+
 def dicom_pixels(ds, path: str) -> np.ndarray:
     """Decoded pixels of a parsed data set, per the module's conventions."""
-    if not any(k in ds for k in _PIXEL_KEYWORDS):
+    if not has_pixel_data(ds):
         what = _get(ds, "Modality", _str) or "unknown modality"
         raise DicomReadError(path, f"no pixel data in this DICOM object ({what})")
     try:

@@ -92,6 +92,7 @@ def decode_image(content: bytes, path: str, *, modalities: Sequence[str] | None 
     try:
         fmt = sniff_format(content)
         meta: dict[str, Any] = {}
+        ds = None
         if fmt is None:
             try:  # DICOM without preamble?
                 ds = parse_dicom(content, path)
@@ -100,7 +101,8 @@ def decode_image(content: bytes, path: str, *, modalities: Sequence[str] | None 
                 raise ImageFileReadError(path, "not a PNG, JPEG or DICOM file") from None
         row["format"] = fmt
         if fmt == "dicom":
-            ds = parse_dicom(content, path)
+            if ds is None:
+                ds = parse_dicom(content, path)
             meta = dicom_metadata(ds)
             for k in ("modality", "view_position", "laterality", "body_part_examined",
                       "photometric_interpretation"):

@@ -260,14 +260,14 @@ _SERIES_META = [("study_instance_uid", "string"), ("frame_of_reference_uid", "st
 
 
 def _header_row(content: bytes, path: str) -> dict:
-    from .dicom import dicom_metadata, parse_dicom
+    from .dicom import dicom_metadata, has_pixel_data, parse_dicom
     from ..errors import DicomReadError, record_error
 
     row: dict[str, Any] = {"error": None, "has_pixels": False}
     try:
         ds = parse_dicom(content, path)
         row.update(dicom_metadata(ds))
-        row["has_pixels"] = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+        row["has_pixels"] = has_pixel_data(ds)
     except Exception as exc:
         record_error(row, exc, DicomReadError, path)
     return row

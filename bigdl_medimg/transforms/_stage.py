@@ -22,7 +22,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError, MedImgError, one_line
 
-__all__ = ["TensorStage", "param", "with_accessors", "row_seed"]
+__all__ = ["TensorStage", "param", "with_accessors", "row_seed", "row_error"]
 
 
 def param(name: str, doc: str, conv) -> Param:
@@ -45,6 +45,12 @@ def with_accessors(cls):
 def row_seed(seed: int, data: bytes) -> np.random.Generator:
     """A generator determined by the stage seed and the row's own bytes (stable across retries)."""
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(data)])
+
+
+def row_error(stage: str, exc: BaseException) -> str:
+    """The ``error`` text of a row a stage could not process (library failures keep their class name)."""
+    text = one_line(exc) if isinstance(exc, MedImgError) else f"{type(exc).__name__}: {one_line(exc)}"
+    return f"{stage}: {text}"
 
 
 @with_accessors
@@ -137,8 +143,7 @@ class TensorStage(Transformer, DefaultParamsReadable, DefaultParamsWritable):
                             if mask_in:
                                 new[mask_out] = null_array(t_type) if m2 is None else tensor_array(m2, aff2, t_type)
                         except Exception as exc:  # one bad row must not kill the job
-                            text = one_line(exc) if isinstance(exc, MedImgError) else f"{type(exc).__name__}: {one_line(exc)}"
-                            err = f"{name}: {text}"
+                            err = row_error(name, exc)
                             new[out_col] = null_array(t_type)
                             if mask_in:
                                 new[mask_out] = null_array(t_type)

@@ -4,9 +4,9 @@ from __future__ import annotations
 from pyspark import keyword_only
 from pyspark.ml.param import TypeConverters
 
-from ..errors import ConfigError, MedImgError, one_line
+from ..errors import ConfigError
 from . import array as A
-from ._stage import TensorStage, param, row_seed, with_accessors
+from ._stage import TensorStage, param, row_error, row_seed, with_accessors
 from .augment import AugmentConfig, augment
 
 __all__ = ["PatchSampler", "Augment"]
@@ -96,8 +96,7 @@ class PatchSampler(TensorStage):
                         try:
                             starts = patches_of(img[0], img[1], None if m is None else m[0], img[2])
                         except Exception as exc:
-                            text = one_line(exc) if isinstance(exc, MedImgError) else f"{type(exc).__name__}: {one_line(exc)}"
-                            err = f"PatchSampler: {text}"
+                            err = row_error("PatchSampler", exc)
                     if not starts:  # a null or failed row is kept once, with its error
                         new = {out_col: null_array(t_type), "patch_index": pa.nulls(1, pa.int32()),
                                "patch_start": pa.nulls(1, a_schema.field("patch_start").type),
