@@ -123,6 +123,23 @@ def _merge_list(existing: str | None, items: list[str], sep: str) -> str:
     return sep.join(parts)
 
 
+def _explicit_local_cores(master: str) -> str:
+    """``local[*]`` / ``local`` as ``local[N]`` with N the CPUs this process may use.
+
+    BigDL sizes its training threads from the master string and reads
+    ``local[*]`` as half the machine's cores (it assumes hyper-threading), which
+    on a 2-core box trains on one core; a ``local[N]`` master gives it all N.
+    """
+    m = master.strip()
+    if m in ("local", "local[*]"):
+        try:
+            n = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            n = os.cpu_count() or 1
+        return f"local[{n if m == 'local[*]' else 1}]"
+    return master
+
+
 def resolve_settings(profile: str = "local", conf: Mapping[str, object] | None = None,
                      **overrides: object) -> dict[str, str]:
     """All Spark settings ``get_spark`` would use, without starting anything."""
@@ -139,7 +156,7 @@ def resolve_settings(profile: str = "local", conf: Mapping[str, object] | None =
                 "spark_<key_with_underscores>= or conf={'spark.key': value}"
             )
         settings[key] = str(v)
-    master = settings.get("spark.master", "local[*]")
+    master = settings["spark.master"] = _explicit_local_cores(settings.get("spark.master", "local[*]"))
     jars = bigdl_jars()
     settings["spark.jars"] = _merge_list(settings.get("spark.jars"), jars, ",")
     if master.startswith("local"):
@@ -193,7 +210,7 @@ def get_spark(profile: str = "local", *, conf: Mapping[str, object] | None = Non
                 settings[k] = _merge_list(v, settings.get(k, "").split(","), ",")
             elif k not in overrides and k not in (conf or {}):
                 settings[k] = v
-    master = settings.get("spark.master", "")
+    master = settings["spark.master"] = _explicit_local_cores(settings.get("spark.master", "local[*]"))
     if master.startswith("local"):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 

@@ -42,6 +42,18 @@ def test_overrides_and_conf_take_precedence():
     assert s["spark.sql.shuffle.partitions"] == "3"
 
 
+def test_local_star_becomes_explicit_core_count():
+    # BigDL reads local[*] as half the cores (hyper-threading assumed): one training thread on 2 cores
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    assert resolve_settings("local")["spark.master"] == f"local[{cores}]"  # profile says local[*]
+    assert resolve_settings("local", master="local[*]")["spark.master"] == f"local[{cores}]"
+    assert resolve_settings("local", master="local")["spark.master"] == "local[1]"
+    assert resolve_settings("local", master="local[3]")["spark.master"] == "local[3]"
+    assert resolve_settings("standalone", master="spark://h:7077")["spark.master"] == "spark://h:7077"
+
+
 def test_bad_profile_and_option_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown Spark profile 'nope'.*local"):
         load_profile("nope")
