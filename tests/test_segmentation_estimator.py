@@ -132,6 +132,34 @@ def test_trained_model_in_a_saved_pipeline(spark, data, trained, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
 
 
+def test_dice_ce_loss_equals_a_numpy_reference_with_its_gradient(spark):
+    from bigdl_medimg.ml import dice_ce_loss
+
+    rng = np.random.default_rng(3)
+    b, v, c = 3, 40, 4
+    logits = rng.normal(size=(b, v, c)).astype(np.float32)
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    t = np.eye(c, dtype=np.float32)[rng.integers(0, c, (b, v))]
+    t[0, :, 2] = 0  # a class absent from one sample
+    t[0, :, 0] = 1 - t[0].sum(-1) + t[0, :, 0]
+    w = np.array([0.1, 1.0, 2.0, 0.5], np.float32)
+    crit = dice_ce_loss(v, w, smooth=1.0)
+
+    def ref(pp):
+        wt = t * w
+        ce = -(wt * np.log(pp)).sum((1, 2)) / wt.sum((1, 2))
+        dice = (2 * (pp * t).sum(1) + 1) / (pp.sum(1) + t.sum(1) + 1)
+        return float(np.mean(ce + 1 - dice[:, 1:].mean(1)))
+
+    assert crit.forward(t, p) == pytest.approx(ref(p), rel=1e-5)
+    grad = np.asarray(crit.backward(t, p))
+    for idx in [(0, 5, 1), (2, 17, 3), (1, 0, 0)]:
+        up, down = p.copy(), p.copy()
+        up[idx] += 1e-3
+        down[idx] -= 1e-3
+        assert grad[idx] == pytest.approx((ref(up) - ref(down)) / 2e-3, rel=2e-2, abs=1e-4)
+
+
 def test_preset_and_param_validation(data):
     from bigdl_medimg.ml import SegmentationEstimator, load_preset
 
@@ -145,7 +173,7 @@ def test_preset_and_param_validation(data):
         SegmentationEstimator.from_preset("knee_cartilage", wings=2)
     for bad, msg in (({"classWeights": [1.0]}, "classWeights"), ({"patchShape": [15, 32, 32]}, "divisible"),
                      ({"optimizer": "rmsprop"}, "optimizer"), ({"lrSchedule": "poly"}, "poly needs sgd"),
-                     ({"batchSize": 0}, "batchSize")):
+                     ({"batchSize": 0}, "batchSize"), ({"loss": "focal"}, "loss must be")):
         with pytest.raises(ConfigError, match=msg):
             SegmentationEstimator(**bad).fit(data[0])
     with pytest.raises(ConfigError, match="column 'nope' not found"):

@@ -10,7 +10,7 @@ from pyspark.sql import types as T
 from bigdl_medimg.datasets.phantoms import knee_phantom
 from bigdl_medimg.errors import ConfigError
 from bigdl_medimg.tensor import from_numpy, get_affine, tensor_type, to_numpy
-from bigdl_medimg.transforms import (Augment, CropForeground, CropOrPad, FromFeatures, IntensityWindow, PatchSampler,
+from bigdl_medimg.transforms import (Augment, CropAroundLabel, CropForeground, CropOrPad, FromFeatures, IntensityWindow, PatchSampler,
                                      PercentileScale, Reorient, Resample, ResizeImage, ToFeatures, ZScoreNormalize)
 from bigdl_medimg.transforms import array as A
 from bigdl_medimg.transforms import reorient
@@ -69,7 +69,8 @@ def test_every_stage_round_trips_its_params(tmp_path):
               ZScoreNormalize(nonzero=True), PercentileScale(lower=2, upper=98), CropOrPad(shape=[4, 5, 6], value=-1),
               CropForeground(margin=3, source="mask", maskCol="m"), ResizeImage(size=[64, 32], antiAliasing=False),
               PatchSampler(patchShape=[8, 8, 8], patchesPerImage=3, posFraction=0.7, seed=9),
-              Augment(seed=4, flipProb=0.2, gammaRange=0.1), ToFeatures(outputCol="x"), FromFeatures(argmax=True)]
+              Augment(seed=4, flipProb=0.2, gammaRange=0.1), ToFeatures(outputCol="x"), FromFeatures(argmax=True),
+              CropAroundLabel(labels=[4, 3], size=[8, 16, 16], foundCol="f")]
     for i, st in enumerate(stages):
         path = str(tmp_path / f"s{i}")
         st.save(path)
@@ -164,3 +165,28 @@ def test_dicom_series_and_nifti_agree_through_the_reorient_stage(spark, tmp_path
     n = stage.transform(read_nifti(spark, str(tmp_path / "n.nii.gz"))).first()
     assert np.array_equal(to_numpy(d.image), to_numpy(n.image))
     assert np.allclose(get_affine(d.image), get_affine(n.image), atol=1e-4)
+
+
+def test_crop_around_label_centres_the_window_on_the_labels(spark, knees):
+    st = CropAroundLabel(labels=[4], size=[8, 16, 16], maskCol="mask", maskOutputCol="roi_mask", outputCol="roi",
+                         foundCol="found")
+    rows = _by_case(st.transform(knees))
+    assert rows["broken"].roi is None and rows["broken"].found is None
+    for s in range(3):
+        r, c = rows[f"k{s}"], knee_phantom(s, shape=(12, 40, 40))
+        roi, roi_mask = to_numpy(r.roi), to_numpy(r.roi_mask)
+        assert roi.shape == (8, 16, 16) and roi_mask.shape == (8, 16, 16) and r.found
+        # the window sits where its affine says: voxel (i, j, k) of the window is voxel start + (i, j, k)
+        start = np.linalg.solve(c.affine, get_affine(r.roi) @ [0, 0, 0, 1])[:3].round().astype(int)
+        idx = np.argwhere(c.mask == 4)
+        centre = (idx.min(0) + idx.max(0) + 1) / 2
+        assert np.all(np.abs(start + np.array([4, 8, 8]) - centre) <= 0.5 + 1e-9)
+        lo, hi = np.maximum(start, 0), np.minimum(start + [8, 16, 16], c.mask.shape)
+        sub = tuple(slice(a, b) for a, b in zip(lo, hi))
+        win = tuple(slice(a - s0, b - s0) for a, b, s0 in zip(lo, hi, start))
+        assert np.array_equal(roi[win], c.image[sub]) and np.array_equal(roi_mask[win], c.mask[sub])
+    # no such label: a window centred on the image, flagged
+    none = _by_case(CropAroundLabel(labels=[9], size=[8, 16, 16], maskCol="mask", foundCol="found").transform(knees))
+    assert none["k0"].found is False and to_numpy(none["k0"].image).shape == (8, 16, 16)
+    with pytest.raises(ConfigError, match="maskCol is required"):
+        CropAroundLabel(maskCol="").transform(knees)

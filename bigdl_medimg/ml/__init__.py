@@ -3,9 +3,13 @@ from __future__ import annotations
 
 from .._lazy import lazy_getattr
 
-__all__ = ["SegmentationEstimator", "SegmentationModel", "load_preset", "volume_dice"]
+__all__ = ["SegmentationEstimator", "SegmentationModel", "ClassificationEstimator", "ClassificationModel",
+           "AUCEvaluator", "dice_ce_loss", "load_preset", "volume_dice"]
 
 _LAZY = {"SegmentationEstimator": ".segmentation_estimator", "load_preset": ".segmentation_estimator",
-         "volume_dice": ".segmentation_estimator", "SegmentationModel": ".segmentation"}
+         "dice_ce_loss": ".segmentation_estimator",
+         "volume_dice": ".segmentation_estimator", "SegmentationModel": ".segmentation",
+         "ClassificationEstimator": ".classification", "ClassificationModel": ".classification",
+         "AUCEvaluator": ".classification"}
 
 __getattr__ = lazy_getattr(__name__, globals(), _LAZY)

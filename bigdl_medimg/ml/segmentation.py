@@ -14,18 +14,15 @@ import numpy as np
 from pyspark import keyword_only
 from pyspark.ml import Model
 from pyspark.ml.param import TypeConverters
-from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 
 from ..errors import ConfigError
 from ..transforms._stage import param, with_accessors
+from ._persist import NetworkModelPersistence
 
 __all__ = ["SegmentationModel"]
 
-_MODEL_DIR = "bigdl_model"
-
-
 @with_accessors
-class SegmentationModel(Model, MLWritable, MLReadable):
+class SegmentationModel(NetworkModelPersistence, Model):
     """A trained segmentation network applied by sliding window.
 
     Parameters (Params)
@@ -59,11 +56,6 @@ class SegmentationModel(Model, MLWritable, MLReadable):
         self._network = kwargs.pop("network", None)
         self._set(**kwargs)
 
-    @property
-    def network(self):
-        """The BigDL network (output ``(voxels, classes)`` scores per sample)."""
-        return self._network
-
     def _validate(self) -> None:
         if self._network is None:
             raise ConfigError("SegmentationModel has no network; build it with SegmentationEstimator or load it")
@@ -76,11 +68,6 @@ class SegmentationModel(Model, MLWritable, MLReadable):
             raise ConfigError(f"SegmentationModel: overlap must be in [0, 1), got {self.getOrDefault('overlap')}")
         if self.getOrDefault("blendMode") not in ("gaussian", "constant"):
             raise ConfigError("SegmentationModel: blendMode must be 'gaussian' or 'constant'")
-
-    def copy(self, extra=None):
-        that = super().copy(extra)
-        that._network = self._network
-        return that
 
     # ----------------------------------------------------------- transform ---
     def _transform(self, df):
@@ -170,38 +157,3 @@ class SegmentationModel(Model, MLWritable, MLReadable):
             stitched = stitched.withColumnRenamed("__prob", prob_col)
         base = keyed.drop(*[c for c in (out_col, prob_col) if c and c in keyed.columns])
         return base.join(stitched, on="__key", how="left").drop("__key")
-
-    # --------------------------------------------------------- persistence ---
-    def write(self) -> MLWriter:
-        return _SegmentationModelWriter(self)
-
-    @classmethod
-    def read(cls) -> MLReader:
-        return _SegmentationModelReader(cls)
-
-
-class _SegmentationModelWriter(MLWriter):
-    def __init__(self, instance):
-        super().__init__()
-        self.instance = instance
-
-    def saveImpl(self, path: str) -> None:
-        self.instance._validate()
-        DefaultParamsWriter.saveMetadata(self.instance, path, self.sc)
-        self.instance.network.saveModel(f"{path.rstrip('/')}/{_MODEL_DIR}", over_write=True)
-
-
-class _SegmentationModelReader(MLReader):
-    def __init__(self, cls):
-        super().__init__()
-        self.cls = cls
-
-    def load(self, path: str):
-        from bigdl.dllib.keras.models import load_model
-
-        meta = DefaultParamsReader.loadMetadata(path, self.sc)
-        model = self.cls()
-        DefaultParamsReader.getAndSetParams(model, meta)
-        model._resetUid(meta["uid"])
-        model._network = load_model(f"{path.rstrip('/')}/{_MODEL_DIR}")
-        return model

@@ -8,21 +8,19 @@ and records their Dice.  Model and optimiser state are checkpointed after
 every epoch; a fit pointed at a checkpoint folder resumes after its last
 complete epoch with the optimiser's state (iteration count, Adam moments).
 
-Loss: class-weighted cross-entropy per voxel (BigDL's
-``TimeDistributedCriterion(CrossEntropyCriterion(weights))``).  BigDL's
-``DiceCoefficientCriterion`` is binary and ``NNEstimator`` feeds one label
-column, so a multi-class soft-Dice term cannot be combined with it without
-one-hot targets that then lose the class weights; class weights (background
-down-weighted) address the same imbalance that soft Dice targets.
+Loss (``loss`` Param): ``"dice_ce"`` (default) is class-weighted cross-entropy
+plus soft Dice averaged over the foreground classes, as nnU-Net and MONAI's
+``DiceCELoss`` train; it is written with BigDL's autograd (``CustomLoss``) on the
+network's softmax output and one-hot labels, so it runs inside BigDL's
+distributed optimiser like a built-in criterion.  ``"ce"`` is the weighted
+cross-entropy alone (BigDL's ``TimeDistributedCriterion(CrossEntropyCriterion)``
+on integer labels, a fifth of the label memory).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 from pyspark import keyword_only
@@ -32,24 +30,17 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError
 from ..transforms._stage import param, with_accessors
+from ._training import (check_optim, driver_heap_mb, fit_one_epoch, from_preset, latest_checkpoint, load_checkpoint,
+                        load_preset_section, make_optim, save_checkpoint)
 
-__all__ = ["SegmentationEstimator", "load_preset", "volume_dice"]
+__all__ = ["SegmentationEstimator", "dice_ce_loss", "load_preset", "volume_dice"]
 
 log = logging.getLogger(__name__)
 
 
 def load_preset(name: str) -> dict:
     """Params of a task preset in ``conf/tasks/<name>.yaml`` (``estimator`` section)."""
-    import yaml
-
-    from ..session import conf_dir
-
-    path = conf_dir() / "tasks" / f"{name}.yaml"
-    if not path.is_file():
-        names = sorted(p.stem for p in (conf_dir() / "tasks").glob("*.yaml"))
-        raise ConfigError(f"unknown task preset {name!r}; available: {', '.join(names)}")
-    data = yaml.safe_load(path.read_text()) or {}
-    return dict(data.get("estimator", {}))
+    return load_preset_section(name)
 
 
 def volume_dice(df, pred_col: str, ref_col: str, n_classes: int) -> dict:
@@ -78,6 +69,33 @@ def volume_dice(df, pred_col: str, ref_col: str, n_classes: int) -> dict:
     return {"per_class": per_class, "mean": float(np.nanmean(per_class)) if per_class else float("nan")}
 
 
+def dice_ce_loss(n_voxels: int, class_weights, smooth: float = 1.0):
+    """BigDL criterion: weighted cross-entropy + (1 - mean foreground soft Dice), per sample, batch-averaged.
+
+    Input: softmax probabilities ``(batch, voxels, classes)``; target: one-hot of
+    the same shape.  Cross-entropy is the weighted mean over voxels
+    ``-sum(w_y log p_y) / sum(w_y)`` (as ``torch.nn.CrossEntropyLoss(weight=w)``);
+    Dice per class ``(2 sum(p t) + s) / (sum p + sum t + s)`` over a sample's voxels,
+    averaged over classes 1..C-1.
+    """
+    from bigdl.dllib.keras import autograd as A
+
+    w = np.asarray(class_weights, dtype=np.float32)
+    n_classes = int(w.size)
+
+    def loss(y_true, y_pred):
+        p = A.clip(y_pred, 1e-7, 1.0)
+        wt = y_true * A.Constant(w.reshape(1, n_classes))
+        ce = A.neg(A.sum(A.sum(wt * A.log(p), axis=2), axis=1, keepDims=True)) \
+            / (A.sum(A.sum(wt, axis=2), axis=1, keepDims=True) + 1e-7)
+        inter = A.sum(y_pred * y_true, axis=1)  # (batch, classes)
+        denom = A.sum(y_pred, axis=1) + A.sum(y_true, axis=1)
+        dice = (inter * 2.0 + smooth) / (denom + (smooth + 1e-7))
+        return ce + 1.0 - A.mean(dice.slice(1, 1, n_classes - 1), axis=1, keepDims=True)
+
+    return A.CustomLoss(loss, [n_voxels, n_classes])
+
+
 @with_accessors
 class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
     """Fit a :class:`~bigdl_medimg.ml.segmentation.SegmentationModel` (3-D U-Net, BigDL, Spark)."""
@@ -90,6 +108,9 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
     nClasses = param("nClasses", "classes, background included", TypeConverters.toInt)
     classNames = param("classNames", "class names, background first", TypeConverters.toListString)
     classWeights = param("classWeights", "cross-entropy weight per class ([] = all 1)", TypeConverters.toListFloat)
+    loss = param("loss", "'dice_ce' (weighted cross-entropy + foreground soft Dice) or 'ce'", TypeConverters.toString)
+    diceSmooth = param("diceSmooth", "smoothing term of the soft Dice (numerator and denominator)",
+                       TypeConverters.toFloat)
     patchShape = param("patchShape", "training patch (D, H, W), divisible by 2**depth", TypeConverters.toListInt)
     patchesPerImage = param("patchesPerImage", "patches per volume per epoch", TypeConverters.toInt)
     posFraction = param("posFraction", "share of patches centred on foreground", TypeConverters.toFloat)
@@ -115,13 +136,13 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
 
     @keyword_only
     def __init__(self, *, inputCol="image", maskCol="mask", outputCol="segmentation", validationIndicatorCol="",
-                 nClasses=5, classNames=None, classWeights=None, patchShape=(16, 32, 32), patchesPerImage=8,
+                 nClasses=5, classNames=None, classWeights=None, loss="dice_ce", diceSmooth=1.0, patchShape=(16, 32, 32), patchesPerImage=8,
                  posFraction=0.7, depth=2, baseFilters=8, dropout=0.0, batchNorm=True, optimizer="adam",
                  learningRate=2e-3, lrSchedule="inverse", lrDecay=1e-4, momentum=0.9, batchSize=16, maxEpoch=10,
                  overlap=0.5, checkpointDir="", summaryDir="", seed=0):
         super().__init__()
         self._setDefault(inputCol="image", maskCol="mask", outputCol="segmentation", validationIndicatorCol="",
-                         nClasses=5, classNames=[], classWeights=[], patchShape=[16, 32, 32], patchesPerImage=8,
+                         nClasses=5, classNames=[], classWeights=[], loss="dice_ce", diceSmooth=1.0, patchShape=[16, 32, 32], patchesPerImage=8,
                          posFraction=0.7, depth=2, baseFilters=8, dropout=0.0, batchNorm=True, optimizer="adam",
                          learningRate=2e-3,
                          lrSchedule="inverse", lrDecay=1e-4, momentum=0.9, batchSize=16, maxEpoch=10, overlap=0.5,
@@ -132,12 +153,7 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "SegmentationEstimator":
         """An estimator with the Params of ``conf/tasks/<name>.yaml``, updated by ``overrides``."""
-        params = load_preset(name)
-        params.update(overrides)
-        unknown = [k for k in params if not cls().hasParam(k)]
-        if unknown:
-            raise ConfigError(f"preset {name!r}: unknown Params {unknown}")
-        return cls(**params)
+        return from_preset(cls, name, overrides)
 
     def _get(self, name):
         return self.getOrDefault(name)
@@ -155,34 +171,48 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
         if names and len(names) != n:
             raise ConfigError(f"SegmentationEstimator: classNames needs {n} names, got {names}")
         check_patch_shape(self._get("patchShape"), self._get("depth"))
-        if self._get("optimizer") not in ("adam", "sgd"):
-            raise ConfigError(f"SegmentationEstimator: optimizer must be 'adam' or 'sgd', got {self._get('optimizer')!r}")
-        sched = self._get("lrSchedule")
-        if sched not in ("constant", "inverse", "poly") or (sched == "poly" and self._get("optimizer") != "sgd"):
-            raise ConfigError(f"SegmentationEstimator: lrSchedule {sched!r} is not available with "
-                              f"{self._get('optimizer')} (constant, inverse; poly needs sgd)")
+        if self._get("loss") not in ("dice_ce", "ce"):
+            raise ConfigError(f"SegmentationEstimator: loss must be 'dice_ce' or 'ce', got {self._get('loss')!r}")
+        if self._get("diceSmooth") < 0:
+            raise ConfigError(f"SegmentationEstimator: diceSmooth must be >= 0, got {self._get('diceSmooth')}")
+        check_optim("SegmentationEstimator", self._get("optimizer"), self._get("lrSchedule"))
         for name in ("learningRate", "batchSize", "maxEpoch", "patchesPerImage"):
             if self._get(name) <= 0:
                 raise ConfigError(f"SegmentationEstimator: {name} must be positive, got {self._get(name)}")
 
     # -------------------------------------------------------------- pieces ---
     def _optim(self, iterations_per_epoch: int):
-        from bigdl.dllib.optim.optimizer import SGD, Adam, Poly
-
-        lr, sched, decay = self._get("learningRate"), self._get("lrSchedule"), self._get("lrDecay")
-        if self._get("optimizer") == "adam":
-            return Adam(learningrate=lr, learningrate_decay=decay if sched == "inverse" else 0.0)
-        schedule = Poly(decay, iterations_per_epoch * self._get("maxEpoch")) if sched == "poly" else None
-        kwargs = {"leaningrate_schedule": schedule} if schedule is not None else {}
-        return SGD(learningrate=lr, learningrate_decay=decay if sched == "inverse" else 0.0,
-                   momentum=self._get("momentum"), dampening=0.0, nesterov=True, **kwargs)
+        return make_optim(self._get("optimizer"), self._get("learningRate"), self._get("lrSchedule"),
+                          self._get("lrDecay"), self._get("momentum"), iterations_per_epoch * self._get("maxEpoch"))
 
     def _criterion(self):
-        from bigdl.dllib.nn.criterion import CrossEntropyCriterion, TimeDistributedCriterion
-
+        n = self._get("nClasses")
         w = self._get("classWeights")
-        weights = np.asarray(w, dtype=np.float32) if w else None
-        return TimeDistributedCriterion(CrossEntropyCriterion(weights), size_average=True)
+        weights = np.asarray(w if w else [1.0] * n, dtype=np.float32)
+        if self._get("loss") == "ce":
+            from bigdl.dllib.nn.criterion import CrossEntropyCriterion, TimeDistributedCriterion
+
+            return TimeDistributedCriterion(CrossEntropyCriterion(weights), size_average=True)
+        return dice_ce_loss(int(np.prod(self._get("patchShape"))), weights, self._get("diceSmooth"))
+
+    def _training_network(self, network):
+        """What BigDL optimises: the U-Net itself ('ce', on scores) or U-Net + softmax ('dice_ce').
+
+        The softmax wrapper shares the U-Net's weights, so training it trains ``network``.
+        """
+        if self._get("loss") == "ce":
+            return network
+        from bigdl.dllib.keras.layers import Activation
+        from bigdl.dllib.keras.models import Sequential
+
+        seq = Sequential()
+        seq.add(network)
+        seq.add(Activation("softmax"))
+        return seq
+
+    def _label_shape(self) -> list[int]:
+        v = int(np.prod(self._get("patchShape")))
+        return [v] if self._get("loss") == "ce" else [v, self._get("nClasses")]
 
     def _patches(self, df, epoch: int):
         from pyspark.sql import functions as F
@@ -197,7 +227,12 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
         p = sampler.transform(base).filter(F.col("__image").isNotNull() & F.col("__mask").isNotNull())
         p = ToFeatures(inputCol="__image", outputCol="features").transform(p)
         p = ToFeatures(inputCol="__mask", outputCol="__labels").transform(p)
-        return p.select("features", F.transform("__labels", lambda x: x + F.lit(1.0)).alias("label"))
+        if self._get("loss") == "ce":  # BigDL's class indices are 1-based
+            return p.select("features", F.transform("__labels", lambda x: x + F.lit(1.0)).alias("label"))
+        n = self._get("nClasses")  # one-hot, (voxels, classes) row-major
+        one_hot = F.flatten(F.transform("__labels", lambda x: F.array(*[(x == F.lit(float(k))).cast("float")
+                                                                         for k in range(n)])))
+        return p.select("features", one_hot.alias("label"))
 
     def _model(self, network):
         from .segmentation import SegmentationModel
@@ -207,38 +242,13 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                                  overlap=self._get("overlap"), batchSize=self._get("batchSize"))
 
     # ---------------------------------------------------------- checkpoints ---
-    @staticmethod
-    def latest_checkpoint(folder: str) -> Path | None:
-        """The newest complete ``epoch_NNNN`` checkpoint in ``folder`` (None when there is none)."""
-        if not folder or not os.path.isdir(folder):
-            return None
-        done = sorted(p for p in Path(folder).glob("epoch_*") if (p / "state.json").is_file())
-        return done[-1] if done else None
-
-    def _save_checkpoint(self, folder: str, epoch: int, network, optim, record: dict) -> None:
-        target = Path(folder) / f"epoch_{epoch:04d}"
-        tmp = Path(folder) / f".epoch_{epoch:04d}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        network.saveModel(str(tmp / "model"), over_write=True)
-        optim.save(str(tmp / "optim"), True)
-        (tmp / "state.json").write_text(json.dumps({"epoch": epoch, "history": self.history + [record]}))
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)  # a checkpoint exists whole or not at all
-        for old in sorted(Path(folder).glob("epoch_*"))[:-2]:  # keep the last two
-            shutil.rmtree(old, ignore_errors=True)
+    latest_checkpoint = staticmethod(latest_checkpoint)
 
     def _resume(self, folder: str):
-        from bigdl.dllib.keras.models import load_model
-        from bigdl.dllib.optim.optimizer import OptimMethod
-
-        ck = self.latest_checkpoint(folder)
-        if ck is None:
+        got = load_checkpoint(folder)
+        if got is None:
             return None
-        state = json.loads((ck / "state.json").read_text())
-        network = load_model(str(ck / "model"))
-        optim = OptimMethod(OptimMethod.load(str(ck / "optim")), "float")
-        log.info("resuming from %s (epoch %d)", ck, state["epoch"])
+        network, optim, state = got
         return network, optim, int(state["epoch"]), list(state.get("history", []))
 
     # ------------------------------------------------------------------ fit ---
@@ -282,18 +292,12 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                 raise ConfigError("SegmentationEstimator: no training patches (no rows with both image and mask)")
             if optim is None:
                 optim = self._optim(max(1, n // self._get("batchSize")))
-            est = NNEstimator(network, self._criterion(), [1, *patch], [int(np.prod(patch))]) \
+            est = NNEstimator(self._training_network(network), self._criterion(), [1, *patch], self._label_shape()) \
                 .setBatchSize(self._get("batchSize")).setOptimMethod(optim).setMaxEpoch(epoch)
             if sumdir:
                 est.setTrainSummary(TrainSummary(sumdir, "segmentation"))
-            sc = df.sparkSession.sparkContext
-            before = set(sc._jsc.getPersistentRDDs().keySet())
-            est.fit(data)
+            fit_one_epoch(df, est, data)
             data.unpersist()
-            for rdd_id, rdd in dict(sc._jsc.getPersistentRDDs()).items():
-                if rdd_id not in before:  # BigDL caches its training set per fit: release it
-                    rdd.unpersist(False)
-            sc._jvm.System.gc()
             record = {"epoch": epoch, "patches": n, "seconds": round(time.time() - t0, 1)}
             if val is not None:
                 scored = self._model(network).setOutputCol("__pred").transform(val)
@@ -301,11 +305,10 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                 record.update(val_dice=dice["mean"], val_dice_per_class=dice["per_class"])
                 if writer:
                     writer.add_scalar("Dice", dice["mean"], epoch)
-            rt = sc._jvm.java.lang.Runtime.getRuntime()
-            record["driver_heap_mb"] = int((rt.totalMemory() - rt.freeMemory()) / 2 ** 20)
+            record["driver_heap_mb"] = driver_heap_mb(df.sparkSession.sparkContext)
             log.info("epoch %d: %s", epoch, record)
             if ckdir:
-                self._save_checkpoint(ckdir, epoch, network, optim, record)
+                save_checkpoint(ckdir, epoch, network, optim, {"history": self.history + [record]})
             self.history.append(record)
         df.unpersist()
         model = self._model(network)

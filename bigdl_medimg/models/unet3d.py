@@ -16,7 +16,17 @@ from typing import Sequence
 
 from ..errors import ConfigError
 
-__all__ = ["unet3d", "flat_model", "check_patch_shape"]
+__all__ = ["unet3d", "flat_model", "check_patch_shape", "batch_norm_5d"]
+
+
+def batch_norm_5d(x, channels: int, spatial: Sequence[int]):
+    """Per-channel batch norm of a ``(C, D, H, W)`` node: reshape to 4-D, BigDL's BatchNormalization, reshape back."""
+    from bigdl.dllib.keras.layers import BatchNormalization, Reshape
+
+    d, h, w = (int(v) for v in spatial)
+    x = Reshape((channels, d * h, w))(x)
+    x = BatchNormalization(dim_ordering="th")(x)
+    return Reshape((channels, d, h, w))(x)
 
 
 def check_patch_shape(patch_shape: Sequence[int], depth: int) -> tuple[int, int, int]:
@@ -58,8 +68,8 @@ def unet3d(n_classes: int, patch_shape: Sequence[int], *, in_channels: int = 1, 
         Input ``(in_channels, D, H, W)``, output ``(D*H*W, n_classes)`` scores.
     """
     from bigdl.dllib.keras.engine.topology import merge
-    from bigdl.dllib.keras.layers import (Activation, BatchNormalization, Convolution3D, Input, MaxPooling3D,
-                                          Permute, Reshape, SpatialDropout3D, UpSampling3D)
+    from bigdl.dllib.keras.layers import (Activation, Convolution3D, Input, MaxPooling3D, Permute, Reshape,
+                                          SpatialDropout3D, UpSampling3D)
     from bigdl.dllib.keras.models import Model
 
     if n_classes < 2:
@@ -72,10 +82,7 @@ def unet3d(n_classes: int, patch_shape: Sequence[int], *, in_channels: int = 1, 
         if not batch_norm:
             return Convolution3D(n, kernel, kernel, kernel, activation="relu", border_mode="same")(x)
         x = Convolution3D(n, kernel, kernel, kernel, border_mode="same")(x)
-        ld, lh, lw = d >> level, h >> level, w >> level
-        x = Reshape((n, ld * lh, lw))(x)
-        x = BatchNormalization(dim_ordering="th")(x)
-        x = Reshape((n, ld, lh, lw))(x)
+        x = batch_norm_5d(x, n, (d >> level, h >> level, w >> level))
         return Activation("relu")(x)
 
     def block(x, n, level):

@@ -9,11 +9,11 @@ from .._lazy import lazy_getattr
 from .orientation import axcodes_of, reorient
 
 __all__ = ["reorient", "axcodes_of", "Reorient", "Resample", "IntensityWindow", "ZScoreNormalize",
-           "PercentileScale", "CropOrPad", "CropForeground", "ResizeImage", "PatchSampler", "Augment",
+           "PercentileScale", "CropOrPad", "CropForeground", "CropAroundLabel", "ResizeImage", "PatchSampler", "Augment",
            "ToFeatures", "FromFeatures"]
 
 _LAZY = {n: ".stages" for n in ("Reorient", "Resample", "IntensityWindow", "ZScoreNormalize", "PercentileScale",
-                               "CropOrPad", "CropForeground", "ResizeImage")}
+                               "CropOrPad", "CropForeground", "CropAroundLabel", "ResizeImage")}
 _LAZY.update({"PatchSampler": ".sampling", "Augment": ".sampling", "ToFeatures": ".features",
               "FromFeatures": ".features"})
 

@@ -31,14 +31,15 @@ def param(name: str, doc: str, conv) -> Param:
 
 
 def with_accessors(cls):
-    """Add camelCase ``setX``/``getX`` for every Param declared on ``cls`` (as pyspark.ml classes have)."""
-    for name, value in list(vars(cls).items()):
-        if isinstance(value, Param):
-            cap = name[0].upper() + name[1:]
-            if not hasattr(cls, "set" + cap):
-                setattr(cls, "set" + cap, lambda self, v, _n=name: self._set(**{_n: v}))
-            if not hasattr(cls, "get" + cap):
-                setattr(cls, "get" + cap, lambda self, _n=name: self.getOrDefault(_n))
+    """Add camelCase ``setX``/``getX`` for every Param of ``cls`` and its bases (as pyspark.ml classes have)."""
+    params = {name: value for klass in reversed(cls.__mro__) for name, value in vars(klass).items()
+              if isinstance(value, Param)}
+    for name in params:
+        cap = name[0].upper() + name[1:]
+        if not hasattr(cls, "set" + cap):
+            setattr(cls, "set" + cap, lambda self, v, _n=name: self._set(**{_n: v}))
+        if not hasattr(cls, "get" + cap):
+            setattr(cls, "get" + cap, lambda self, _n=name: self.getOrDefault(_n))
     return cls
 
 

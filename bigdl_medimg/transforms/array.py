@@ -157,6 +157,37 @@ def crop_foreground(arr: np.ndarray, affine: np.ndarray, box) -> tuple[np.ndarra
     return np.ascontiguousarray(arr[sl]), translate(affine, start)
 
 
+def crop_around_label(arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, labels: Sequence[int],
+                      size: Sequence[int], value: float = 0) -> tuple[np.ndarray, np.ndarray, bool]:
+    """A ``size`` window centred on the box around ``label`` voxels in ``labels`` (padded with ``value``).
+
+    Returns ``(window, affine, found)``; without such voxels the window is
+    centred on the image and ``found`` is False.
+    """
+    nd = spatial_ndim(arr)
+    target = [int(s) for s in size]
+    if len(target) != nd or min(target) < 1:
+        raise ConfigError(f"size must be {nd} positive sizes, got {list(size)}")
+    shape = arr.shape[arr.ndim - nd:]
+    box = None
+    if label is not None:
+        box = foreground_box(np.isin(label, np.asarray(list(labels))).astype(np.uint8), 0)
+    found = box is not None
+    centre = [(a + b) / 2.0 for a, b in zip(*box)] if found else [s / 2.0 for s in shape]
+    start = [int(round(c - t / 2.0)) for c, t in zip(centre, target)]
+    out = np.full(arr.shape[:arr.ndim - nd] + tuple(target), value, dtype=arr.dtype)
+    src, dst = [], []
+    for st, t, n in zip(start, target, shape):
+        a, b = max(st, 0), min(st + t, n)
+        if b <= a:  # window entirely outside (cannot happen for a centred window, kept for safety)
+            a = b = 0
+        src.append(slice(a, b))
+        dst.append(slice(a - st, a - st + (b - a)))
+    lead = (slice(None),) * (arr.ndim - nd)
+    out[lead + tuple(dst)] = arr[lead + tuple(src)]
+    return out, translate(affine, start), found
+
+
 def resize_image(arr: np.ndarray, affine: np.ndarray, size: Sequence[int], order: int = 1,
                  anti_aliasing: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Resize the two in-plane axes of a 2-D image (or of each slice) to ``size``.

@@ -10,6 +10,7 @@ keep the affine true.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd  # module level: pandas_udf resolves the type hints in this namespace
 from pyspark import keyword_only
 from pyspark.ml.param import TypeConverters
 
@@ -18,7 +19,7 @@ from . import array as A
 from ._stage import TensorStage, param, with_accessors
 from .orientation import reorient
 
-__all__ = ["Reorient", "Resample", "IntensityWindow", "ZScoreNormalize", "PercentileScale", "CropOrPad",
+__all__ = ["Reorient", "Resample", "IntensityWindow", "ZScoreNormalize", "PercentileScale", "CropOrPad", "CropAroundLabel",
            "CropForeground", "ResizeImage"]
 
 
@@ -222,6 +223,68 @@ class CropForeground(TensorStage):
             mout = A.crop_foreground(marr, aff, box)[0] if marr is not None else None
             return out, aff2, mout
         return fn
+
+
+@with_accessors
+class CropAroundLabel(TensorStage):
+    """A fixed-size window centred on chosen labels of ``maskCol`` (e.g. the meniscus of a predicted segmentation).
+
+    The mask (cropped the same way) is written to ``maskOutputCol`` when set.
+    Rows without any of ``labels`` get a window centred on the image and, with
+    ``foundCol``, ``false`` there, so a downstream model can tell.
+    """
+
+    labels = param("labels", "label values the window is centred on", TypeConverters.toListInt)
+    size = param("size", "window size (spatial axes)", TypeConverters.toListInt)
+    foundCol = param("foundCol", "boolean column: were the labels present ('' for none)", TypeConverters.toString)
+
+    @keyword_only
+    def __init__(self, *, labels=(1,), size=(16, 32, 32), foundCol="", inputCol="image", outputCol="image",
+                 maskCol="mask", maskOutputCol="", errorCol="error"):
+        super().__init__()
+        self._setDefault(labels=[1], size=[16, 32, 32], foundCol="")
+        self._set(**self._input_kwargs)
+
+    def _validate(self):
+        if not self.getOrDefault("maskCol"):
+            raise ConfigError("CropAroundLabel: maskCol is required (the label map that locates the window)")
+        if not self.getOrDefault("labels"):
+            raise ConfigError("CropAroundLabel: labels must name at least one label value")
+        if not self.getOrDefault("size") or min(self.getOrDefault("size")) < 1:
+            raise ConfigError(f"CropAroundLabel: size must be positive sizes, got {self.getOrDefault('size')}")
+
+    def _row_fn(self):
+        labels, size = list(self.getOrDefault("labels")), list(self.getOrDefault("size"))
+
+        def fn(arr, aff, marr, _key):
+            _check_mask_grid(arr, marr)
+            out, aff2, _found = A.crop_around_label(arr, aff, marr, labels, size)
+            mout = A.crop_around_label(marr, aff, marr, labels, size)[0] if marr is not None else None
+            return out, aff2, mout
+        return fn
+
+    def _transform(self, df):
+        out = super()._transform(df)
+        found = self.getOrDefault("foundCol")
+        if not found:
+            return out
+        from pyspark.sql import functions as F
+
+        labels = [float(v) for v in self.getOrDefault("labels")]
+        mask_col = self.getOrDefault("maskCol")
+
+        @F.pandas_udf("boolean")
+        def has_labels(m: pd.DataFrame) -> pd.Series:
+            from ..tensor import to_numpy
+
+            res = []
+            for i in range(len(m)):
+                r = m.iloc[i].to_dict()
+                ok = isinstance(r.get("data"), (bytes, bytearray))
+                res.append(bool(np.isin(to_numpy(r), labels).any()) if ok else None)
+            return pd.Series(res, dtype="object")
+
+        return out.withColumn(found, has_labels(F.col(mask_col)))
 
 
 @with_accessors
