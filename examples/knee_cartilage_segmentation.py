@@ -6,7 +6,7 @@ the ``knee_cartilage`` preset with BigDL, segments the held-out volumes by
 sliding window and prints the Dice per class.  Runs unchanged under
 ``spark-submit`` (local, standalone or YARN) or ``python``::
 
-    python examples/knee_cartilage_segmentation.py --out /tmp/knee --train 24 --test 6 --epochs 12
+    python examples/knee_cartilage_segmentation.py --out /tmp/knee --train 24 --val 1 --test 6
 """
 from __future__ import annotations
 

@@ -174,8 +174,8 @@ def test_multiclass_mode_resume_and_early_stopping(spark, chest, tmp_path, monke
     assert all(len(r.probability) == 2 and abs(sum(r.probability) - 1) < 1e-6 for r in out)
     assert {r.prediction for r in out} <= {0, 1}
     # early stopping: patience 1 stops one epoch after the best, whatever maxEpoch says
-    est = ClassificationEstimator(maxEpoch=12, earlyStoppingPatience=1, learningRate=0.5, optimizer="sgd",
-                                  **{**kw, "checkpointDir": ""})
+    est = ClassificationEstimator(**{**kw, "checkpointDir": "", "maxEpoch": 12, "earlyStoppingPatience": 1,
+                                     "learningRate": 0.5, "optimizer": "sgd"})
     hist = est.fit(chest[0]).history
     best = max(range(len(hist)), key=lambda i: hist[i]["val_auroc"])
     assert len(hist) == min(12, best + 2) and len(hist) < 12

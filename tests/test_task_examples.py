@@ -1,0 +1,69 @@
+"""The task examples on small data: CheXNet protocol on a ChestX-ray14 replica, two-stage meniscus-tear pipeline."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _example(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_chexnet_protocol_runs_on_the_replica_layout(spark, tmp_path, capsys):
+    from bigdl_medimg.datasets.phantoms import CHEST_LABELS
+
+    out = tmp_path / "chest"
+    assert _example("chest_xray14").main(["--out", str(out), "--patients", "24", "--size", "64",
+                                          "--topology", "densenet_tiny", "--epochs", "1", "--batch", "8"]) == 0
+    text = capsys.readouterr().out
+    assert "CheXNet" in text and "Wang 2017" in text
+    res = json.loads((out / "result.json").read_text())
+    test_list = (out / "replica" / "test_list.txt").read_text().split()
+    assert res["test_images"] == len(test_list) > 0  # the official test list, every image scored
+    assert list(res["auroc_per_label"]) == list(CHEST_LABELS)
+    assert res["input_size"] == 64 and res["topology"] == "densenet_tiny"
+
+
+@pytest.mark.slow
+def test_two_stage_meniscus_pipeline_saved_loaded_in_a_fresh_session_on_dicom(spark, tmp_path):
+    out = tmp_path / "tear"
+    assert _example("meniscus_tear").main(["--out", str(out), "--train", "10", "--val", "4", "--test", "4",
+                                           "--shape", "16,48,48", "--seg-train", "6", "--seg-epochs", "1",
+                                           "--epochs", "2"]) == 0
+    res = json.loads((out / "result.json").read_text())
+    assert res["test_series"] == 4 and res["variant"] == "meniscus-roi"
+    # a new Python process and JVM: load the saved PipelineModel and apply it to the DICOM series
+    code = f"""
+import sys
+from pyspark.ml import PipelineModel
+from bigdl_medimg import get_spark, read_dicom_series
+spark = get_spark(master="local[1]", spark_driver_memory="2g")
+stages = PipelineModel.load({str(out / 'pipeline')!r})
+names = [type(s).__name__ for s in stages.stages]
+rows = stages.transform(read_dicom_series(spark, {(out / 'test' / 'knee' / 'dicom').as_uri()!r})) \\
+    .select("probability", "prediction", "meniscus_found", "roi").collect()
+print("STAGES", ",".join(names))
+print("ROWS", len(rows), sum(r.probability is not None and 0 <= r.probability[0] <= 1 for r in rows))
+print("ROI", sorted({{tuple(r.roi.shape) for r in rows}}))
+"""
+    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in proc.stdout.splitlines()
+             if ln.startswith(("STAGES", "ROWS", "ROI"))}
+    assert lines["STAGES"] == "Reorient,PercentileScale,SegmentationModel,CropAroundLabel,ClassificationModel"
+    assert lines["ROWS"] == "4 4"
+    assert lines["ROI"] == "[(16, 32, 64)]"
