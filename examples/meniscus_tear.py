@@ -2,8 +2,9 @@
 
 Stage 1 is a ``SegmentationModel`` (trained here with the ``knee_cartilage``
 preset, or loaded with ``--seg-model``).  Stage 2 crops a window around the
-meniscus label (``CropAroundLabel``) and stage 3 classifies it (``meniscus_tear``
-preset, a 3-D CNN).  The classifier trains on windows around the reference
+meniscus label and zeroes everything but the (closed) meniscus region
+(``CropAroundLabel``), and stage 3 classifies it (``meniscus_tear`` preset, a
+3-D CNN).  The classifier trains on windows around the reference
 meniscus masks; the saved two-stage ``PipelineModel`` then runs on held-out
 DICOM series end to end (predicted masks locate the windows) and the AUROC
 of tear vs no tear is printed.  ``--whole-volume`` trains the variant that
@@ -104,12 +105,13 @@ def main(argv=None) -> int:
             seg_s = time.time() - t_seg
             seg.write().overwrite().save(str(out / "segmentation_model"))
         roi = load_preset_section("meniscus_tear", "roi")
-        crop_train = CropAroundLabel(labels=roi["labels"], size=roi["size"], maskCol="mask", outputCol="roi")
+        roi_params = dict(labels=roi["labels"], size=roi["size"], maskImage=roi.get("maskImage", False),
+                          closing=roi.get("closing", 0))
+        crop_train = CropAroundLabel(maskCol="mask", outputCol="roi", **roi_params)
         data = crop_train.transform(data)
         roi_col, overrides = "roi", {}
         stages += [seg.copy().setOutputCol("seg_pred"),
-                   CropAroundLabel(labels=roi["labels"], size=roi["size"], maskCol="seg_pred", outputCol="roi",
-                                   foundCol="meniscus_found")]
+                   CropAroundLabel(maskCol="seg_pred", outputCol="roi", foundCol="meniscus_found", **roi_params)]
     est = ClassificationEstimator.from_preset(
         "meniscus_tear", inputCol=roi_col, labelCol="tear", validationIndicatorCol="is_val",
         checkpointDir=str(out / "checkpoints"), summaryDir=str(out / "summaries"),

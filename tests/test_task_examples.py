@@ -66,4 +66,4 @@ print("ROI", sorted({{tuple(r.roi.shape) for r in rows}}))
              if ln.startswith(("STAGES", "ROWS", "ROI"))}
     assert lines["STAGES"] == "Reorient,PercentileScale,SegmentationModel,CropAroundLabel,ClassificationModel"
     assert lines["ROWS"] == "4 4"
-    assert lines["ROI"] == "[(16, 32, 64)]"
+    assert lines["ROI"] == "[(24, 24, 64)]"

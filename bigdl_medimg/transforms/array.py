@@ -157,6 +157,18 @@ def crop_foreground(arr: np.ndarray, affine: np.ndarray, box) -> tuple[np.ndarra
     return np.ascontiguousarray(arr[sl]), translate(affine, start)
 
 
+def label_region(label: np.ndarray, labels: Sequence[int], closing: int = 0) -> np.ndarray:
+    """Boolean map of ``label`` in ``labels``, optionally closed in-plane (last two axes) ``closing`` times."""
+    region = np.isin(label, np.asarray(list(labels)))
+    if closing > 0 and region.any():
+        from scipy import ndimage as ndi
+
+        st = np.zeros((3,) * region.ndim, bool)
+        st[(1,) * (region.ndim - 2) + (slice(None), slice(None))] = True  # 3x3 in the last two axes
+        region = ndi.binary_closing(region, structure=st, iterations=int(closing), border_value=0) | region
+    return region
+
+
 def crop_around_label(arr: np.ndarray, affine: np.ndarray, label: np.ndarray | None, labels: Sequence[int],
                       size: Sequence[int], value: float = 0) -> tuple[np.ndarray, np.ndarray, bool]:
     """A ``size`` window centred on the box around ``label`` voxels in ``labels`` (padded with ``value``).
