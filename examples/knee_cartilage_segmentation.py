@@ -17,20 +17,6 @@ import time
 from pathlib import Path
 
 
-def read_pairs(spark, folder: Path):
-    from pyspark.sql import functions as F
-
-    from bigdl_medimg import read_nifti
-
-    df = read_nifti(spark, folder.as_uri())
-    name = F.regexp_extract("path", r"(case_\d+)_(image|mask)\.nii\.gz$", 1)
-    kind = F.regexp_extract("path", r"_(image|mask)\.nii\.gz$", 1)
-    df = df.select(name.alias("case"), kind.alias("kind"), "image")
-    images = df.filter(F.col("kind") == "image").select("case", "image")
-    masks = df.filter(F.col("kind") == "mask").select("case", F.col("image").alias("mask"))
-    return images.join(masks, "case")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="knee-seg-out")
@@ -45,7 +31,7 @@ def main(argv=None) -> int:
     from pyspark.sql import functions as F
 
     from bigdl_medimg import get_spark
-    from bigdl_medimg.datasets.synth import synth_dataset
+    from bigdl_medimg.datasets.synth import load_synth_knee, synth_dataset
     from bigdl_medimg.ml import SegmentationEstimator, volume_dice
     from bigdl_medimg.transforms import PercentileScale
 
@@ -57,9 +43,9 @@ def main(argv=None) -> int:
     folders = {k: synth_dataset("knee", out / k, n, seed=seed, shape=shape, formats=("nifti",), spark=spark)
                for k, (n, seed) in sets.items()}
     norm = PercentileScale(lower=1, upper=99)
-    train = norm.transform(read_pairs(spark, folders["train"] / "nifti")).withColumn("is_val", F.lit(False))
-    val = norm.transform(read_pairs(spark, folders["val"] / "nifti")).withColumn("is_val", F.lit(True))
-    test = norm.transform(read_pairs(spark, folders["test"] / "nifti"))
+    train = norm.transform(load_synth_knee(spark, folders["train"])).withColumn("is_val", F.lit(False))
+    val = norm.transform(load_synth_knee(spark, folders["val"])).withColumn("is_val", F.lit(True))
+    test = norm.transform(load_synth_knee(spark, folders["test"]))
     overrides = {"maxEpoch": args.epochs} if args.epochs else {}
     est = SegmentationEstimator.from_preset("knee_cartilage", validationIndicatorCol="is_val",
                                             checkpointDir=str(out / "checkpoints"), summaryDir=str(out / "summaries"),

@@ -15,33 +15,12 @@ classifies the whole knee instead of the meniscus window::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
 from pathlib import Path
 
 AXCODES = "RIP"  # the sagittal acquisition order the phantoms are generated in; NIfTI and DICOM agree after it
-
-
-def read_nifti_pairs(spark, folder: Path, labels_csv: Path):
-    from pyspark.sql import functions as F
-
-    from bigdl_medimg import read_nifti
-
-    df = read_nifti(spark, folder.as_uri())
-    name = F.regexp_extract("path", r"(case_\d+)_(image|mask)\.nii\.gz$", 1)
-    kind = F.regexp_extract("path", r"_(image|mask)\.nii\.gz$", 1)
-    df = df.select(name.alias("case"), kind.alias("kind"), "image")
-    images = df.filter(F.col("kind") == "image").select("case", "image")
-    masks = df.filter(F.col("kind") == "mask").select("case", F.col("image").alias("mask"))
-    return images.join(masks, "case").join(read_labels(spark, labels_csv), "case")
-
-
-def read_labels(spark, labels_csv: Path):
-    with open(labels_csv) as f:
-        rows = [(r["case"], [float(r["tear"])], int(r["tear"])) for r in csv.DictReader(f)]
-    return spark.createDataFrame(rows, "case string, tear array<double>, tear_int int")
 
 
 def main(argv=None) -> int:
@@ -63,7 +42,7 @@ def main(argv=None) -> int:
     from pyspark.sql import functions as F
 
     from bigdl_medimg import get_spark, read_dicom_series
-    from bigdl_medimg.datasets.synth import synth_dataset
+    from bigdl_medimg.datasets.synth import load_synth_knee, synth_dataset, synth_knee_labels
     from bigdl_medimg.ml import AUCEvaluator, ClassificationEstimator, SegmentationEstimator, SegmentationModel
     from bigdl_medimg.ml._training import load_preset_section
     from bigdl_medimg.transforms import CropAroundLabel, PercentileScale, Reorient
@@ -83,10 +62,8 @@ def main(argv=None) -> int:
             df = st.transform(df)
         return df
 
-    train = prepare(read_nifti_pairs(spark, folders["train"] / "nifti", folders["train"] / "labels.csv")) \
-        .withColumn("is_val", F.lit(False))
-    val = prepare(read_nifti_pairs(spark, folders["val"] / "nifti", folders["val"] / "labels.csv")) \
-        .withColumn("is_val", F.lit(True))
+    train = prepare(load_synth_knee(spark, folders["train"])).withColumn("is_val", F.lit(False))
+    val = prepare(load_synth_knee(spark, folders["val"])).withColumn("is_val", F.lit(True))
     data = train.unionByName(val).repartition(spark.sparkContext.defaultParallelism).cache()
 
     seg_s = 0.0
@@ -128,7 +105,7 @@ def main(argv=None) -> int:
     # held-out DICOM series through the saved pipeline, loaded back
     series = read_dicom_series(spark, (folders["test"] / "dicom").as_uri())
     case = F.regexp_extract(F.col("path")[0], r"(case_\d+)/[^/]+$", 1)
-    test = series.withColumn("case", case).join(read_labels(spark, folders["test"] / "labels.csv"), "case")
+    test = series.withColumn("case", case).join(synth_knee_labels(spark, folders["test"] / "labels.csv"), "case")
     scored = PipelineModel.load(str(out / "pipeline")).transform(test)
     auc = AUCEvaluator(labelCol="tear").evaluate(scored)
     result = {"test_series": test.count(), "auroc": auc, "classifier_fit_seconds": round(fit_s, 1),

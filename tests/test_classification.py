@@ -181,6 +181,29 @@ def test_multiclass_mode_resume_and_early_stopping(spark, chest, tmp_path, monke
     assert len(hist) == min(12, best + 2) and len(hist) < 12
 
 
+@pytest.mark.slow
+def test_train_validation_split_selects_topology_and_optimizer(spark, chest):
+    from pyspark.ml.tuning import ParamGridBuilder, TrainValidationSplit
+
+    from bigdl_medimg.ml import AUCEvaluator, ClassificationEstimator, ClassificationModel
+
+    est = ClassificationEstimator(labelCol="labels", labelNames=EASY, inputShape=[1, 64, 64], maxEpoch=1,
+                                  batchSize=16, learningRate=3e-3)
+    grid = (ParamGridBuilder().addGrid(est.topology, ["densenet_tiny", "resnet_small"])
+            .addGrid(est.optimizer, ["adam", "sgd"]).build())
+    tvs = TrainValidationSplit(estimator=est, estimatorParamMaps=grid, evaluator=AUCEvaluator(labelCol="labels"),
+                               trainRatio=0.75, seed=1)
+    fitted = tvs.fit(chest[0].filter("NOT is_val"))
+    assert len(fitted.validationMetrics) == 4 and all(0 <= m <= 1 for m in fitted.validationMetrics)
+    best = int(np.argmax(fitted.validationMetrics))
+    assert isinstance(fitted.bestModel, ClassificationModel)
+    # the best model is the chosen candidate's network: its topology's parameter count
+    from bigdl_medimg.models.classifiers import build_topology
+
+    chosen = grid[best][est.topology]
+    assert _n_params(fitted.bestModel.network) == _n_params(build_topology(chosen, 2, (1, 64, 64)))
+
+
 def test_param_validation(chest):
     from bigdl_medimg.ml import ClassificationEstimator
 
