@@ -145,6 +145,22 @@ def test_model_columns_thresholds_and_pipeline_save_load(spark, chest, chest_mod
 
 
 @pytest.mark.slow
+def test_user_supplied_bigdl_model_file_for_inference_and_as_a_start(spark, chest, chest_model, tmp_path):
+    from bigdl_medimg.ml import ClassificationEstimator, ClassificationModel
+
+    est, model, _ = chest_model
+    path = str(tmp_path / "user.model")
+    model.network.saveModel(path, over_write=True)
+    wrapped = ClassificationModel.from_bigdl_file(path, labelNames=EASY, inputShape=[1, 64, 64])
+    a = wrapped.transform(chest[1]).orderBy("id").collect()
+    b = model.transform(chest[1]).orderBy("id").collect()
+    assert all(np.allclose(x.probability, y.probability, atol=1e-6) for x, y in zip(a, b))
+    start = ClassificationEstimator(labelCol="labels", labelNames=EASY, inputShape=[1, 64, 64],
+                                    initModelPath=path)._build_network()
+    assert all(np.array_equal(u, v) for u, v in zip(start.get_weights(), model.network.get_weights()))
+
+
+@pytest.mark.slow
 def test_multiclass_mode_resume_and_early_stopping(spark, chest, tmp_path, monkeypatch):
     from bigdl_medimg.ml import ClassificationEstimator
     from bigdl_medimg.ml import classification as mod

@@ -49,7 +49,7 @@ def test_two_stage_meniscus_pipeline_saved_loaded_in_a_fresh_session_on_dicom(sp
 import sys
 from pyspark.ml import PipelineModel
 from bigdl_medimg import get_spark, read_dicom_series
-spark = get_spark(master="local[1]", spark_driver_memory="2g")
+spark = get_spark(master="local[1]", spark_driver_memory="4g")
 stages = PipelineModel.load({str(out / 'pipeline')!r})
 names = [type(s).__name__ for s in stages.stages]
 rows = stages.transform(read_dicom_series(spark, {(out / 'test' / 'knee' / 'dicom').as_uri()!r})) \\
@@ -67,3 +67,16 @@ print("ROI", sorted({{tuple(r.roi.shape) for r in rows}}))
     assert lines["STAGES"] == "Reorient,PercentileScale,SegmentationModel,CropAroundLabel,ClassificationModel"
     assert lines["ROWS"] == "4 4"
     assert lines["ROI"] == "[(24, 24, 64)]"
+
+
+@pytest.mark.slow
+def test_meniscus_whole_volume_variant(spark, tmp_path):
+    out = tmp_path / "whole"
+    assert _example("meniscus_tear").main(["--out", str(out), "--train", "8", "--val", "4", "--test", "4",
+                                           "--shape", "16,48,48", "--epochs", "1", "--whole-volume"]) == 0
+    res = json.loads((out / "result.json").read_text())
+    assert res["variant"] == "whole-volume" and res["test_series"] == 4 and res["segmentation_fit_seconds"] == 0
+    from pyspark.ml import PipelineModel
+
+    names = [type(s).__name__ for s in PipelineModel.load(str(out / "pipeline")).stages]
+    assert names == ["Reorient", "PercentileScale", "ClassificationModel"]
