@@ -136,15 +136,15 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
 
     @keyword_only
     def __init__(self, *, inputCol="image", maskCol="mask", outputCol="segmentation", validationIndicatorCol="",
-                 nClasses=5, classNames=None, classWeights=None, loss="dice_ce", diceSmooth=1.0, patchShape=(16, 32, 32), patchesPerImage=8,
-                 posFraction=0.7, depth=2, baseFilters=8, dropout=0.0, batchNorm=True, optimizer="adam",
-                 learningRate=2e-3, lrSchedule="inverse", lrDecay=1e-4, momentum=0.9, batchSize=16, maxEpoch=10,
-                 overlap=0.5, checkpointDir="", summaryDir="", seed=0):
+                 nClasses=5, classNames=None, classWeights=None, loss="dice_ce", diceSmooth=1.0,
+                 patchShape=(16, 32, 32), patchesPerImage=8, posFraction=0.7, depth=2, baseFilters=8, dropout=0.0,
+                 batchNorm=True, optimizer="adam", learningRate=2e-3, lrSchedule="inverse", lrDecay=1e-4, momentum=0.9,
+                 batchSize=16, maxEpoch=10, overlap=0.5, checkpointDir="", summaryDir="", seed=0):
         super().__init__()
         self._setDefault(inputCol="image", maskCol="mask", outputCol="segmentation", validationIndicatorCol="",
-                         nClasses=5, classNames=[], classWeights=[], loss="dice_ce", diceSmooth=1.0, patchShape=[16, 32, 32], patchesPerImage=8,
-                         posFraction=0.7, depth=2, baseFilters=8, dropout=0.0, batchNorm=True, optimizer="adam",
-                         learningRate=2e-3,
+                         nClasses=5, classNames=[], classWeights=[], loss="dice_ce", diceSmooth=1.0,
+                         patchShape=[16, 32, 32], patchesPerImage=8, posFraction=0.7, depth=2, baseFilters=8,
+                         dropout=0.0, batchNorm=True, optimizer="adam", learningRate=2e-3,
                          lrSchedule="inverse", lrDecay=1e-4, momentum=0.9, batchSize=16, maxEpoch=10, overlap=0.5,
                          checkpointDir="", summaryDir="", seed=0)
         self._set(**self._input_kwargs)
