@@ -137,6 +137,8 @@ def test_model_columns_thresholds_and_pipeline_save_load(spark, chest, chest_mod
     assert len(r.probability) == 2 and all(0 <= p <= 1 for p in r.probability)
     assert r.prediction == [1, 0]  # threshold 0 -> always 1, threshold 1 -> always 0
     assert r.probability_Cardiomegaly == r.probability[0] and r.probability_Effusion == r.probability[1]
+    with pytest.raises(Exception, match="resize or crop the images upstream"):  # wrong-sized images: clear error
+        model.copy().setInputShape([1, 32, 32]).transform(chest[1]).collect()
     pipe = PipelineModel(stages=[model])
     pipe.write().overwrite().save(str(tmp_path / "pm"))
     again = PipelineModel.load(str(tmp_path / "pm")).transform(chest[1]).orderBy("id").collect()

@@ -154,7 +154,7 @@ class ClassificationModel(NetworkModelPersistence, Model, _ClassifierParams):
         th = np.repeat(th, len(names)) if th.size == 1 else th
         feats = "__features"
         x = ToFeatures(inputCol=in_col, outputCol=feats).transform(df)
-        x = _check_feature_size(x, feats, shape, "ClassificationModel")
+        x = _sized_features(x, feats, shape, "ClassificationModel")
         nn = NNModel(self._network, shape).setFeaturesCol(feats).setPredictionCol("__scores") \
             .setBatchSize(self.getOrDefault("batchSize"))
         scored = nn.transform(x).drop(feats)
@@ -186,16 +186,32 @@ def _probabilities(scores: np.ndarray, mode: str) -> np.ndarray:
     return e / e.sum()
 
 
-def _check_feature_size(df, col: str, shape, owner: str):
-    """Null the features of rows whose image size differs from ``shape`` after counting them: ConfigError if any."""
+def _size_message(owner: str, shape) -> tuple[str, str]:
+    want = int(np.prod(shape))
+    return (f"{owner}: an image has ", f" values, the network takes {list(shape)} ({want} values); "
+            "resize or crop the images upstream (ResizeImage, CropOrPad)")
+
+
+def _check_feature_size(df, col: str, shape, owner: str) -> None:
+    """ConfigError if a row of ``df`` (already computed, e.g. persisted) has features of another size."""
     from pyspark.sql import functions as F
 
-    want = int(np.prod(shape))
-    bad = df.filter(F.col(col).isNotNull() & (F.size(col) != want)).limit(1).select(F.size(col).alias("n")).collect()
+    bad = df.filter(F.col(col).isNotNull() & (F.size(col) != int(np.prod(shape)))).limit(1) \
+        .select(F.size(col).alias("n")).collect()
     if bad:
-        raise ConfigError(f"{owner}: an image has {bad[0]['n']} values, the network takes {list(shape)} "
-                          f"({want} values); resize or crop the images upstream (ResizeImage, CropOrPad)")
-    return df.filter(F.col(col).isNotNull())
+        head, tail = _size_message(owner, shape)
+        raise ConfigError(f"{head}{bad[0]['n']}{tail}")
+
+
+def _sized_features(df, col: str, shape, owner: str):
+    """Rows with features; a row of another size fails its task with the same message (no extra job)."""
+    from pyspark.sql import functions as F
+
+    head, tail = _size_message(owner, shape)
+    wrong = F.size(col) != int(np.prod(shape))
+    checked = F.when(wrong, F.raise_error(F.concat(F.lit(head), F.size(col).cast("string"), F.lit(tail)))) \
+        .otherwise(F.col(col))
+    return df.filter(F.col(col).isNotNull()).withColumn(col, checked)
 
 
 @with_accessors
@@ -321,11 +337,10 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                 raise ConfigError(f"ClassificationEstimator: every {label_col!r} must be a class index in 0..{n - 1}")
         return df.withColumn("label", lab)
 
-    def _criterion(self, train):
+    def _criterion(self, train, total: int):
         from pyspark.sql import functions as F
 
         n = len(self._get("labelNames"))
-        total = train.count()
         if self._get("mode") == "multilabel":
             sums = train.select([F.sum(F.col("label")[k]).alias(f"p{k}") for k in range(n)]).first()
             positives = [float(sums[f"p{k}"] or 0.0) for k in range(n)]
@@ -397,8 +412,8 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                                   f"the DataFrame has {sorted(df.columns)}")
         shape = list(self._get("inputShape"))
         base = self._labels(df.select(*[c for c in (in_col, label_col, vcol) if c]), label_col)
-        feats = ToFeatures(inputCol=in_col, outputCol="features").transform(base)
-        feats = _check_feature_size(feats, "features", shape, "ClassificationEstimator")
+        feats = ToFeatures(inputCol=in_col, outputCol="features").transform(base) \
+            .filter(F.col("features").isNotNull())
         train = feats.filter(~F.col(vcol)) if vcol else feats
         train = train.select("features", "label").persist(StorageLevel.MEMORY_AND_DISK)
         val = None
@@ -408,7 +423,10 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
         n_train = train.count()
         if n_train == 0:
             raise ConfigError("ClassificationEstimator: no training rows")
-        criterion, stats = self._criterion(train)
+        _check_feature_size(train, "features", shape, "ClassificationEstimator")  # on the persisted rows
+        if vcol:
+            _check_feature_size(feats.filter(F.col(vcol)), "features", shape, "ClassificationEstimator")
+        criterion, stats = self._criterion(train, n_train)
         ckdir, sumdir = self._get("checkpointDir"), self._get("summaryDir")
         got = load_checkpoint(ckdir) if ckdir else None
         # the best validation epoch's network (weights and batch-norm statistics) is kept as a saved model
