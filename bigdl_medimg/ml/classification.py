@@ -35,11 +35,11 @@ import numpy as np
 import pandas as pd  # module level: pandas_udf resolves the type hints in this namespace
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
-from pyspark.ml.evaluation import Evaluator
 from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError
+from ..metrics.evaluators import MultiLabelAUCEvaluator
 from ..transforms._stage import param, with_accessors
 from ._persist import NetworkModelPersistence
 from ._training import (check_optim, driver_heap_mb, fit_one_epoch, from_preset, latest_checkpoint, load_checkpoint,
@@ -493,44 +493,5 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
     latest_checkpoint = staticmethod(latest_checkpoint)
 
 
-@with_accessors
-class AUCEvaluator(Evaluator, DefaultParamsReadable, DefaultParamsWritable):
-    """Mean AUROC over labels from a probability column and a label column (larger is better).
-
-    Labels: an array of 0/1 per label (multilabel) or a class index
-    (multiclass; one-vs-rest, a single AUROC for two classes).  Only the
-    numbers are collected.
-    """
-
-    probabilityCol = param("probabilityCol", "array of probabilities", TypeConverters.toString)
-    labelCol = param("labelCol", "0/1 array or class index", TypeConverters.toString)
-
-    @keyword_only
-    def __init__(self, *, probabilityCol="probability", labelCol="label"):
-        super().__init__()
-        self._setDefault(probabilityCol="probability", labelCol="label")
-        self._set(**self._input_kwargs)
-
-    def per_label(self, df) -> list[float]:
-        from ..metrics.classification import auroc_per_label
-
-        pc, lc = self.getOrDefault("probabilityCol"), self.getOrDefault("labelCol")
-        rows = df.select(pc, lc).filter(f"`{pc}` IS NOT NULL").collect()
-        if not rows:
-            raise ConfigError("AUCEvaluator: no scored rows")
-        p = np.array([r[0] for r in rows], dtype=np.float64)
-        first = rows[0][1]
-        if isinstance(first, (list, tuple)):
-            y = np.array([r[1] for r in rows], dtype=np.float64)
-        else:
-            y = np.eye(p.shape[1])[np.array([int(r[1]) for r in rows])]
-            if p.shape[1] == 2:
-                p, y = p[:, 1:], y[:, 1:]
-        return auroc_per_label(p, y)
-
-    def _evaluate(self, df) -> float:
-        per = [v for v in self.per_label(df) if np.isfinite(v)]
-        return float(np.mean(per)) if per else float("nan")
-
-    def isLargerBetter(self) -> bool:
-        return True
+# The evaluator for these models, under its first name.
+AUCEvaluator = MultiLabelAUCEvaluator

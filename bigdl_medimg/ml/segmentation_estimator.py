@@ -45,28 +45,12 @@ def load_preset(name: str) -> dict:
 
 def volume_dice(df, pred_col: str, ref_col: str, n_classes: int) -> dict:
     """Mean Dice per foreground class over rows (computed on executors, only numbers reach the driver)."""
-    import pandas as pd
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
+    from ..metrics.evaluators import DiceEvaluator
 
-    from ..metrics.functional import dice_per_class
-    from ..tensor import to_numpy
-
-    schema = T.StructType([T.StructField(f"c{k}", T.DoubleType()) for k in range(1, n_classes)])
-
-    def per_row(batches):
-        for pdf in batches:
-            rows = []
-            for p, r in zip(pdf[pred_col], pdf[ref_col]):
-                if p is None or r is None:
-                    continue
-                rows.append(dice_per_class(to_numpy(p), to_numpy(r), n_classes))
-            yield pd.DataFrame(rows, columns=[f"c{k}" for k in range(1, n_classes)])
-
-    agg = df.select(pred_col, ref_col).mapInPandas(per_row, schema).agg(
-        *[F.avg(f"c{k}").alias(f"c{k}") for k in range(1, n_classes)]).first()
-    per_class = [float("nan") if agg[f"c{k}"] is None else float(agg[f"c{k}"]) for k in range(1, n_classes)]
-    return {"per_class": per_class, "mean": float(np.nanmean(per_class)) if per_class else float("nan")}
+    per = DiceEvaluator(predictionCol=pred_col, labelCol=ref_col, numClasses=n_classes).per_class(df)
+    per_class = [per[k] for k in range(1, n_classes)]
+    finite = [v for v in per_class if np.isfinite(v)]
+    return {"per_class": per_class, "mean": float(np.mean(finite)) if finite else float("nan")}
 
 
 def dice_ce_loss(n_voxels: int, class_weights, smooth: float = 1.0):

@@ -1,0 +1,376 @@
+"""Spark ML ``Evaluator``s: Dice, surface distances (HD95, MSD) and multi-label AUROC.
+
+They work in ``CrossValidator`` / ``TrainValidationSplit`` and persist like any
+pyspark.ml stage.  Segmentation metrics are computed per volume on the
+executors (:func:`segmentation_scores`); only a few numbers per volume reach
+the driver.  AUROC needs every case's scores, which are small (labels x cases
+doubles), so those are collected.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from pyspark import keyword_only
+from pyspark.ml.evaluation import Evaluator
+from pyspark.ml.param import Params, TypeConverters
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+
+from ..errors import ConfigError
+from ..transforms._stage import param, with_accessors
+
+__all__ = ["segmentation_scores", "DiceEvaluator", "SurfaceDistanceEvaluator", "MultiLabelAUCEvaluator",
+           "classification_arrays"]
+
+
+def _score_volume(pred, ref, n_classes: int, surface: bool, percentile: float) -> dict:
+    from ..tensor import get_affine, to_numpy
+    from .functional import confusion_matrix, dice_per_class, surface_distances
+
+    p, r = to_numpy(pred), to_numpy(ref)
+    if p.shape != r.shape:
+        raise ValueError(f"prediction shape {p.shape} differs from reference shape {r.shape}")
+    aff_p, aff_r = get_affine(pred), get_affine(ref)
+    if not np.allclose(aff_p, aff_r, atol=1e-3):
+        raise ValueError("prediction and reference affines differ (not on the same grid)")
+    cm = confusion_matrix(p, r, n_classes)
+    out = {"dice": dice_per_class(p, r, n_classes).tolist(), "confusion": cm.ravel().tolist(),
+           "hd": None, "msd": None}
+    if surface:
+        sd = surface_distances(p, r, aff_r, n_classes, percentile=percentile)
+        out["hd"], out["msd"] = sd["hd"].tolist(), sd["msd"].tolist()
+    return out
+
+
+def segmentation_scores(df, predictionCol: str = "segmentation", labelCol: str = "mask", numClasses: int = 2,
+                        keyCol: str | None = None, surface: bool = True, percentile: float = 95.0):
+    """Per-volume metrics, computed on the executors.
+
+    Returns a DataFrame with ``keyCol`` (when given), ``dice``, ``hd``, ``msd``
+    (``array<double>`` over classes ``1..numClasses-1``; ``hd``/``msd`` null
+    when ``surface`` is off), ``confusion`` (``array<long>``, row-major
+    ``numClasses x numClasses`` voxel counts ``[reference, predicted]``) and
+    ``error``: a row whose prediction or reference is null, of another shape
+    or grid, or has labels out of range keeps its key and says why, so no
+    volume is lost silently.
+    """
+    import pandas as pd
+    from pyspark.sql import types as T
+
+    from ..errors import one_line
+
+    n = int(numClasses)
+    if n < 2:
+        raise ConfigError(f"numClasses must be >= 2, got {n}")
+    arr = T.ArrayType(T.DoubleType())
+    fields = [T.StructField("dice", arr), T.StructField("hd", arr), T.StructField("msd", arr),
+              T.StructField("confusion", T.ArrayType(T.LongType())), T.StructField("error", T.StringType())]
+    cols = [predictionCol, labelCol]
+    for c in cols + ([keyCol] if keyCol else []):
+        if c not in df.columns:
+            raise ConfigError(f"column {c!r} not found (columns: {', '.join(df.columns)})")
+    if keyCol:
+        fields.insert(0, df.schema[keyCol])
+        cols.insert(0, keyCol)
+
+    def run(batches):
+        for pdf in batches:
+            rows = []
+            for rec in pdf.to_dict("records"):
+                pred, ref = rec[predictionCol], rec[labelCol]
+                out = {"dice": None, "hd": None, "msd": None, "confusion": None, "error": None}
+                if keyCol:
+                    out[keyCol] = rec[keyCol]
+                if pred is None or ref is None:
+                    which = "prediction" if pred is None else "reference"
+                    out["error"] = f"{which} is null"
+                else:
+                    try:
+                        out.update(_score_volume(pred, ref, n, surface, percentile))
+                    except Exception as exc:  # one bad volume must not fail the evaluation
+                        out["error"] = f"{type(exc).__name__}: {one_line(exc)}"
+                rows.append(out)
+            yield pd.DataFrame(rows, columns=[f.name for f in fields])
+
+    return df.select(*cols).mapInPandas(run, T.StructType(fields))
+
+
+def _nanmean(values) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+class _SegmentationEvalParams(Params):
+    predictionCol = param("predictionCol", "predicted label-mask tensor column", TypeConverters.toString)
+    labelCol = param("labelCol", "reference label-mask tensor column", TypeConverters.toString)
+    numClasses = param("numClasses", "number of classes including background (0)", TypeConverters.toInt)
+    classes = param("classes", "foreground classes to average ([] = all of 1..numClasses-1)",
+                    TypeConverters.toListInt)
+
+    def _check(self) -> list[int]:
+        n = self.getOrDefault("numClasses")
+        ks = list(self.getOrDefault("classes")) or list(range(1, n))
+        bad = [k for k in ks if not 0 < k < n]
+        if bad:
+            raise ConfigError(f"classes {bad} outside the foreground classes 1..{n - 1}")
+        return ks
+
+    def volume_scores(self, df, keyCol: str | None = None):
+        """Per-volume scores as a small pandas DataFrame (see :func:`segmentation_scores`)."""
+        return segmentation_scores(df, self.getOrDefault("predictionCol"), self.getOrDefault("labelCol"),
+                                   self.getOrDefault("numClasses"), keyCol=keyCol, **self._surface_args()
+                                   ).toPandas()
+
+    def _scored(self, df):
+        ks = self._check()
+        vols = self.volume_scores(df)
+        good = vols[vols["error"].isna()]
+        if good.empty:
+            errors = vols["error"].dropna().unique()[:3]
+            raise ConfigError(f"{type(self).__name__}: no volume could be scored"
+                              + (f" ({'; '.join(errors)})" if len(errors) else " (empty DataFrame)"))
+        return ks, good
+
+
+@with_accessors
+class DiceEvaluator(Evaluator, _SegmentationEvalParams, DefaultParamsReadable, DefaultParamsWritable):
+    """Mean Dice over volumes, per foreground class, then over ``classes`` (larger is better).
+
+    A class absent from both prediction and reference of a volume does not
+    count for that volume (NaN, as MONAI's ``ignore_empty``).  Volumes whose
+    prediction or reference is missing are skipped (``volume_scores`` lists
+    them with their error).
+    """
+
+    @keyword_only
+    def __init__(self, *, predictionCol="segmentation", labelCol="mask", numClasses=2, classes=None):
+        super().__init__()
+        self._setDefault(predictionCol="segmentation", labelCol="mask", numClasses=2, classes=[])
+        self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+
+    def _surface_args(self) -> dict:
+        return {"surface": False}
+
+    def per_class(self, df) -> dict[int, float]:
+        """Mean Dice of each foreground class ``1..numClasses-1`` (NaN if never present)."""
+        _ks, good = self._scored(df)
+        dice = np.array(good["dice"].tolist(), dtype=np.float64)
+        return {k + 1: _nanmean(dice[:, k]) for k in range(dice.shape[1])}
+
+    def _evaluate(self, df) -> float:
+        ks = self._check()
+        per = self.per_class(df)
+        return _nanmean([per[k] for k in ks])
+
+    def isLargerBetter(self) -> bool:
+        return True
+
+
+@with_accessors
+class SurfaceDistanceEvaluator(Evaluator, _SegmentationEvalParams, DefaultParamsReadable, DefaultParamsWritable):
+    """Hausdorff distance at a percentile (``metricName="hd95"``) or mean surface distance (``"msd"``), in mm.
+
+    Uses each volume's affine (world-space distances between boundary voxels,
+    :func:`~bigdl_medimg.metrics.functional.surface_distances`).  Averaged
+    over volumes per class, then over ``classes``; a class present in only one
+    of prediction and reference makes that volume's distance infinite, and the
+    mean with it (smaller is better).
+    """
+
+    metricName = param("metricName", "hd95 | msd", TypeConverters.toString)
+    percentile = param("percentile", "percentile of the Hausdorff distance (95 for HD95)", TypeConverters.toFloat)
+
+    @keyword_only
+    def __init__(self, *, predictionCol="segmentation", labelCol="mask", numClasses=2, classes=None,
+                 metricName="hd95", percentile=95.0):
+        super().__init__()
+        self._setDefault(predictionCol="segmentation", labelCol="mask", numClasses=2, classes=[],
+                         metricName="hd95", percentile=95.0)
+        self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+
+    def _surface_args(self) -> dict:
+        return {"surface": True, "percentile": self.getOrDefault("percentile")}
+
+    def per_class(self, df) -> dict[str, dict[int, float]]:
+        """``{"hd": {class: mm}, "msd": {class: mm}}`` averaged over volumes."""
+        _ks, good = self._scored(df)
+        out = {}
+        for name in ("hd", "msd"):
+            a = np.array(good[name].tolist(), dtype=np.float64)
+            out[name] = {k + 1: _nanmean(a[:, k]) for k in range(a.shape[1])}
+        return out
+
+    def _evaluate(self, df) -> float:
+        metric = self.getOrDefault("metricName")
+        if metric not in ("hd95", "msd"):
+            raise ConfigError(f"metricName must be 'hd95' or 'msd', got {metric!r}")
+        ks = self._check()
+        per = self.per_class(df)["hd" if metric == "hd95" else "msd"]
+        return _nanmean([per[k] for k in ks])
+
+    def isLargerBetter(self) -> bool:
+        return False
+
+
+def classification_arrays(df, probabilityCol: str, labelCol: str, keyCols: Sequence[str] = ()):
+    """Collect ``(scores (n, L), labels (n, L), keys)`` of the scored rows.
+
+    Labels may be 0/1 arrays (multi-label) or class indices (multi-class,
+    one-vs-rest columns; a two-class problem keeps the positive class only).
+    Rows without a probability (unreadable images) are left out and counted
+    in the returned ``keys["n_unscored"]``.
+    """
+    from pyspark.sql import functions as F
+
+    for c in [probabilityCol, labelCol, *keyCols]:
+        if c not in df.columns:
+            raise ConfigError(f"column {c!r} not found (columns: {', '.join(df.columns)})")
+    sel = df.select(probabilityCol, labelCol, *keyCols,
+                    F.col(probabilityCol).isNull().alias("__unscored"))
+    rows = sel.collect()
+    scored = [r for r in rows if not r["__unscored"] and r[labelCol] is not None]
+    if not scored:
+        raise ConfigError(f"no scored rows: every row's {probabilityCol!r} or {labelCol!r} is null")
+    p = np.array([r[0] for r in scored], dtype=np.float64)
+    if p.ndim == 1:
+        p = p[:, None]
+    first = scored[0][1]
+    if isinstance(first, (list, tuple)):
+        y = np.array([r[1] for r in scored], dtype=np.float64)
+    else:
+        idx = np.array([int(r[1]) for r in scored])
+        if idx.min() < 0 or idx.max() >= max(p.shape[1], 2):
+            raise ConfigError(f"class index out of range 0..{p.shape[1] - 1} in {labelCol!r}")
+        y = np.eye(max(p.shape[1], 2))[idx][:, : p.shape[1]]
+        if p.shape[1] == 2:
+            p, y = p[:, 1:], y[:, 1:]
+    if y.shape != p.shape:
+        raise ConfigError(f"{labelCol!r} has {y.shape[1]} labels but {probabilityCol!r} has {p.shape[1]}")
+    keys = {c: [r[c] for r in scored] for c in keyCols}
+    keys["n_unscored"] = len(rows) - len(scored)
+    return p, y, keys
+
+
+@with_accessors
+class MultiLabelAUCEvaluator(Evaluator, DefaultParamsReadable, DefaultParamsWritable):
+    """AUROC per label and macro mean, bootstrap intervals, sensitivity/specificity at thresholds.
+
+    ``evaluate`` returns ``metricName`` (``meanAUROC`` | ``AUROC`` |
+    ``sensitivity`` | ``specificity``) for the label named ``metricLabel``, or
+    the macro mean over labels when it is empty; labels with no positive or
+    no negative case are left out of the mean.  :meth:`summary` adds
+    percentile bootstrap confidence intervals (cases resampled with
+    replacement, the same resamples for every label) and confusion counts.
+    """
+
+    probabilityCol = param("probabilityCol", "array of probabilities", TypeConverters.toString)
+    labelCol = param("labelCol", "0/1 array or class index", TypeConverters.toString)
+    labelNames = param("labelNames", "names of the labels (for metricLabel and summaries)",
+                       TypeConverters.toListString)
+    metricName = param("metricName", "meanAUROC | AUROC | sensitivity | specificity", TypeConverters.toString)
+    metricLabel = param("metricLabel", "label the metric is for ('' = macro mean over labels)",
+                        TypeConverters.toString)
+    thresholds = param("thresholds", "decision threshold per label (one value = all labels)",
+                       TypeConverters.toListFloat)
+    numBootstrap = param("numBootstrap", "bootstrap resamples for confidence intervals", TypeConverters.toInt)
+    confidenceLevel = param("confidenceLevel", "level of the confidence intervals", TypeConverters.toFloat)
+    seed = param("seed", "seed of the bootstrap", TypeConverters.toInt)
+
+    _METRICS = ("meanAUROC", "AUROC", "sensitivity", "specificity")
+
+    @keyword_only
+    def __init__(self, *, probabilityCol="probability", labelCol="label", labelNames=None, metricName="meanAUROC",
+                 metricLabel="", thresholds=None, numBootstrap=1000, confidenceLevel=0.95, seed=0):
+        super().__init__()
+        self._setDefault(probabilityCol="probability", labelCol="label", labelNames=[], metricName="meanAUROC",
+                         metricLabel="", thresholds=[0.5], numBootstrap=1000, confidenceLevel=0.95, seed=0)
+        self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+
+    def _arrays(self, df):
+        return classification_arrays(df, self.getOrDefault("probabilityCol"), self.getOrDefault("labelCol"))[:2]
+
+    def _names(self, n: int) -> list[str]:
+        names = list(self.getOrDefault("labelNames")) or [f"label_{k}" for k in range(n)]
+        if len(names) != n:
+            raise ConfigError(f"labelNames has {len(names)} names but the scores have {n} labels")
+        return names
+
+    def _thresholds(self, n: int) -> np.ndarray:
+        t = list(self.getOrDefault("thresholds"))
+        if len(t) == 1:
+            t = t * n
+        if len(t) != n:
+            raise ConfigError(f"thresholds has {len(t)} values for {n} labels")
+        return np.asarray(t, dtype=np.float64)
+
+    def per_label(self, df) -> list[float]:
+        """AUROC of each label (NaN where a label lacks positives or negatives)."""
+        from .classification import auroc_per_label
+
+        return auroc_per_label(*self._arrays(df))
+
+    def summary(self, df=None, *, arrays=None) -> dict:
+        """Everything :meth:`evaluate` can return, with intervals: a JSON-able dict.
+
+        ``labels``: one entry per label with ``auroc``, ``auroc_ci``,
+        ``threshold``, ``sensitivity``, ``specificity``, ``tp/fp/tn/fn``,
+        ``n_pos``, ``n_neg``; ``mean_auroc`` and ``mean_auroc_ci`` over labels
+        with both classes; ``n`` cases.  ``arrays=(scores, labels)`` skips the
+        Spark collect.
+        """
+        from .classification import auroc_per_label, binary_confusion, bootstrap_auroc, sensitivity_specificity
+
+        p, y = self._arrays(df) if arrays is None else (np.asarray(arrays[0], float), np.asarray(arrays[1], float))
+        names, th = self._names(p.shape[1]), self._thresholds(p.shape[1])
+        auc = np.array(auroc_per_label(p, y))
+        level = self.getOrDefault("confidenceLevel")
+        if not 0 < level < 1:
+            raise ConfigError(f"confidenceLevel must be in (0, 1), got {level}")
+        lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+        n_boot = self.getOrDefault("numBootstrap")
+        boot = bootstrap_auroc(p, y, n_boot, self.getOrDefault("seed")) if n_boot > 0 else None
+        valid = np.isfinite(auc)
+
+        def ci(v):
+            v = v[np.isfinite(v)]
+            return [float(np.percentile(v, lo_q)), float(np.percentile(v, hi_q))] if v.size else [None, None]
+
+        labels = []
+        for k, name in enumerate(names):
+            sens, spec = sensitivity_specificity(p[:, k], y[:, k], th[k])
+            labels.append({"label": name, "auroc": float(auc[k]),
+                           "auroc_ci": ci(boot[:, k]) if boot is not None else [None, None],
+                           "threshold": float(th[k]), "sensitivity": sens, "specificity": spec,
+                           **binary_confusion(p[:, k], y[:, k], th[k]),
+                           "n_pos": int(y[:, k].sum()), "n_neg": int((1 - y[:, k]).sum())})
+        mean = float(auc[valid].mean()) if valid.any() else float("nan")
+        mean_ci = [None, None]
+        if boot is not None and valid.any():
+            with np.errstate(invalid="ignore"):
+                mean_ci = ci(np.nanmean(boot[:, valid], axis=1))
+        return {"n": int(p.shape[0]), "labels": labels, "mean_auroc": mean, "mean_auroc_ci": mean_ci,
+                "confidence_level": level, "num_bootstrap": n_boot}
+
+    def _evaluate(self, df) -> float:
+        from .classification import auroc, sensitivity_specificity
+
+        metric, which = self.getOrDefault("metricName"), self.getOrDefault("metricLabel")
+        if metric not in self._METRICS:
+            raise ConfigError(f"metricName must be one of {', '.join(self._METRICS)}, got {metric!r}")
+        p, y = self._arrays(df)
+        names, th = self._names(p.shape[1]), self._thresholds(p.shape[1])
+        if which:
+            if which not in names:
+                raise ConfigError(f"metricLabel {which!r} is not one of the labels {names}")
+            ks = [names.index(which)]
+        else:
+            ks = range(p.shape[1])
+        if metric in ("meanAUROC", "AUROC"):
+            vals = [auroc(p[:, k], y[:, k]) for k in ks]
+        else:
+            vals = [sensitivity_specificity(p[:, k], y[:, k], th[k])[metric == "specificity"] for k in ks]
+        return _nanmean(vals)
+
+    def isLargerBetter(self) -> bool:
+        return True
