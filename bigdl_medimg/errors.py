@@ -15,6 +15,7 @@ __all__ = [
     "ConfigError",
     "TensorError",
     "ImageReadError",
+    "ExportError",
     "DicomReadError",
     "SeriesAssemblyError",
     "NiftiReadError",
@@ -58,6 +59,10 @@ class ImageReadError(MedImgError, ValueError):
     def column_text(self) -> str:
         """The text written into a DataFrame's ``error`` column."""
         return f"{type(self).__name__}: {self.reason}"
+
+
+class ExportError(ImageReadError):
+    """An output (NIfTI mask, DICOM SEG, report) could not be written for one volume or series."""
 
 
 class DicomReadError(ImageReadError):

@@ -1,0 +1,12 @@
+"""Clinical outputs: NIfTI masks, DICOM SEG, prediction tables (Spark-side; imported lazily)."""
+from __future__ import annotations
+
+from .._lazy import lazy_getattr
+
+__all__ = ["write_nifti_masks", "to_reference_grid", "write_dicom_seg", "build_dicom_seg", "write_predictions",
+           "prediction_table"]
+
+_LAZY = {"write_nifti_masks": ".masks", "to_reference_grid": ".masks", "write_dicom_seg": ".dicom_seg",
+         "build_dicom_seg": ".dicom_seg", "write_predictions": ".tables", "prediction_table": ".tables"}
+
+__getattr__ = lazy_getattr(__name__, globals(), _LAZY)

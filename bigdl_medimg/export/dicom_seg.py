@@ -1,0 +1,208 @@
+"""Predicted masks as DICOM Segmentation objects (highdicom) referencing their source series.
+
+Each series' SEG is built on an executor: the source files' headers are read
+(pixels skipped), sorted into the same slice order as
+:func:`~bigdl_medimg.io.readers.read_dicom_series` (so the geometry is the
+reader's), the mask is put on that grid when it lives on another (a
+reoriented or resampled pipeline) and every frame references the source
+instance it was drawn on.  The SEG carries the source's patient and study
+modules, as a derived object stored next to its images must.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import ConfigError
+
+__all__ = ["TISSUE", "build_dicom_seg", "write_dicom_seg"]
+
+#: SNOMED CT "Tissue" (85756007): the default segmented property category and type.
+TISSUE = ("85756007", "SCT", "Tissue")
+
+# Type-2 attributes of the patient and study modules that highdicom copies from
+# the source; DICOM lets them be empty, so missing ones are added empty.
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+          "AccessionNumber", "ReferringPhysicianName")
+
+
+def _segments(segment_labels) -> dict[int, str]:
+    if isinstance(segment_labels, Mapping):
+        out = {int(k): str(v) for k, v in segment_labels.items()}
+    else:
+        out = {i + 1: str(v) for i, v in enumerate(segment_labels)}
+    if not out or min(out) < 1 or max(out) > 255:
+        raise ConfigError("segment labels must name classes 1..255 (0 is background)")
+    return out
+
+
+def _code(value):
+    from highdicom.sr import CodedConcept
+
+    value = TISSUE if value is None else value
+    if isinstance(value, CodedConcept):
+        return value
+    return CodedConcept(*value)
+
+
+def build_dicom_seg(headers: Sequence, mask: np.ndarray, segment_labels, *, series_number: int = 900,
+                    series_description: str = "bigdl-medimg segmentation", algorithm_name: str = "bigdl-medimg",
+                    algorithm_version: str = __version__, property_types: Mapping[int, tuple] | None = None,
+                    category=None, uid_seed: str | None = None):
+    """A highdicom ``Segmentation`` of ``mask`` ``(slices, rows, cols)`` over ``headers`` (slice order).
+
+    ``mask`` holds class numbers; ``segment_labels`` names them
+    (``{1: "Femoral cartilage", ...}`` or a list for 1..n).  Classes present
+    in the mask but not named are an error.  ``property_types`` maps a class
+    to a code ``(value, scheme, meaning)`` (default SNOMED "Tissue");
+    ``uid_seed`` makes the SEG's UIDs reproducible (same seed, same UIDs).
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    segs = _segments(segment_labels)
+    mask = np.asarray(mask)
+    if mask.shape != (len(headers), int(headers[0].Rows), int(headers[0].Columns)):
+        raise ValueError(f"mask shape {mask.shape} does not match the series "
+                         f"({len(headers)} slices of {headers[0].Rows}x{headers[0].Columns})")
+    present = set(np.unique(mask).tolist()) - {0}
+    unnamed = sorted(present - set(segs))
+    if unnamed:
+        raise ValueError(f"mask has classes {unnamed} without a segment label")
+    for ds in headers:
+        for kw in _TYPE2:
+            if kw not in ds:
+                setattr(ds, kw, "")
+    algo = hd.AlgorithmIdentificationSequence(name=algorithm_name, version=str(algorithm_version),
+                                              family=codes.cid7162.ArtificialIntelligence)
+    types = dict(property_types or {})
+    numbers = sorted(segs)
+    descriptions = [hd.seg.SegmentDescription(
+        segment_number=i + 1, segment_label=segs[k], segmented_property_category=_code(category),
+        segmented_property_type=_code(types.get(k)), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algo) for i, k in enumerate(numbers)]
+    # segment numbers must run 1..n: relabel the classes in order
+    lut = np.zeros(max(256, int(mask.max()) + 1), np.uint8)
+    for i, k in enumerate(numbers):
+        lut[k] = i + 1
+    labelmap = lut[mask.astype(np.int64)]
+    seed = None if uid_seed is None else [f"{uid_seed}/series", f"{uid_seed}/instance"]
+    return hd.seg.Segmentation(
+        source_images=list(headers), pixel_array=labelmap, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=generate_uid(entropy_srcs=None if seed is None else [seed[0]]),
+        series_number=int(series_number), series_description=series_description,
+        sop_instance_uid=generate_uid(entropy_srcs=None if seed is None else [seed[1]]), instance_number=1,
+        manufacturer="bigdl-medimg", manufacturer_model_name=algorithm_name, software_versions=__version__,
+        device_serial_number="0")
+
+
+def _series_headers(paths: Sequence[str]):
+    """Headers of a series' files (pixels skipped), sorted and checked as the series reader does."""
+    import pydicom
+
+    from ..io.dicom import dicom_metadata
+    from ..io.series import plan_series
+    from . import _fs
+
+    by_path, records = {}, []
+    for p in paths:
+        with _fs.open_input(p) as f:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
+        by_path[p] = ds
+        records.append(dict(dicom_metadata(ds), path=p, error=None, has_pixels=True))
+    plans = plan_series(records)
+    if len(plans) != 1 or plans[0].error or plans[0].affine is None:
+        why = plans[0].error if len(plans) == 1 else f"the files form {len(plans)} series"
+        raise ValueError(f"source files are not one regular series: {why or 'no geometry'}")
+    return [by_path[p] for p in plans[0].paths], plans[0].affine
+
+
+def write_dicom_seg(df, outDir: str, segmentLabels, *, maskCol: str = "segmentation", pathCol: str = "path",
+                    keyCol: str = "series_key", seriesNumber: int = 900,
+                    seriesDescription: str = "bigdl-medimg segmentation", algorithmName: str = "bigdl-medimg",
+                    propertyTypes: Mapping[int, tuple] | None = None, mode: str = "permissive"):
+    """Write one DICOM SEG per row (series) as ``<outDir>/<key>.seg.dcm``, on the executors.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Rows of :func:`~bigdl_medimg.io.readers.read_dicom_series` (or any
+        frame with the series' file paths in ``pathCol``) with a predicted
+        label-mask tensor column ``maskCol`` in the same world space.
+    outDir : str
+        Local path or URI (``file:``, ``hdfs://``, ``s3a://``).
+    segmentLabels : mapping or sequence
+        Names of the classes (``{1: "Femoral cartilage", ...}``).
+    propertyTypes : mapping, optional
+        Class -> ``(code value, scheme, meaning)`` of the segmented property type.
+    mode : {"permissive", "failfast"}
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``key``, ``path`` written, ``sop_instance_uid`` and
+        ``series_instance_uid`` of the SEG, ``frames``, ``error``.
+    """
+    import io
+    import uuid
+
+    import pandas as pd
+    from pyspark.sql import types as T
+
+    from ..errors import ExportError, one_line
+    from ..tensor import get_affine, to_numpy
+    from . import _fs
+    from .masks import to_reference_grid
+
+    if mode not in ("permissive", "failfast"):
+        raise ConfigError(f"mode must be 'permissive' or 'failfast', got {mode!r}")
+    segs = _segments(segmentLabels)
+    for c in (keyCol, maskCol, pathCol):
+        if c not in df.columns:
+            raise ConfigError(f"column {c!r} not found (columns: {', '.join(df.columns)})")
+    failfast = mode == "failfast"
+    run_id = uuid.uuid4().hex  # UIDs: stable across task retries of this call, new for every export
+    names = ["key", "path", "sop_instance_uid", "series_instance_uid", "frames", "error"]
+
+    def one(rec):
+        key = rec[keyCol]
+        if rec[maskCol] is None:
+            raise ValueError("mask is null")
+        paths = list(rec[pathCol] if rec[pathCol] is not None else [])
+        if not paths:
+            raise ValueError("no source files")
+        headers, grid = _series_headers(paths)
+        mask = to_numpy(rec[maskCol])
+        shape = (len(headers), int(headers[0].Rows), int(headers[0].Columns))
+        mask = to_reference_grid(mask, get_affine(rec[maskCol]), shape, grid)
+        seg = build_dicom_seg(headers, mask, segs, series_number=seriesNumber,
+                              series_description=seriesDescription, algorithm_name=algorithmName,
+                              property_types=propertyTypes, uid_seed=f"{run_id}/{key}")
+        buf = io.BytesIO()
+        seg.save_as(buf)
+        path = _fs.write_bytes(_fs.join(outDir, _fs.safe_name(key) + ".seg.dcm"), buf.getvalue())
+        return {"path": path, "sop_instance_uid": str(seg.SOPInstanceUID),
+                "series_instance_uid": str(seg.SeriesInstanceUID), "frames": int(seg.NumberOfFrames)}
+
+    def run(batches):
+        for pdf in batches:
+            out = []
+            for rec in pdf.to_dict("records"):
+                row = dict.fromkeys(names)
+                row["key"] = None if rec[keyCol] is None else str(rec[keyCol])
+                try:
+                    row.update(one(rec))
+                except Exception as exc:
+                    err = ExportError(str(rec[keyCol]), f"{type(exc).__name__}: {one_line(exc)}")
+                    if failfast:
+                        raise err from exc
+                    row["error"] = err.column_text()
+                out.append(row)
+            yield pd.DataFrame(out, columns=names)
+
+    schema = T.StructType([T.StructField(n, T.IntegerType() if n == "frames" else T.StringType()) for n in names])
+    return df.select(keyCol, pathCol, maskCol).mapInPandas(run, schema).toPandas()
