@@ -1,7 +1,8 @@
 """The ``bigdl-medimg`` command line.
 
 Subcommands: ``synth`` (phantom datasets, dataset-layout replicas, previews),
-``ingest`` (read images into a Parquet tensor table) and ``demo``
+``ingest`` (read images into a Parquet tensor table), ``report`` (an HTML
+report from saved evaluation results and BigDL summaries) and ``demo``
 (generate a small synthetic archive, ingest it with every reader and print a
 summary).  Exit codes: 0 success, 1 the job failed, 2 bad arguments or
 settings, 3 ``--fail-on-error`` and some rows had errors.
@@ -58,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--preview", metavar="PNG", help="render a grid of sample knee slices and radiographs")
     syn.add_argument("--spark", action="store_true", help="generate cases on Spark executors")
     spark_opts(syn)
+
+    rep = sub.add_parser("report", help="one HTML file with plots from saved results and BigDL summaries")
+    rep.add_argument("--results", nargs="*", default=[], metavar="DIR",
+                     help="folders written by ClassificationResults/SegmentationResults.save (or evaluate)")
+    rep.add_argument("--summaries", nargs="*", default=[], metavar="DIR", help="BigDL summaryDir folders")
+    rep.add_argument("--out", required=True, help="the HTML file to write")
+    rep.add_argument("--title", default="bigdl-medimg report")
 
     demo = sub.add_parser("demo", help="synthetic archive -> every reader -> tensor tables, with a summary")
     demo.add_argument("--out", default="demo-out")
@@ -132,6 +140,15 @@ def cmd_synth(args) -> int:
     return EXIT_OK
 
 
+def cmd_report(args) -> int:
+    from ..report import load_results, write_report
+
+    results = [r for d in args.results for r in load_results(d)]
+    path = write_report(args.out, title=args.title, results=results, summary_dirs=args.summaries)
+    print(f"report: {path}")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -142,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return {"ingest": cmd_ingest, "synth": cmd_synth, "demo": cmd_demo}[args.command](args)
+        return {"ingest": cmd_ingest, "synth": cmd_synth, "report": cmd_report, "demo": cmd_demo}[args.command](args)
     except (MedImgError, argparse.ArgumentTypeError) as exc:
         print(f"bigdl-medimg: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
