@@ -129,6 +129,29 @@ def test_multilabel_training_beats_chance_on_held_out_images(chest, chest_model)
 
 
 @pytest.mark.slow
+def test_report_of_a_trained_classifier_reads_the_bigdl_summaries(chest, chest_model, tmp_path):
+    from bigdl.dllib.optim.optimizer import TrainSummary, ValidationSummary
+
+    from bigdl_medimg.ml.tfevents import read_summaries
+    from bigdl_medimg.report import ClassificationResults, write_report
+    from test_report import assert_real_plot, report_images
+
+    _est, model, root = chest_model
+    summ = read_summaries(str(root / "summ"))["classification"]
+    bigdl_loss = TrainSummary(str(root / "summ"), "classification").read_scalar("Loss")
+    assert [(p[0], p[1]) for p in summ["train"]["Loss"]] == [(int(s), pytest.approx(v)) for s, v, _ in bigdl_loss]
+    bigdl_auc = ValidationSummary(str(root / "summ"), "classification").read_scalar("AUC")
+    assert [p[1] for p in summ["validation"]["AUC"]] == pytest.approx([v for _s, v, _ in bigdl_auc])
+    res = ClassificationResults.from_dataframe(model.transform(chest[1]), labelNames=EASY, labelCol="labels",
+                                               numBootstrap=100)
+    text = open(write_report(str(tmp_path / "r.html"), results=[res], summary_dirs=[str(root / "summ")])).read()
+    imgs = report_images(text)
+    assert len(imgs) == 4 and imgs[0][0].startswith("classification: AUC, Loss")
+    for _alt, img, w, h in imgs:
+        assert_real_plot(img, w, h)
+
+
+@pytest.mark.slow
 def test_model_columns_thresholds_and_pipeline_save_load(spark, chest, chest_model, tmp_path):
     _est, model, _ = chest_model
     m = model.copy().setLabelColumns(True).setThresholds([0.0, 1.0])

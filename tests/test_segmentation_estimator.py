@@ -108,6 +108,32 @@ def test_summaries_are_tensorboard_files_bigdl_reads(trained):
 
 
 @pytest.mark.slow
+def test_evaluators_and_report_on_a_trained_model(spark, data, trained, tmp_path):
+    from bigdl_medimg.metrics import DiceEvaluator, SurfaceDistanceEvaluator
+    from bigdl_medimg.ml import volume_dice
+    from bigdl_medimg.report import SegmentationResults, write_report
+    from test_report import assert_real_plot, report_images
+
+    _est, model, root = trained
+    scored = model.transform(data[1]).cache()
+    dice = DiceEvaluator(numClasses=5).evaluate(scored)
+    assert dice == pytest.approx(volume_dice(scored, "segmentation", "mask", 5)["mean"])
+    hd = SurfaceDistanceEvaluator(numClasses=5).evaluate(scored)
+    assert 0 < hd  # mm; infinite when a class is missed entirely in a volume
+    res = SegmentationResults.from_dataframe(scored, numClasses=5, keyCol="case",
+                                             classNames=["femoral", "tibial", "patellar", "meniscus"])
+    assert np.nanmean([np.nanmean(v["dice"]) for v in res.volumes]) == pytest.approx(
+        np.nanmean(list(DiceEvaluator(numClasses=5).per_class(scored).values())), abs=0.05)
+    text = open(write_report(str(tmp_path / "r.html"), results=[res], summary_dirs=[str(root / "summ")])).read()
+    imgs = report_images(text)
+    assert [a.split(":")[0] for a, *_ in imgs][0] == "segmentation"
+    assert len(imgs) == 4  # curves, Dice, confusion, overlays
+    for _alt, img, w, h in imgs:
+        assert_real_plot(img, w, h)
+    scored.unpersist()
+
+
+@pytest.mark.slow
 def test_interrupted_fit_resumes_from_the_saved_epoch(spark, data, tmp_path, monkeypatch):
     from bigdl_medimg.ml import SegmentationEstimator
     from bigdl_medimg.ml import segmentation_estimator as mod
