@@ -3,8 +3,10 @@
 Reads ``Data_Entry_2017.csv`` and the official ``train_val_list.txt`` /
 ``test_list.txt``, splits train/validation by patient, resizes and scales the
 PNGs, trains the ``chest_xray14`` preset (DenseNet-121, weighted BCE, Adam) and
-prints the per-label AUROC on the official test list next to CheXNet's
-published values and the ChestX-ray14 paper's baseline.  Without ``--data`` a
+prints the per-label AUROC (with bootstrap intervals) on the official test
+list next to CheXNet's published values and the ChestX-ray14 paper's
+baseline; writes ``predictions.csv`` (per image), ``results/`` and
+``report.html``.  Without ``--data`` a
 replica of the layout with phantom radiographs is generated first::
 
     python examples/chest_xray14.py --data /data/ChestX-ray14 --out chexnet-out          # the real dataset
@@ -45,8 +47,10 @@ def main(argv=None) -> int:
     from bigdl_medimg import get_spark, read_images
     from bigdl_medimg.datasets.layouts import load_chestxray14, patient_split, write_chestxray14_replica
     from bigdl_medimg.datasets.reference import CHEXNET_AUROC, WANG2017_AUROC
-    from bigdl_medimg.ml import AUCEvaluator, ClassificationEstimator
+    from bigdl_medimg.export import write_predictions
+    from bigdl_medimg.ml import ClassificationEstimator
     from bigdl_medimg.ml.segmentation_estimator import load_preset
+    from bigdl_medimg.report import ClassificationResults, write_report
     from bigdl_medimg.transforms import PercentileScale, ResizeImage
 
     t0 = time.time()
@@ -85,19 +89,31 @@ def main(argv=None) -> int:
     for rec in model.history:
         print(f"epoch {rec['epoch']}: {rec['images']} images, {rec['seconds']} s, "
               f"validation AUROC {rec.get('val_auroc', float('nan')):.3f}")
-    test = model.transform(df.filter(F.col("split") == "test"))
-    per = AUCEvaluator(labelCol="labels").per_label(test)
+    test = model.transform(df.filter(F.col("split") == "test")).cache()
     names = est.getLabelNames()
-    print(f"\n{'label':<20}{'AUROC':>8}{'CheXNet':>9}{'Wang 2017':>11}")
-    for name, v in zip(names, per):
-        print(f"{name:<20}{v:>8.3f}{CHEXNET_AUROC[name]:>9.3f}{WANG2017_AUROC[name]:>11.3f}")
+    res = ClassificationResults.from_dataframe(test, labelNames=names, labelCol="labels",
+                                               title="ChestX-ray14 official test list")
+    res.save(str(out / "results"))
+    write_predictions(test, str(out / "predictions.csv"), labelNames=names, labelCol="labels",
+                      keyCols=["image_index", "patient_id"], format="csv", single_file=True, mode="overwrite")
+    labels = res.summary["labels"]
+    per = [lab["auroc"] for lab in labels]
+    print(f"\n{'label':<20}{'AUROC':>8}{'95% CI':>16}{'CheXNet':>9}{'Wang 2017':>11}")
+    for lab in labels:
+        lo, hi = lab["auroc_ci"]
+        print(f"{lab['label']:<20}{lab['auroc']:>8.3f}   [{lo:.3f}, {hi:.3f}]{CHEXNET_AUROC[lab['label']]:>9.3f}"
+              f"{WANG2017_AUROC[lab['label']]:>11.3f}" if lo is not None else f"{lab['label']:<20}{lab['auroc']:>8.3f}")
     import numpy as np
 
-    mean = float(np.nanmean(per))
-    print(f"{'mean':<20}{mean:>8.3f}{np.mean(list(CHEXNET_AUROC.values())):>9.3f}"
+    mean = res.summary["mean_auroc"]
+    print(f"{'mean':<20}{mean:>8.3f}{'':>16}{np.mean(list(CHEXNET_AUROC.values())):>9.3f}"
           f"{np.mean(list(WANG2017_AUROC.values())):>11.3f}")
+    report = write_report(str(out / "report.html"), title="CheXNet protocol", results=[res],
+                          summary_dirs=[str(out / "summaries")])
+    print(f"report: {report}")
     model.write().overwrite().save(str(out / "model"))
-    result = {"data": data, "test_images": test.count(), "mean_auroc": mean, "auroc_per_label": dict(zip(names, per)),
+    result = {"data": data, "test_images": res.summary["n"], "mean_auroc": mean,
+              "mean_auroc_ci": res.summary["mean_auroc_ci"], "auroc_per_label": dict(zip(names, per)),
               "fit_seconds": round(fit_s, 1), "total_seconds": round(time.time() - t0, 1),
               "epochs": len(model.history), "best_epoch": model.training_stats["best_epoch"],
               "topology": est.getTopology(), "input_size": size}

@@ -7,7 +7,9 @@ meniscus label and zeroes everything but the (closed) meniscus region
 3-D CNN).  The classifier trains on windows around the reference
 meniscus masks; the saved two-stage ``PipelineModel`` then runs on held-out
 DICOM series end to end (predicted masks locate the windows) and the AUROC
-of tear vs no tear is printed.  ``--whole-volume`` trains the variant that
+of tear vs no tear is printed.  Outputs: ``predictions/`` (Parquet keyed by
+study and series UID), ``seg/`` (the stage-1 masks as DICOM SEG referencing
+each source series), ``results/`` and ``report.html``.  ``--whole-volume`` trains the variant that
 classifies the whole knee instead of the meniscus window::
 
     python examples/meniscus_tear.py --out /tmp/tear --seg-model /tmp/knee/model
@@ -21,6 +23,9 @@ import time
 from pathlib import Path
 
 AXCODES = "RIP"  # the sagittal acquisition order the phantoms are generated in; NIfTI and DICOM agree after it
+
+#: Segment names of the knee label map (classes 1-4) for DICOM SEG.
+KNEE_SEGMENTS = {1: "Femoral cartilage", 2: "Tibial cartilage", 3: "Patellar cartilage", 4: "Meniscus"}
 
 
 def main(argv=None) -> int:
@@ -43,7 +48,9 @@ def main(argv=None) -> int:
 
     from bigdl_medimg import get_spark, read_dicom_series
     from bigdl_medimg.datasets.synth import load_synth_knee, synth_dataset, synth_knee_labels
-    from bigdl_medimg.ml import AUCEvaluator, ClassificationEstimator, SegmentationEstimator, SegmentationModel
+    from bigdl_medimg.export import write_dicom_seg, write_predictions
+    from bigdl_medimg.ml import ClassificationEstimator, SegmentationEstimator, SegmentationModel
+    from bigdl_medimg.report import ClassificationResults, write_report
     from bigdl_medimg.ml._training import load_preset_section
     from bigdl_medimg.transforms import CropAroundLabel, PercentileScale, Reorient
 
@@ -106,9 +113,20 @@ def main(argv=None) -> int:
     series = read_dicom_series(spark, (folders["test"] / "dicom").as_uri())
     case = F.regexp_extract(F.col("path")[0], r"(case_\d+)/[^/]+$", 1)
     test = series.withColumn("case", case).join(synth_knee_labels(spark, folders["test"] / "labels.csv"), "case")
-    scored = PipelineModel.load(str(out / "pipeline")).transform(test)
-    auc = AUCEvaluator(labelCol="tear").evaluate(scored)
-    result = {"test_series": test.count(), "auroc": auc, "classifier_fit_seconds": round(fit_s, 1),
+    scored = PipelineModel.load(str(out / "pipeline")).transform(test).cache()
+    res = ClassificationResults.from_dataframe(scored, labelNames=["tear"], labelCol="tear",
+                                               title="Meniscus tear (held-out DICOM series)")
+    auc = res.summary["mean_auroc"]
+    res.save(str(out / "results"))
+    # probabilities keyed by study/series UID; the stage-1 masks as DICOM SEG next to their series
+    write_predictions(scored, str(out / "predictions"), labelNames=["tear"], labelCol="tear", mode="overwrite")
+    if not args.whole_volume:
+        segs = write_dicom_seg(scored, str(out / "seg"), KNEE_SEGMENTS, maskCol="seg_pred")
+        print(f"DICOM SEG: {int(segs['error'].isna().sum())} of {len(segs)} series written to {out / 'seg'}")
+    report = write_report(str(out / "report.html"), title="Meniscus tear", results=[res],
+                          summary_dirs=[str(out / "summaries")])
+    print(f"report: {report}")
+    result = {"test_series": res.summary["n"], "auroc": auc, "auroc_ci": res.summary["mean_auroc_ci"], "classifier_fit_seconds": round(fit_s, 1),
               "segmentation_fit_seconds": round(seg_s, 1), "total_seconds": round(time.time() - t0, 1),
               "epochs": len(clf.history), "best_epoch": clf.training_stats["best_epoch"],
               "variant": "whole-volume" if args.whole_volume else "meniscus-roi"}

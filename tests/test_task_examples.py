@@ -34,6 +34,14 @@ def test_chexnet_protocol_runs_on_the_replica_layout(spark, tmp_path, capsys):
     assert res["test_images"] == len(test_list) > 0  # the official test list, every image scored
     assert list(res["auroc_per_label"]) == list(CHEST_LABELS)
     assert res["input_size"] == 64 and res["topology"] == "densenet_tiny"
+    import pandas as pd
+
+    from test_report import report_images
+
+    preds = pd.read_csv(next((out / "predictions.csv").glob("part-*.csv")))
+    assert sorted(preds["image_index"]) == sorted(test_list)
+    assert [c for c in preds.columns if c.startswith("prob_")] == [f"prob_{n}" for n in CHEST_LABELS]
+    assert len(report_images((out / "report.html").read_text())) == 4
 
 
 @pytest.mark.slow
@@ -44,6 +52,19 @@ def test_two_stage_meniscus_pipeline_saved_loaded_in_a_fresh_session_on_dicom(sp
                                            "--epochs", "2"]) == 0
     res = json.loads((out / "result.json").read_text())
     assert res["test_series"] == 4 and res["variant"] == "meniscus-roi"
+    # outputs: predictions keyed by UIDs, one DICOM SEG per test series referencing it, a report
+    preds = spark.read.parquet(str(out / "predictions")).toPandas()
+    assert list(preds.columns[:2]) == ["study_instance_uid", "series_instance_uid"] and len(preds) == 4
+    assert preds["prob_tear"].between(0, 1).all() and set(preds["true_tear"]) <= {0, 1}
+    import pydicom
+
+    segs = sorted((out / "seg").glob("*.seg.dcm"))
+    assert len(segs) == 4
+    referenced = {pydicom.dcmread(p).ReferencedSeriesSequence[0].SeriesInstanceUID for p in segs}
+    assert referenced == set(preds["series_instance_uid"])
+    from test_report import report_images
+
+    assert len(report_images((out / "report.html").read_text())) == 4
     # a new Python process and JVM: load the saved PipelineModel and apply it to the DICOM series
     code = f"""
 import sys
