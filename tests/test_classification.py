@@ -162,6 +162,15 @@ def test_model_columns_thresholds_and_pipeline_save_load(spark, chest, chest_mod
     assert r.probability_Cardiomegaly == r.probability[0] and r.probability_Effusion == r.probability[1]
     with pytest.raises(Exception, match="resize or crop the images upstream"):  # wrong-sized images: clear error
         model.copy().setInputShape([1, 32, 32]).transform(chest[1]).collect()
+    # a reader's error row (null image) comes through with null outputs instead of vanishing
+    from pyspark.sql import functions as F
+
+    test = chest[1]
+    broken = test.limit(1).withColumn("image", F.lit(None).cast(test.schema["image"].dataType)) \
+        .withColumn("id", F.lit(-1))
+    out = {r.id: r for r in model.transform(test.unionByName(broken)).collect()}
+    assert len(out) == test.count() + 1
+    assert out[-1].probability is None and out[-1].prediction is None
     pipe = PipelineModel(stages=[model])
     pipe.write().overwrite().save(str(tmp_path / "pm"))
     again = PipelineModel.load(str(tmp_path / "pm")).transform(chest[1]).orderBy("id").collect()

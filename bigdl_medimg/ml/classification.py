@@ -153,11 +153,15 @@ class ClassificationModel(NetworkModelPersistence, Model, _ClassifierParams):
         th = np.asarray(self.getOrDefault("thresholds"), dtype=np.float64)
         th = np.repeat(th, len(names)) if th.size == 1 else th
         feats = "__features"
-        x = ToFeatures(inputCol=in_col, outputCol=feats).transform(df)
+        x = ToFeatures(inputCol=in_col, outputCol=feats).transform(df.filter(F.col(in_col).isNotNull()))
         x = _sized_features(x, feats, shape, "ClassificationModel")
         nn = NNModel(self._network, shape).setFeaturesCol(feats).setPredictionCol("__scores") \
             .setBatchSize(self.getOrDefault("batchSize"))
         scored = nn.transform(x).drop(feats)
+        # rows without an image (a reader's error rows) pass through with null outputs: nothing vanishes
+        unscored = df.filter(F.col(in_col).isNull()).withColumn(
+            "__scores", F.lit(None).cast(scored.schema["__scores"].dataType))
+        scored = scored.unionByName(unscored)
 
         @F.pandas_udf(T.ArrayType(T.DoubleType()))
         def probs(scores: pd.Series) -> pd.Series:
