@@ -8,6 +8,7 @@ doubles), so those are collected.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -347,7 +348,8 @@ class MultiLabelAUCEvaluator(Evaluator, DefaultParamsReadable, DefaultParamsWrit
         mean = float(auc[valid].mean()) if valid.any() else float("nan")
         mean_ci = [None, None]
         if boot is not None and valid.any():
-            with np.errstate(invalid="ignore"):
+            with warnings.catch_warnings():  # resamples without a positive case of every label are NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
                 mean_ci = ci(np.nanmean(boot[:, valid], axis=1))
         return {"n": int(p.shape[0]), "labels": labels, "mean_auroc": mean, "mean_auroc_ci": mean_ci,
                 "confidence_level": level, "num_bootstrap": n_boot}
