@@ -43,11 +43,18 @@ def make_optim(optimizer: str, lr: float, schedule: str, decay: float, momentum:
                momentum=momentum, dampening=0.0, nesterov=momentum > 0, **kwargs)
 
 
-def fit_one_epoch(df, estimator, data) -> None:
-    """``estimator.fit(data)`` (a BigDL NNEstimator), then release the training-set cache BigDL keeps per fit."""
+def fit_one_epoch(df, estimator, data, progress=None) -> None:
+    """``estimator.fit(data)`` (a BigDL NNEstimator), then release the training-set cache BigDL keeps per fit.
+
+    ``progress``: an :class:`~bigdl_medimg.ml.progress.EpochProgress` to run
+    while BigDL trains (it logs iteration, loss, throughput and time left).
+    """
+    import contextlib
+
     sc = df.sparkSession.sparkContext
     before = set(sc._jsc.getPersistentRDDs().keySet())
-    estimator.fit(data)
+    with progress if progress is not None else contextlib.nullcontext():
+        estimator.fit(data)
     for rdd_id, rdd in dict(sc._jsc.getPersistentRDDs()).items():
         if rdd_id not in before:  # otherwise the driver heap grows by the training set every epoch
             rdd.unpersist(False)

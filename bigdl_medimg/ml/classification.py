@@ -44,6 +44,7 @@ from ..transforms._stage import param, with_accessors
 from ._persist import NetworkModelPersistence
 from ._training import (check_optim, driver_heap_mb, fit_one_epoch, from_preset, latest_checkpoint, load_checkpoint,
                         make_optim, save_checkpoint)
+from .progress import EpochProgress, epoch_line
 
 __all__ = ["ClassificationEstimator", "ClassificationModel", "AUCEvaluator", "weighted_bce_loss"]
 
@@ -460,7 +461,9 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                 .setBatchSize(self._get("batchSize")).setOptimMethod(optim).setMaxEpoch(epoch)
             if sumdir:
                 est.setTrainSummary(TrainSummary(sumdir, "classification"))
-            fit_one_epoch(df, est, train)
+            fit_one_epoch(df, est, train, EpochProgress(
+                os.path.join(sumdir, "classification", "train") if sumdir else None, epoch, self._get("maxEpoch"),
+                n_train, self._get("batchSize"), [r["seconds"] for r in self.history]))
             record = {"epoch": epoch, "images": n_train, "seconds": round(time.time() - t0, 1)}
             if val is not None:
                 record.update(self._validation_auroc(network, val))
@@ -472,7 +475,7 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                 else:
                     stale += 1
             record["driver_heap_mb"] = driver_heap_mb(df.sparkSession.sparkContext)
-            log.info("epoch %d: %s", epoch, record)
+            log.info(epoch_line(record, self._get("maxEpoch")))
             if ckdir:
                 save_checkpoint(ckdir, epoch, network, optim, {"history": self.history + [record], "best": best})
             self.history.append(record)

@@ -32,6 +32,7 @@ from ..errors import ConfigError
 from ..transforms._stage import param, with_accessors
 from ._training import (check_optim, driver_heap_mb, fit_one_epoch, from_preset, latest_checkpoint, load_checkpoint,
                         load_preset_section, make_optim, save_checkpoint)
+from .progress import EpochProgress, epoch_line
 
 __all__ = ["SegmentationEstimator", "dice_ce_loss", "load_preset", "volume_dice"]
 
@@ -280,7 +281,9 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                 .setBatchSize(self._get("batchSize")).setOptimMethod(optim).setMaxEpoch(epoch)
             if sumdir:
                 est.setTrainSummary(TrainSummary(sumdir, "segmentation"))
-            fit_one_epoch(df, est, data)
+            fit_one_epoch(df, est, data, EpochProgress(
+                os.path.join(sumdir, "segmentation", "train") if sumdir else None, epoch, self._get("maxEpoch"), n,
+                self._get("batchSize"), [r["seconds"] for r in self.history]))
             data.unpersist()
             record = {"epoch": epoch, "patches": n, "seconds": round(time.time() - t0, 1)}
             if val is not None:
@@ -290,7 +293,7 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                 if writer:
                     writer.add_scalar("Dice", dice["mean"], epoch)
             record["driver_heap_mb"] = driver_heap_mb(df.sparkSession.sparkContext)
-            log.info("epoch %d: %s", epoch, record)
+            log.info(epoch_line(record, self._get("maxEpoch")))
             if ckdir:
                 save_checkpoint(ckdir, epoch, network, optim, {"history": self.history + [record]})
             self.history.append(record)

@@ -1,0 +1,116 @@
+"""Training progress while BigDL trains: iteration, loss, throughput and time left.
+
+BigDL's optimiser runs in the JVM and reports nothing to Python until an
+epoch ends, but it writes every iteration's loss to its TrainSummary event
+file.  :class:`EpochProgress` follows that file from a daemon thread during
+one epoch's fit and logs a line (logger ``bigdl_medimg.progress``) whenever
+new iterations arrive, at most every ``interval`` seconds (default 10, or
+``$BIGDL_MEDIMG_PROGRESS_SECONDS``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+__all__ = ["EpochProgress", "format_seconds", "epoch_line"]
+
+log = logging.getLogger("bigdl_medimg.progress")
+
+
+def format_seconds(s: float) -> str:
+    s = max(0, int(round(s)))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+class EpochProgress:
+    """Context manager following one epoch's training summary.
+
+    Parameters
+    ----------
+    train_dir : str or None
+        ``<summaryDir>/<app>/train``; without it only the epoch lines are logged.
+    epoch, max_epoch : int
+    samples, batch_size : int
+        Training samples in the epoch and the batch size (iterations per epoch).
+    epoch_seconds : list of float
+        Durations of the epochs done so far (validation included), for time left.
+    """
+
+    def __init__(self, train_dir: str | None, epoch: int, max_epoch: int, samples: int, batch_size: int,
+                 epoch_seconds=(), interval: float | None = None):
+        self.train_dir, self.epoch, self.max_epoch = train_dir, int(epoch), int(max_epoch)
+        self.samples, self.batch = int(samples), max(1, int(batch_size))
+        self.iters = max(1, -(-self.samples // self.batch))
+        self.epoch_seconds = [float(s) for s in epoch_seconds]
+        self.interval = float(interval if interval is not None
+                              else os.environ.get("BIGDL_MEDIMG_PROGRESS_SECONDS", 10.0))
+        self._stop = threading.Event()
+        self._thread = None
+        self._seen = 0
+        self._start_step = None
+
+    def _points(self):
+        from .tfevents import read_scalars
+
+        return read_scalars(self.train_dir).get("Loss", []) if self.train_dir and os.path.isdir(self.train_dir) \
+            else []
+
+    def __enter__(self):
+        self.t0 = time.time()
+        if self.train_dir:
+            pts = self._points()
+            self._start_step = pts[-1][0] if pts else 0
+            self._thread = threading.Thread(target=self._run, name="bigdl-medimg-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        return False
+
+    def line(self, done: int, loss: float | None, now: float) -> str:
+        """The progress text after ``done`` iterations of this epoch."""
+        elapsed = now - self.t0
+        rate = done / elapsed if elapsed > 0 and done else 0.0
+        parts = [f"epoch {self.epoch}/{self.max_epoch}", f"iteration {min(done, self.iters)}/{self.iters}"]
+        if loss is not None:
+            parts.append(f"loss {loss:.4f}")
+        if rate:
+            parts.append(f"{rate * self.batch:.1f} samples/s")
+            left = (self.iters - done) / rate
+            later = self.max_epoch - self.epoch
+            per_epoch = (sum(self.epoch_seconds) / len(self.epoch_seconds)) if self.epoch_seconds \
+                else self.iters / rate
+            parts.append(f"elapsed {format_seconds(elapsed)}")
+            parts.append(f"~{format_seconds(left + later * per_epoch)} left")
+        return " | ".join(parts)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                pts = [p for p in self._points() if p[0] > (self._start_step or 0)]
+            except Exception:  # a half-written file: try again next time
+                continue
+            if len(pts) > self._seen:
+                self._seen = len(pts)
+                log.info(self.line(len(pts), pts[-1][1], time.time()))
+
+
+def epoch_line(record: dict, max_epoch: int) -> str:
+    """One line for a finished epoch's history record."""
+    parts = [f"epoch {record['epoch']}/{max_epoch} done in {format_seconds(record.get('seconds', 0))}"]
+    for key, label in (("patches", "patches"), ("images", "samples")):
+        if key in record:
+            parts.append(f"{record[key]} {label}")
+    for key in ("val_dice", "val_auroc"):
+        if record.get(key) is not None:
+            parts.append(f"{key} {record[key]:.4f}")
+    if "driver_heap_mb" in record:
+        parts.append(f"driver heap {record['driver_heap_mb']} MB")
+    return " | ".join(parts)
