@@ -1,8 +1,9 @@
 """The ``bigdl-medimg`` command line.
 
 Subcommands: ``synth`` (phantom datasets, dataset-layout replicas, previews),
-``ingest`` (read images into a Parquet tensor table), ``report`` (an HTML
-report from saved evaluation results and BigDL summaries) and ``demo``
+``ingest`` (read images into a Parquet tensor table), ``train`` /
+``evaluate`` / ``predict`` (the three tasks), ``report`` (an HTML report
+from saved evaluation results and BigDL summaries) and ``demo``
 (generate a small synthetic archive, ingest it with every reader and print a
 summary).  Exit codes: 0 success, 1 the job failed, 2 bad arguments or
 settings, 3 ``--fail-on-error`` and some rows had errors.
@@ -59,6 +60,28 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--preview", metavar="PNG", help="render a grid of sample knee slices and radiographs")
     syn.add_argument("--spark", action="store_true", help="generate cases on Spark executors")
     spark_opts(syn)
+
+    tr = sub.add_parser("train", help="train a task's model with BigDL and save it as a PipelineModel")
+    tr.add_argument("--task", required=True, choices=["knee_cartilage", "meniscus_tear", "chest_xray14"])
+    tr.add_argument("--data", required=True, help="the task's data folder (see README, 'Tasks')")
+    tr.add_argument("--out", required=True, help="run folder: model/, checkpoints/, summaries/, train.json")
+    tr.add_argument("--config", help="a task YAML overriding the preset (same sections)")
+    tr.add_argument("--epochs", type=int, help="override estimator.maxEpoch")
+    tr.add_argument("--batch-size", type=int, help="override estimator.batchSize")
+    tr.add_argument("--seg-model", help="meniscus_tear: a knee_cartilage model folder for stage 1 "
+                                        "(default: train one first)")
+    spark_opts(tr)
+
+    for name, text in (("evaluate", "score a split of labelled data; results for `report`"),
+                       ("predict", "apply a saved model to images and write its outputs")):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("--model", required=True, help="a model folder written by `train` (<out>/model)")
+        sp.add_argument("--data", required=True)
+        sp.add_argument("--out", required=True)
+        sp.add_argument("--kind", choices=["series", "nifti"], help="input images (default: detected)")
+        if name == "evaluate":
+            sp.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+        spark_opts(sp)
 
     rep = sub.add_parser("report", help="one HTML file with plots from saved results and BigDL summaries")
     rep.add_argument("--results", nargs="*", default=[], metavar="DIR",
@@ -140,6 +163,83 @@ def cmd_synth(args) -> int:
     return EXIT_OK
 
 
+def _progress_logging() -> None:
+    import logging
+
+    logger = logging.getLogger("bigdl_medimg")
+    if not any(getattr(h, "_bigdl_medimg", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        handler._bigdl_medimg = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _check_inputs(args) -> None:
+    """Fail before starting Spark when a local input is missing."""
+    import os
+
+    from ..tasks import load_task
+
+    for flag, value in (("--data", args.data), ("--model", getattr(args, "model", None)),
+                        ("--seg-model", getattr(args, "seg_model", None))):
+        if value and "://" not in value and not value.startswith("file:") and not os.path.exists(value):
+            raise MedImgError(f"{flag} {value}: no such file or folder")
+    for value in (getattr(args, "model", None), getattr(args, "seg_model", None)):
+        if value:
+            load_task(value)
+
+
+def cmd_train(args) -> int:
+    import json
+    import time
+
+    from .. import tasks
+
+    overrides = {"estimator": {k: v for k, v in (("maxEpoch", args.epochs), ("batchSize", args.batch_size))
+                               if v is not None}}
+    cfg = tasks.task_config(args.task, args.config, overrides)
+    if args.seg_model and args.task != "meniscus_tear":
+        raise MedImgError("--seg-model only applies to --task meniscus_tear")
+    _check_inputs(args)
+    _progress_logging()
+    spark = _spark(args)
+    t0 = time.time()
+    kwargs = {"seg_model": args.seg_model} if args.task == "meniscus_tear" else {}
+    summary = tasks.train(spark, args.task, args.data, args.out, cfg, **kwargs)
+    shown = {k: v for k, v in summary.items() if k != "history"}
+    print(f"trained {args.task} in {time.time() - t0:.0f}s: " + json.dumps(shown, default=float))
+    print(f"next: bigdl-medimg evaluate --model {summary['model']} --data {args.data} --out <folder>")
+    return EXIT_OK
+
+
+def cmd_evaluate(args) -> int:
+    import json
+
+    from .. import tasks
+
+    _check_inputs(args)
+    _progress_logging()
+    metrics = tasks.evaluate(_spark(args), args.model, args.data, args.out, split=args.split, kind=args.kind)
+    print(json.dumps(metrics, indent=1, default=float))
+    print(f"results: {args.out}/results  (bigdl-medimg report --results {args.out}/results --out report.html)")
+    return EXIT_OK
+
+
+def cmd_predict(args) -> int:
+    import json
+
+    from .. import tasks
+
+    _check_inputs(args)
+    _progress_logging()
+    outputs = tasks.predict(_spark(args), args.model, args.data, args.out, kind=args.kind)
+    print(json.dumps(outputs, indent=1, default=str))
+    failed = sum(v.get("failed", 0) for v in outputs.values() if isinstance(v, dict))
+    return EXIT_ROW_ERRORS if failed else EXIT_OK
+
+
 def cmd_report(args) -> int:
     from ..report import load_results, write_report
 
@@ -159,18 +259,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return {"ingest": cmd_ingest, "synth": cmd_synth, "report": cmd_report, "demo": cmd_demo}[args.command](args)
+        return {"ingest": cmd_ingest, "synth": cmd_synth, "train": cmd_train, "evaluate": cmd_evaluate,
+                "predict": cmd_predict, "report": cmd_report, "demo": cmd_demo}[args.command](args)
     except (MedImgError, argparse.ArgumentTypeError) as exc:
         print(f"bigdl-medimg: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # Spark/Py4J failures: one line, not a stack trace
-        text = str(exc)
-        for marker in ("DicomReadError", "SeriesAssemblyError", "NiftiReadError", "ImageFileReadError"):
-            if marker in text:
-                text = text[text.index(marker):]
-                break
-        print(f"bigdl-medimg: failed: {type(exc).__name__}: {one_line(text.splitlines()[0] if text else '')}",
-              file=sys.stderr)
+        print(f"bigdl-medimg: failed: {failure_line(exc)}", file=sys.stderr)
         print("bigdl-medimg: see the Spark log above (or rerun with --conf spark.log.level=INFO) for details",
               file=sys.stderr)
         return EXIT_FAILED
+
+
+_WRAPPERS = ("Py4JJavaError", "SparkException", "PythonException", "InvocationTargetException")
+
+
+def failure_line(exc: BaseException) -> str:
+    """The root cause of a (Spark/Py4J) failure as one line: our error classes first, then the deepest cause."""
+    import re
+
+    text = str(exc)
+    for marker in ("DicomReadError", "SeriesAssemblyError", "NiftiReadError", "ImageFileReadError", "ExportError",
+                   "ConfigError"):
+        if marker in text:
+            return one_line(text[text.index(marker):].splitlines()[0])
+    causes = [(m.group(1).rsplit(".", 1)[-1], m.group(2)) for m in
+              re.finditer(r"^(?:Caused by: )?([\w.$]+(?:Exception|Error)): (.+)$", text, flags=re.M)]
+    causes = [c for c in causes if c[0] not in _WRAPPERS]
+    if causes:  # the deepest cause is the most specific
+        return one_line(f"{causes[-1][0]}: {causes[-1][1]}")
+    return f"{type(exc).__name__}: {one_line(text.splitlines()[0] if text else '')}"

@@ -428,6 +428,9 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
         n_train = train.count()
         if n_train == 0:
             raise ConfigError("ClassificationEstimator: no training rows")
+        if n_train < self._get("batchSize"):  # BigDL fails on a mini-batch larger than the data
+            raise ConfigError(f"ClassificationEstimator: {n_train} training rows but batchSize "
+                              f"{self._get('batchSize')}; lower batchSize or add data")
         _check_feature_size(train, "features", shape, "ClassificationEstimator")  # on the persisted rows
         if vcol:
             _check_feature_size(feats.filter(F.col(vcol)), "features", shape, "ClassificationEstimator")

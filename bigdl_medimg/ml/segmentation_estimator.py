@@ -275,6 +275,9 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
             n = data.count()
             if n == 0:
                 raise ConfigError("SegmentationEstimator: no training patches (no rows with both image and mask)")
+            if n < self._get("batchSize"):  # BigDL fails on a mini-batch larger than the data
+                raise ConfigError(f"SegmentationEstimator: {n} training patches but batchSize "
+                                  f"{self._get('batchSize')}; lower batchSize or raise patchesPerImage")
             if optim is None:
                 optim = self._optim(max(1, n // self._get("batchSize")))
             est = NNEstimator(self._training_network(network), self._criterion(), [1, *patch], self._label_shape()) \

@@ -1,0 +1,122 @@
+"""Task ``chest_xray14``: the CheXNet protocol on NIH ChestX-ray14 (14 findings, multi-label).
+
+Data: the dataset's layout (``Data_Entry_2017.csv``, ``train_val_list.txt``,
+``test_list.txt``, ``images*/``), local or on a Hadoop file system.  Training
+uses the official train_val list split by patient into train and validation;
+``evaluate`` scores the official test list.  The saved ``PipelineModel``:
+``ResizeImage`` -> ``PercentileScale`` -> ``ClassificationModel``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from ._common import as_uri, load_task, save_task, write_json
+
+__all__ = ["load", "front_stages", "train", "evaluate", "predict"]
+
+log = logging.getLogger(__name__)
+
+
+def load(spark, data: str, cfg: dict):
+    """Entries joined with their decoded images; ``split`` is train / val (by patient) / test (official)."""
+    from pyspark.sql import functions as F
+
+    from ..datasets.layouts import load_chestxray14, patient_split
+    from ..io.readers import read_images
+
+    root = as_uri(data)
+    entries = load_chestxray14(spark, root)
+    val = float(cfg["split"].get("val", 0.125))
+    entries = patient_split(entries.filter(F.col("split") == "train_val"), {"train": 1 - val, "val": val},
+                            seed=int(cfg["split"].get("seed", 0))) \
+        .unionByName(entries.filter(F.col("split") == "test"))
+    images = read_images(spark, f"{root.rstrip('/')}/images*").select("path", "image", "error")
+    return entries.join(images, "path", "left")
+
+
+def front_stages(cfg: dict) -> list:
+    from ..transforms import PercentileScale, ResizeImage
+
+    pre = cfg.get("preprocessing", {})
+    lo, hi = pre.get("percentiles", [0.5, 99.5])
+    return [ResizeImage(size=list(pre.get("size", [224, 224])), inputCol="image", outputCol="model_input"),
+            PercentileScale(lower=lo, upper=hi, inputCol="model_input", outputCol="model_input")]
+
+
+def train(spark, data: str, out: str, cfg: dict) -> dict:
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import functions as F
+
+    from ..ml import ClassificationEstimator
+
+    out_p = Path(out)
+    df = load(spark, data, cfg).filter(F.col("split") != "test")
+    bad = df.filter(F.col("image").isNull()).count()
+    if bad:
+        log.warning("%d training image(s) could not be read and are left out (see their error column)", bad)
+    size = list(cfg.get("preprocessing", {}).get("size", [224, 224]))
+    prep = PipelineModel(stages=front_stages(cfg)).transform(df.filter(F.col("image").isNotNull())) \
+        .withColumn("is_val", F.col("split") == "val")
+    params = {**cfg["estimator"], "inputShape": [1, *size]}
+    est = ClassificationEstimator(**params, inputCol="model_input", labelCol="labels",
+                                  validationIndicatorCol="is_val", checkpointDir=str(out_p / "checkpoints"),
+                                  summaryDir=str(out_p / "summaries"))
+    t0 = time.time()
+    model = est.fit(prep.select("model_input", "labels", "is_val").repartition(spark.sparkContext.defaultParallelism))
+    PipelineModel(stages=front_stages(cfg) + [model]).write().overwrite().save(str(out_p / "model" / "pipeline"))
+    save_task(str(out_p / "model"), "chest_xray14", cfg)
+    summary = {"task": "chest_xray14", "model": str(out_p / "model"), "epochs": len(model.history),
+               "best_epoch": model.training_stats.get("best_epoch"), "fit_seconds": round(time.time() - t0, 1),
+               "unreadable_images": bad, "history": model.history}
+    write_json(out_p / "train.json", summary)
+    return summary
+
+
+def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", kind: str | None = None) -> dict:
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import functions as F
+
+    from ..export import write_predictions
+    from ..report import ClassificationResults
+
+    cfg = load_task(model_dir)["config"]
+    names = list(cfg["estimator"]["labelNames"])
+    df = load(spark, data, cfg)
+    if split != "all":
+        df = df.filter(F.col("split") == split)
+    scored = PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df).cache()
+    try:
+        res = ClassificationResults.from_dataframe(scored, labelNames=names, labelCol="labels",
+                                                   title=f"ChestX-ray14 ({split} split)")
+        res.save(str(Path(out) / "results"))
+        write_predictions(scored, str(Path(out) / "predictions.csv"), labelNames=names, labelCol="labels",
+                          keyCols=["image_index", "patient_id"], format="csv", single_file=True, mode="overwrite")
+    finally:
+        scored.unpersist()
+    s = res.summary
+    metrics = {"task": "chest_xray14", "split": split, "images": s["n"], "unscored": res.n_unscored,
+               "mean_auroc": s["mean_auroc"], "mean_auroc_ci": s["mean_auroc_ci"],
+               "auroc": {lab["label"]: lab["auroc"] for lab in s["labels"]}}
+    write_json(Path(out) / "metrics.json", metrics)
+    return metrics
+
+
+def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None) -> dict:
+    """Probabilities of the 14 findings for every image under ``data`` (PNG, JPEG or DICOM), keyed by file name."""
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import functions as F
+
+    from ..export import write_predictions
+    from ..io.readers import read_images
+
+    cfg = load_task(model_dir)["config"]
+    names = list(cfg["estimator"]["labelNames"])
+    df = read_images(spark, as_uri(data)).withColumn("image_index", F.regexp_extract("path", r"([^/]+)$", 1))
+    scored = PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df)
+    write_predictions(scored, str(Path(out) / "predictions.csv"), labelNames=names, keyCols=["image_index"],
+                      format="csv", single_file=True, mode="overwrite")
+    outputs = {"predictions": str(Path(out) / "predictions.csv")}
+    write_json(Path(out) / "predict.json", outputs)
+    return outputs

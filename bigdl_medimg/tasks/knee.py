@@ -1,0 +1,149 @@
+"""Task ``knee_cartilage``: 3-D U-Net segmentation of the femoral, tibial and patellar cartilage and menisci.
+
+Data: a knee folder as ``bigdl-medimg synth --kind knee`` writes it
+(``nifti/case_NNNN_image.nii.gz`` + ``_mask.nii.gz``, optionally ``dicom/``).
+The saved model is a ``PipelineModel``: ``Reorient`` -> ``PercentileScale`` ->
+``SegmentationModel`` (column ``segmentation`` on the reoriented grid, which
+the outputs map back to each source image's grid).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..errors import ConfigError
+from ._common import as_uri, assign_split, load_task, save_task, write_json
+
+__all__ = ["load", "front_stages", "train", "evaluate", "predict", "SEGMENT_LABELS"]
+
+#: DICOM SEG segment names of the knee classes 1-4.
+SEGMENT_LABELS = {1: "Femoral cartilage", 2: "Tibial cartilage", 3: "Patellar cartilage", 4: "Meniscus"}
+
+
+def load(spark, data: str, cfg: dict):
+    """``case``, ``image``, ``mask`` (and ``tear`` when labelled) with a ``split`` column."""
+    from ..datasets.synth import load_synth_knee
+
+    root = Path(data)
+    if not (root / "nifti").is_dir():
+        raise ConfigError(f"{data}: expected a knee folder with nifti/case_NNNN_image.nii.gz and _mask.nii.gz "
+                          "(as `bigdl-medimg synth --kind knee` writes)")
+    return assign_split(load_synth_knee(spark, root), "case", cfg["split"])
+
+
+def front_stages(cfg: dict) -> list:
+    """Reorientation and intensity scaling into ``model_input`` (the saved pipeline's first stages)."""
+    from ..transforms import PercentileScale, Reorient
+
+    pre = cfg.get("preprocessing", {})
+    lo, hi = pre.get("percentiles", [1.0, 99.0])
+    return [Reorient(axcodes=pre.get("reorient", "RIP"), inputCol="image", outputCol="model_input"),
+            PercentileScale(lower=lo, upper=hi, inputCol="model_input", outputCol="model_input")]
+
+
+def reference_mask(cfg: dict, df):
+    """The reference ``mask`` on the model's grid (``mask_model``)."""
+    from ..transforms import Reorient
+
+    return Reorient(axcodes=cfg.get("preprocessing", {}).get("reorient", "RIP"), inputCol="mask",
+                    outputCol="mask_model").transform(df)
+
+
+def train(spark, data: str, out: str, cfg: dict) -> dict:
+    """Fit on the ``train`` split (``val`` for per-epoch Dice); save ``<out>/model``."""
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import functions as F
+
+    from ..ml import SegmentationEstimator
+
+    out_p = Path(out)
+    df = load(spark, data, cfg)
+    prep = reference_mask(cfg, PipelineModel(stages=front_stages(cfg)).transform(df))
+    prep = prep.filter(F.col("split") != "test").withColumn("is_val", F.col("split") == "val")
+    est = SegmentationEstimator(**cfg["estimator"], inputCol="model_input", maskCol="mask_model",
+                                validationIndicatorCol="is_val", checkpointDir=str(out_p / "checkpoints"),
+                                summaryDir=str(out_p / "summaries"))
+    t0 = time.time()
+    model = est.fit(prep.repartition(spark.sparkContext.defaultParallelism))
+    pipeline = PipelineModel(stages=front_stages(cfg) + [model.setInputCol("model_input")])
+    pipeline.write().overwrite().save(str(out_p / "model" / "pipeline"))
+    save_task(str(out_p / "model"), "knee_cartilage", cfg)
+    last = model.history[-1] if model.history else {}
+    summary = {"task": "knee_cartilage", "model": str(out_p / "model"), "epochs": len(model.history),
+               "fit_seconds": round(time.time() - t0, 1), "val_dice": last.get("val_dice"),
+               "history": model.history}
+    write_json(out_p / "train.json", summary)
+    return summary
+
+
+def _classes(cfg: dict) -> list[str]:
+    names = cfg["estimator"].get("classNames") or cfg.get("classes")
+    return list(names)[1:]
+
+
+def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", kind: str | None = None) -> dict:
+    """Dice, HD95 and MSD per class on a split (of the NIfTI pairs); results saved in ``<out>/results``."""
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import functions as F
+
+    from ..report import SegmentationResults
+
+    cfg = load_task(model_dir)["config"]
+    df = load(spark, data, cfg)
+    if split != "all":
+        df = df.filter(F.col("split") == split)
+    scored = reference_mask(cfg, PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df))
+    names = _classes(cfg)
+    res = SegmentationResults.from_dataframe(
+        scored, numClasses=len(names) + 1, classNames=names, imageCol="model_input", predictionCol="segmentation",
+        labelCol="mask_model", keyCol="case", title=f"Knee segmentation ({split} split)")
+    res.save(str(Path(out) / "results"))
+    per = res.per_class()
+    metrics = {"task": "knee_cartilage", "split": split, "volumes": len(res.volumes),
+               "not_scored": sum(v["error"] is not None for v in res.volumes),
+               **{m: dict(zip(names, per[m])) for m in per}}
+    write_json(Path(out) / "metrics.json", metrics)
+    return metrics
+
+
+def read_volumes(spark, data: str, kind: str | None):
+    """Images to segment: DICOM series (``series``) or NIfTI files (``nifti``); ``(frame, key column, kind)``."""
+    from pyspark.sql import functions as F
+
+    from ..io.readers import read_dicom_series, read_nifti
+
+    root = Path(data)
+    if kind is None:
+        kind = "nifti" if (root.is_file() and ".nii" in root.name) or any(root.glob("*.nii*")) else "series"
+    if kind == "series":
+        return read_dicom_series(spark, as_uri(data)), "series_key", kind
+    if kind == "nifti":
+        df = read_nifti(spark, as_uri(data))
+        return df.withColumn("name", F.regexp_extract("path", r"([^/]+?)(\.nii(\.gz)?)?$", 1)), "name", kind
+    raise ConfigError(f"--kind must be 'series' or 'nifti' for segmentation, got {kind!r}")
+
+
+def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None) -> dict:
+    """Segment every volume: NIfTI masks on each source grid, and DICOM SEG for DICOM series."""
+    from pyspark.ml import PipelineModel
+
+    from ..export import write_dicom_seg, write_nifti_masks
+
+    df, key, kind = read_volumes(spark, data, kind)
+    scored = PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df).cache()
+    try:
+        masks = write_nifti_masks(scored, str(Path(out) / "masks"), nameCol=key, referenceCol="image")
+        outputs = {"masks": _tally(masks)}
+        if kind == "series":
+            outputs["dicom_seg"] = _tally(write_dicom_seg(scored, str(Path(out) / "seg"), SEGMENT_LABELS,
+                                                          keyCol=key))
+    finally:
+        scored.unpersist()
+    write_json(Path(out) / "predict.json", outputs)
+    return outputs
+
+
+def _tally(table) -> dict:
+    errors = table["error"].dropna()
+    return {"written": int(len(table) - len(errors)), "failed": int(len(errors)),
+            "errors": errors.value_counts().head(5).to_dict()}

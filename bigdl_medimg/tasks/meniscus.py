@@ -1,0 +1,139 @@
+"""Task ``meniscus_tear``: segment the knee, crop around the menisci, classify tear vs none in 3-D.
+
+Data: a labelled knee folder (``synth --kind knee``: ``nifti/`` image/mask pairs,
+``dicom/case_NNNN/`` series, ``labels.csv`` with ``tear``).  Stage 1 is a
+``knee_cartilage`` model (``--seg-model``, or trained first on the same
+training split); the classifier trains on windows around the reference
+meniscus masks, and the saved ``PipelineModel`` (stage-1 pipeline ->
+``CropAroundLabel`` on the predicted mask -> ``ClassificationModel``) runs on
+DICOM series or NIfTI images end to end.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..errors import ConfigError
+from . import knee
+from ._common import assign_split, load_task, save_task, task_config, write_json
+
+__all__ = ["load", "train", "evaluate", "predict"]
+
+LABELS = ["tear"]
+
+
+def load(spark, data: str, cfg: dict):
+    root = Path(data)
+    if not (root / "labels.csv").is_file():
+        raise ConfigError(f"{data}: no labels.csv (case,tear) next to nifti/; meniscus_tear needs tear labels")
+    return knee.load(spark, data, cfg)
+
+
+def _roi(cfg: dict, mask_col: str, found: str = ""):
+    from ..transforms import CropAroundLabel
+
+    roi = cfg["roi"]
+    return CropAroundLabel(labels=roi["labels"], size=roi["size"], maskImage=roi.get("maskImage", False),
+                           closing=roi.get("closing", 0), inputCol="model_input", maskCol=mask_col,
+                           outputCol="roi", foundCol=found)
+
+
+def train(spark, data: str, out: str, cfg: dict, seg_model: str | None = None) -> dict:
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import functions as F
+
+    from ..ml import ClassificationEstimator
+
+    out_p = Path(out)
+    t0 = time.time()
+    if seg_model is None:  # stage 1 first, on the same cases' training split
+        knee_cfg = task_config("knee_cartilage", overrides={"split": cfg["split"],
+                                                            "estimator": dict(cfg.get("segmentation", {}))})
+        seg_model = knee.train(spark, data, str(out_p / "segmentation"), knee_cfg)["model"]
+    seg_info = load_task(seg_model)
+    if seg_info["task"] != "knee_cartilage":
+        raise ConfigError(f"--seg-model {seg_model} is a {seg_info['task']} model, not knee_cartilage")
+    seg_cfg = seg_info["config"]
+    seg_pipeline = PipelineModel.load(str(Path(seg_model) / "pipeline"))
+    df = load(spark, data, cfg)
+    prep = knee.reference_mask(seg_cfg, PipelineModel(stages=knee.front_stages(seg_cfg)).transform(df))
+    prep = _roi(cfg, "mask_model").transform(prep.filter(F.col("split") != "test")) \
+        .withColumn("is_val", F.col("split") == "val")
+    est = ClassificationEstimator(**cfg["estimator"], inputCol="roi", labelCol="tear", validationIndicatorCol="is_val",
+                                  checkpointDir=str(out_p / "checkpoints"), summaryDir=str(out_p / "summaries"))
+    clf = est.fit(prep.select("roi", "tear", "is_val").repartition(spark.sparkContext.defaultParallelism))
+    pipeline = PipelineModel(stages=list(seg_pipeline.stages) + [_roi(cfg, "segmentation", "meniscus_found"), clf])
+    pipeline.write().overwrite().save(str(out_p / "model" / "pipeline"))
+    save_task(str(out_p / "model"), "meniscus_tear", cfg, {"segmentation_model": str(seg_model)})
+    best = clf.training_stats.get("best_epoch")
+    summary = {"task": "meniscus_tear", "model": str(out_p / "model"), "segmentation_model": str(seg_model),
+               "epochs": len(clf.history), "best_epoch": best, "fit_seconds": round(time.time() - t0, 1),
+               "val_auroc": max((r.get("val_auroc", float("nan")) for r in clf.history), default=None),
+               "history": clf.history}
+    write_json(out_p / "train.json", summary)
+    return summary
+
+
+def _labelled_volumes(spark, data: str, cfg: dict, kind: str | None):
+    """The labelled cases as DICOM series (when the folder has ``dicom/``) or NIfTI images, with ``split``."""
+    from pyspark.sql import functions as F
+
+    from ..datasets.synth import synth_knee_labels
+    from ..io.readers import read_dicom_series
+
+    root = Path(data)
+    if kind in (None, "series") and (root / "dicom").is_dir():
+        series = read_dicom_series(spark, (root / "dicom").resolve().as_uri())
+        case = F.regexp_extract(F.col("path")[0], r"(case_\d+)/[^/]+$", 1)
+        df = series.withColumn("case", case).join(synth_knee_labels(spark, root / "labels.csv"), "case")
+        return assign_split(df, "case", cfg["split"])
+    return load(spark, data, cfg)
+
+
+def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", kind: str | None = None) -> dict:
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import functions as F
+
+    from ..export import write_predictions
+    from ..report import ClassificationResults
+
+    cfg = load_task(model_dir)["config"]
+    df = _labelled_volumes(spark, data, cfg, kind)
+    if split != "all":
+        df = df.filter(F.col("split") == split)
+    scored = PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df).cache()
+    try:
+        res = ClassificationResults.from_dataframe(scored, labelNames=LABELS, labelCol="tear",
+                                                   title=f"Meniscus tear ({split} split)")
+        res.save(str(Path(out) / "results"))
+        keys = [c for c in ("study_instance_uid", "series_instance_uid") if c in scored.columns] or ["case"]
+        write_predictions(scored, str(Path(out) / "predictions"), labelNames=LABELS, labelCol="tear",
+                          keyCols=keys + ["case"] if "case" not in keys else keys, mode="overwrite")
+    finally:
+        scored.unpersist()
+    lab = res.summary["labels"][0]
+    metrics = {"task": "meniscus_tear", "split": split, "cases": res.summary["n"], "auroc": lab["auroc"],
+               "auroc_ci": lab["auroc_ci"], "sensitivity": lab["sensitivity"], "specificity": lab["specificity"]}
+    write_json(Path(out) / "metrics.json", metrics)
+    return metrics
+
+
+def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None) -> dict:
+    """Tear probabilities keyed by study/series UID (or file name); stage-1 masks as DICOM SEG for series."""
+    from pyspark.ml import PipelineModel
+
+    from ..export import write_dicom_seg, write_predictions
+
+    df, key, kind = knee.read_volumes(spark, data, kind)
+    scored = PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df).cache()
+    try:
+        keys = ["study_instance_uid", "series_instance_uid"] if kind == "series" else [key]
+        write_predictions(scored, str(Path(out) / "predictions"), labelNames=LABELS, keyCols=keys, mode="overwrite")
+        outputs = {"predictions": str(Path(out) / "predictions"), "rows": scored.count()}
+        if kind == "series":
+            outputs["dicom_seg"] = knee._tally(write_dicom_seg(scored, str(Path(out) / "seg"), knee.SEGMENT_LABELS,
+                                                               keyCol=key))
+    finally:
+        scored.unpersist()
+    write_json(Path(out) / "predict.json", outputs)
+    return outputs
