@@ -167,7 +167,10 @@ def _progress_logging() -> None:
     import logging
 
     logger = logging.getLogger("bigdl_medimg")
-    if not any(getattr(h, "_bigdl_medimg", False) for h in logger.handlers):
+    mine = [h for h in logger.handlers if getattr(h, "_bigdl_medimg", False)]
+    if mine:
+        mine[0].stream = sys.stdout  # the current stdout (the old one may be closed: no flush through setStream)
+    else:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         handler._bigdl_medimg = True

@@ -151,7 +151,8 @@ def render_report(*, title: str = "bigdl-medimg report", results: Sequence = (),
         found = read_summaries(d)
         if not found:
             raise ConfigError(f"no BigDL summaries (train/ or validation/ event files) under {d}")
-        summaries.update(found)
+        run = os.path.basename(os.path.dirname(os.path.abspath(d)))  # <run>/summaries: name curves by run
+        summaries.update({(f"{run}/{app}" if len(summary_dirs) > 1 else app): parts for app, parts in found.items()})
     if not results and not summaries:
         raise ConfigError("nothing to report: give results and/or summary folders")
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")

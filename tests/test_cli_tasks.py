@@ -1,0 +1,154 @@
+"""bigdl-medimg train / evaluate / predict / report for the three tasks, on small generated data."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from bigdl_medimg.cli import main
+from bigdl_medimg.datasets.layouts import write_chestxray14_replica
+from bigdl_medimg.datasets.synth import synth_dataset
+
+KNEE_CFG = """task: knee_cartilage
+estimator:
+  patchesPerImage: 8
+  maxEpoch: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def knee_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    folder = synth_dataset("knee", root / "data", 12, seed=5, shape=(16, 48, 48))
+    (root / "knee.yaml").write_text(KNEE_CFG)
+    return root, folder
+
+
+@pytest.fixture(scope="module")
+def knee_run(spark, knee_data):
+    root, folder = knee_data
+    assert main(["train", "--task", "knee_cartilage", "--data", str(folder), "--out", str(root / "knee"),
+                 "--config", str(root / "knee.yaml")]) == 0
+    return root / "knee"
+
+
+@pytest.mark.slow
+def test_knee_train_evaluate_predict_and_report(spark, knee_data, knee_run, capsys, monkeypatch):
+    root, folder = knee_data
+    info = json.loads((knee_run / "model" / "task.json").read_text())
+    assert info["task"] == "knee_cartilage" and info["config"]["estimator"]["patchesPerImage"] == 8
+    train = json.loads((knee_run / "train.json").read_text())
+    assert train["epochs"] == 1 and 0 <= train["val_dice"] <= 1
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(knee_run / "model"), "--data", str(folder),
+                 "--out", str(root / "knee-eval")]) == 0
+    metrics = json.loads((root / "knee-eval" / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["volumes"] >= 1 and metrics["not_scored"] == 0
+    assert set(metrics["dice"]) == {"femoral_cartilage", "tibial_cartilage", "patellar_cartilage", "meniscus"}
+    assert all(v > 0 for v in metrics["hd"].values())
+    out = capsys.readouterr().out
+    assert "bigdl-medimg report --results" in out
+    # predict on the DICOM series: NIfTI masks on each source grid and a DICOM SEG per series
+    assert main(["predict", "--model", str(knee_run / "model"), "--data", str(folder / "dicom"),
+                 "--out", str(root / "knee-pred")]) == 0
+    pred = json.loads((root / "knee-pred" / "predict.json").read_text())
+    assert pred["masks"] == {"written": 12, "failed": 0, "errors": {}} and pred["dicom_seg"]["written"] == 12
+    segs = list((root / "knee-pred" / "seg").glob("*.seg.dcm"))
+    assert len(segs) == 12 and pydicom.dcmread(segs[0]).Modality == "SEG"
+    # a corrupt slice: that series is reported, nothing else lost, exit code 3
+    bad = root / "bad-dicom"
+    shutil.copytree(folder / "dicom", bad)
+    victim = sorted((bad / "case_0002").iterdir())[5]
+    victim.write_bytes(victim.read_bytes()[:400])
+    assert main(["predict", "--model", str(knee_run / "model"), "--data", str(bad),
+                 "--out", str(root / "bad-pred")]) == 3
+    pred = json.loads((root / "bad-pred" / "predict.json").read_text())
+    # the truncated file is a row of its own and its series (now missing a slice) another: both reported
+    assert pred["masks"]["written"] == 11 and pred["masks"]["failed"] == 2
+    assert pred["masks"]["errors"] == {"ExportError: ValueError: mask is null": 2}
+    assert main(["report", "--results", str(root / "knee-eval" / "results"), "--summaries",
+                 str(knee_run / "summaries"), "--out", str(root / "report.html")]) == 0
+    from test_report import report_images
+
+    assert len(report_images((root / "report.html").read_text())) == 4
+
+
+@pytest.mark.slow
+def test_meniscus_two_stage_from_the_command_line(spark, knee_data, knee_run, capsys, monkeypatch):
+    root, folder = knee_data
+    monkeypatch.setenv("BIGDL_MEDIMG_PROGRESS_SECONDS", "1")
+    capsys.readouterr()
+    assert main(["train", "--task", "meniscus_tear", "--data", str(folder), "--out", str(root / "tear"),
+                 "--seg-model", str(knee_run / "model"), "--epochs", "2", "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    # progress while BigDL trains, one line per epoch, a summary at the end
+    assert re.search(r"epoch [12]/2 \| iteration \d+/\d+ \| loss \d+\.\d+ \| [\d.]+ samples/s \| elapsed \S+ \| ~\S+ left",
+                     out), out
+    assert "epoch 2/2 done in" in out and "trained meniscus_tear in" in out
+    info = json.loads((root / "tear" / "model" / "task.json").read_text())
+    assert info["segmentation_model"] == str(knee_run / "model")
+    assert main(["evaluate", "--model", str(root / "tear" / "model"), "--data", str(folder), "--split", "all",
+                 "--out", str(root / "tear-eval")]) == 0
+    metrics = json.loads((root / "tear-eval" / "metrics.json").read_text())
+    assert metrics["cases"] == 12 and 0 <= metrics["auroc"] <= 1
+    preds = spark.read.parquet(str(root / "tear-eval" / "predictions")).toPandas()
+    assert list(preds.columns[:3]) == ["study_instance_uid", "series_instance_uid", "case"] and len(preds) == 12
+    assert main(["predict", "--model", str(root / "tear" / "model"), "--data", str(folder / "dicom"),
+                 "--out", str(root / "tear-pred")]) == 0
+    got = spark.read.parquet(str(root / "tear-pred" / "predictions")).toPandas()
+    assert len(got) == 12 and got["prob_tear"].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_chest_from_the_command_line(spark, tmp_path):
+    data = write_chestxray14_replica(tmp_path / "cxr", n_patients=30, size=64, seed=3, prevalence=0.3)
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text("task: chest_xray14\npreprocessing:\n  size: [64, 64]\n"
+                   "estimator:\n  topology: densenet_tiny\n  batchSize: 8\n")
+    assert main(["train", "--task", "chest_xray14", "--data", str(data), "--out", str(tmp_path / "run"),
+                 "--config", str(cfg), "--epochs", "1"]) == 0
+    assert main(["evaluate", "--model", str(tmp_path / "run" / "model"), "--data", str(data),
+                 "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    test_list = (data / "test_list.txt").read_text().split()
+    assert metrics["images"] == len(test_list) and len(metrics["auroc"]) == 14
+    table = pd.read_csv(next((tmp_path / "eval" / "predictions.csv").glob("part-*.csv")))
+    assert sorted(table["image_index"]) == sorted(test_list)
+    assert main(["predict", "--model", str(tmp_path / "run" / "model"), "--data", str(data / "images_001"),
+                 "--out", str(tmp_path / "pred")]) == 0
+    table = pd.read_csv(next((tmp_path / "pred" / "predictions.csv").glob("part-*.csv")))
+    assert len(table) == len(list((data / "images_001").rglob("*.png")))
+    assert np.all(table.filter(like="prob_").to_numpy() <= 1)
+
+
+def test_command_line_errors_are_one_line_with_exit_codes(tmp_path, capsys):
+    assert main(["train", "--task", "knee_cartilage", "--data", str(tmp_path / "nowhere"),
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--data" in err and "no such file or folder" in err
+    assert main(["evaluate", "--model", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "not a model folder" in capsys.readouterr().err
+    (tmp_path / "c.yaml").write_text("task: chest_xray14\n")
+    assert main(["train", "--task", "knee_cartilage", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+                 "--config", str(tmp_path / "c.yaml")]) == 2
+    assert "is for task 'chest_xray14'" in capsys.readouterr().err
+
+
+def test_failures_inside_spark_are_reduced_to_their_cause(spark):
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from bigdl_medimg.cli import failure_line
+
+    @F.udf(T.IntegerType())
+    def boom(x):
+        raise ValueError(f"cannot handle row {x}")
+
+    with pytest.raises(Exception) as info:
+        spark.range(3).select(boom("id")).collect()
+    assert re.match(r"ValueError: cannot handle row \d$", failure_line(info.value)), failure_line(info.value)
