@@ -1,0 +1,116 @@
+"""A real Spark standalone cluster on 127.0.0.1 (a master and two 1-core workers from the pyspark
+distribution): the ChestX-ray14 example trains through spark-submit, BigDL's training tasks run on
+both executors (read from Spark's event log), the saved model is then used, and the cluster is torn down."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bigdl_medimg.session import bigdl_jars
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spark_home() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).parent
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cluster")
+    home = _spark_home()
+    env = dict(os.environ, SPARK_HOME=str(home), SPARK_LOCAL_IP="127.0.0.1", SPARK_NO_DAEMONIZE="1",
+               PYSPARK_PYTHON=sys.executable, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    port, ui = _free_port(), _free_port()
+    cls = str(home / "bin" / "spark-class")
+    procs = [subprocess.Popen([cls, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                               "--port", str(port), "--webui-port", str(ui)], env=env,
+                              stdout=open(root / "master.log", "w"), stderr=subprocess.STDOUT)]
+    url = f"spark://127.0.0.1:{port}"
+    try:
+        for i in range(2):
+            procs.append(subprocess.Popen(
+                [cls, "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "1",
+                 "--memory", "3g", "--webui-port", str(_free_port()), "--work-dir", str(root / f"work{i}")],
+                env=env, stdout=open(root / f"worker{i}.log", "w"), stderr=subprocess.STDOUT))
+        deadline = time.time() + 120
+        alive = 0
+        while time.time() < deadline:
+            try:
+                state = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=5).read())
+                alive = sum(w["state"] == "ALIVE" for w in state.get("workers", []))
+            except OSError:
+                alive = 0
+            if alive == 2:
+                break
+            time.sleep(1)
+        assert alive == 2, (root / "master.log").read_text()[-2000:]
+        yield {"url": url, "ui": ui, "env": env, "root": root}
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.mark.slow
+def test_training_through_spark_submit_uses_both_executors(cluster, spark, tmp_path):
+    events = tmp_path / "events"
+    events.mkdir()
+    out = tmp_path / "chest"
+    cmd = [str(Path(sys.executable).parent / "spark-submit"), "--master", cluster["url"],
+           "--jars", ",".join(bigdl_jars()), "--driver-memory", "2g", "--executor-memory", "2g",
+           "--executor-cores", "1", "--total-executor-cores", "2",
+           "--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir={events.as_uri()}",
+           "--conf", f"spark.pyspark.python={sys.executable}",
+           str(ROOT / "examples" / "chest_xray14.py"), "--out", str(out), "--patients", "24", "--size", "64",
+           "--topology", "densenet_tiny", "--epochs", "1", "--batch", "8"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=cluster["env"], timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["test_images"] > 0 and result["epochs"] == 1
+    # Spark's event log: the application ran on the standalone master, with two executors,
+    # and BigDL's distributed optimiser ran its training tasks on both of them
+    log = [json.loads(line) for f in events.iterdir() for line in f.read_text().splitlines()]
+    env = next(e for e in log if e["Event"] == "SparkListenerEnvironmentUpdate")
+    assert env["Spark Properties"]["spark.master"] == cluster["url"]
+    executors = {e["Executor ID"] for e in log if e["Event"] == "SparkListenerExecutorAdded"}
+    assert len(executors) == 2
+    stages = {e["Stage Info"]["Stage ID"]: e["Stage Info"]["Stage Name"] for e in log
+              if e["Event"] == "SparkListenerStageSubmitted"}
+    training = {s for s, name in stages.items() if "DistriOptimizer" in name}
+    assert training, sorted(set(stages.values()))
+    ran_on = {e["Task Info"]["Executor ID"] for e in log
+              if e["Event"] == "SparkListenerTaskEnd" and e["Stage ID"] in training}
+    assert ran_on == executors
+    # the model trained on the cluster is used here (local session): it scores the replica's radiographs
+    from bigdl_medimg import read_images
+    from bigdl_medimg.ml import ClassificationModel
+    from bigdl_medimg.transforms import PercentileScale, ResizeImage
+
+    model = ClassificationModel.load(str(out / "model"))
+    assert len(model.getLabelNames()) == 14 and model.getInputShape() == [1, 64, 64]
+    images = read_images(spark, (out / "replica" / "images_001").as_uri()).limit(6)
+    scored = model.transform(PercentileScale(lower=0.5, upper=99.5).transform(ResizeImage(size=[64, 64])
+                                                                               .transform(images))).collect()
+    assert len(scored) == 6 and all(len(r.probability) == 14 and 0 <= min(r.probability) for r in scored)
