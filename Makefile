@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench clean java
+.PHONY: venv demo test bench dist clean java
 
 venv: $(STAMP)
 
@@ -32,6 +32,21 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/run.py
+
+# dist/: the wheel, and the library with its whole Python environment packed for executors
+# (spark-submit --archives dist/bigdl-medimg-env.tar.gz#environment; see README, "Running on YARN").
+DIST_VENV := build/dist-venv
+dist: $(STAMP)
+	rm -rf $(DIST_VENV) dist
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DIST_VENV)/bin/python -m pip install -q .
+	$(DIST_VENV)/bin/python -m pip install -q --no-deps $$($(PY) -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); print(' '.join(c['bigdl_medimg']['no_deps_requires'].split()))")
+	$(DIST_VENV)/bin/python -c "import bigdl_medimg, bigdl.dllib, numpy; assert numpy.__version__ < '2'"
+	$(PY) -m pip install -q venv-pack==0.2.0
+	$(PY) -m pip wheel -q --no-deps -w dist .
+	$(VENV)/bin/venv-pack -p $(DIST_VENV) -o dist/bigdl-medimg-env.tar.gz
+	@ls -lh dist
 
 clean:
 	rm -rf $(VENV) demo-out build dist *.egg-info

@@ -10,12 +10,18 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_executes(path, tmp_path):
+def test_notebook_executes(path, tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
     assert NOTEBOOKS, "no notebooks found"
+    monkeypatch.setenv("BIGDL_MEDIMG_NOTEBOOK_DIR", str(tmp_path))
+    monkeypatch.setenv("BIGDL_MEDIMG_NOTEBOOK_SMALL", "1")
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "tensor table rows:" in outputs
+    marker = {"01_readers.ipynb": "tensor table rows:"}.get(path.name, "NOTEBOOK OK")
+    assert marker in outputs, outputs[-2000:]
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert path.name in ("01_readers.ipynb", "04_meniscus_tear.ipynb") or len(images) >= 1  # plots drawn
