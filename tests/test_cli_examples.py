@@ -52,10 +52,17 @@ def test_example_runs_under_spark_submit(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 series written" in proc.stdout and "0 with errors" in proc.stdout
+    # the command line as a spark-submit script; its exit codes come through spark-submit
+    cli = cmd[:-3] + [str(ROOT / "examples" / "cli.py"), "ingest", "--kind", "series",
+                      "--input", (tmp_path / "in").as_uri(), "--out", str(tmp_path / "cli-out")]
+    proc = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and "2 rows, 2 decoded, 0 with errors" in proc.stdout, proc.stderr[-3000:]
+    proc = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1 and "already exists" in proc.stderr
 
 
 def test_demo_runs_and_checks_itself(spark, tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--readers-only"]) == 0
     out = capsys.readouterr().out
     assert "series : 4 rows, 3 decoded, 1 with errors" in out
     assert out.count("agree after RAS reorientation: True") == 3

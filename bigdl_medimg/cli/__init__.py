@@ -90,9 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", required=True, help="the HTML file to write")
     rep.add_argument("--title", default="bigdl-medimg report")
 
-    demo = sub.add_parser("demo", help="synthetic archive -> every reader -> tensor tables, with a summary")
+    demo = sub.add_parser("demo", help="synthetic archive -> every reader -> train the three tasks -> evaluate "
+                                       "-> report")
     demo.add_argument("--out", default="demo-out")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--readers-only", action="store_true", help="skip training, evaluation and the report")
     spark_opts(demo)
     return p
 
@@ -255,7 +257,8 @@ def cmd_report(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(_spark(args), args.out, seed=args.seed, summary=_summary)
+    _progress_logging()
+    return run_demo(_spark(args), args.out, seed=args.seed, summary=_summary, readers_only=args.readers_only)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
