@@ -206,11 +206,11 @@ def test_multiclass_mode_resume_and_early_stopping(spark, chest, tmp_path, monke
     real = mod.fit_one_epoch
     calls = []
 
-    def crash_in_epoch_3(df, est, data):
+    def crash_in_epoch_3(df, est, data, progress=None):
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("executor lost")
-        return real(df, est, data)
+        return real(df, est, data, progress)
 
     monkeypatch.setattr(mod, "fit_one_epoch", crash_in_epoch_3)
     with pytest.raises(RuntimeError, match="executor lost"):
