@@ -48,7 +48,7 @@ def test_chexnet_protocol_runs_on_the_replica_layout(spark, tmp_path, capsys):
 def test_two_stage_meniscus_pipeline_saved_loaded_in_a_fresh_session_on_dicom(spark, tmp_path):
     out = tmp_path / "tear"
     assert _example("meniscus_tear").main(["--out", str(out), "--train", "10", "--val", "4", "--test", "4",
-                                           "--shape", "16,48,48", "--seg-train", "6", "--seg-epochs", "1",
+                                           "--shape", "16,32,32", "--seg-train", "6", "--seg-epochs", "1",
                                            "--epochs", "2"]) == 0
     res = json.loads((out / "result.json").read_text())
     assert res["test_series"] == 4 and res["variant"] == "meniscus-roi"
@@ -94,7 +94,7 @@ print("ROI", sorted({{tuple(r.roi.shape) for r in rows}}))
 def test_meniscus_whole_volume_variant(spark, tmp_path):
     out = tmp_path / "whole"
     assert _example("meniscus_tear").main(["--out", str(out), "--train", "8", "--val", "4", "--test", "4",
-                                           "--shape", "16,48,48", "--epochs", "1", "--whole-volume"]) == 0
+                                           "--shape", "16,32,32", "--epochs", "1", "--whole-volume"]) == 0
     res = json.loads((out / "result.json").read_text())
     assert res["variant"] == "whole-volume" and res["test_series"] == 4 and res["segmentation_fit_seconds"] == 0
     from pyspark.ml import PipelineModel
