@@ -9,7 +9,8 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 
-__all__ = ["TASK_NAMES", "task_config", "assign_split", "save_task", "load_task", "as_uri", "write_json"]
+__all__ = ["TASK_NAMES", "task_config", "assign_split", "save_task", "load_task", "as_uri", "write_json",
+           "score_split"]
 
 TASK_NAMES = ("knee_cartilage", "meniscus_tear", "chest_xray14")
 
@@ -83,3 +84,13 @@ def load_task(model_dir: str) -> dict:
     if not path.is_file():
         raise ConfigError(f"{model_dir} is not a model folder written by `bigdl-medimg train` (no task.json)")
     return json.loads(path.read_text())
+
+
+def score_split(model_dir: str, df, split: str):
+    """The saved pipeline applied to one split of ``df`` (``"all"`` for every row), cached for several uses."""
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import functions as F
+
+    if split != "all":
+        df = df.filter(F.col("split") == split)
+    return PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df).cache()

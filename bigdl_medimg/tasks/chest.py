@@ -12,7 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from ._common import as_uri, load_task, save_task, write_json
+from ._common import as_uri, load_task, save_task, score_split, write_json
 
 __all__ = ["load", "front_stages", "train", "evaluate", "predict"]
 
@@ -75,18 +75,12 @@ def train(spark, data: str, out: str, cfg: dict) -> dict:
 
 
 def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", kind: str | None = None) -> dict:
-    from pyspark.ml import PipelineModel
-    from pyspark.sql import functions as F
-
     from ..export import write_predictions
     from ..report import ClassificationResults
 
     cfg = load_task(model_dir)["config"]
     names = list(cfg["estimator"]["labelNames"])
-    df = load(spark, data, cfg)
-    if split != "all":
-        df = df.filter(F.col("split") == split)
-    scored = PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df).cache()
+    scored = score_split(model_dir, load(spark, data, cfg), split)
     try:
         res = ClassificationResults.from_dataframe(scored, labelNames=names, labelCol="labels",
                                                    title=f"ChestX-ray14 ({split} split)")

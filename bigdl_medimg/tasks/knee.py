@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._common import as_uri, assign_split, load_task, save_task, write_json
+from ._common import as_uri, assign_split, load_task, save_task, score_split, write_json
 
 __all__ = ["load", "front_stages", "train", "evaluate", "predict", "SEGMENT_LABELS"]
 
@@ -83,20 +83,18 @@ def _classes(cfg: dict) -> list[str]:
 
 def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", kind: str | None = None) -> dict:
     """Dice, HD95 and MSD per class on a split (of the NIfTI pairs); results saved in ``<out>/results``."""
-    from pyspark.ml import PipelineModel
-    from pyspark.sql import functions as F
-
     from ..report import SegmentationResults
 
     cfg = load_task(model_dir)["config"]
-    df = load(spark, data, cfg)
-    if split != "all":
-        df = df.filter(F.col("split") == split)
-    scored = reference_mask(cfg, PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df))
+    scored = score_split(model_dir, load(spark, data, cfg), split)
     names = _classes(cfg)
-    res = SegmentationResults.from_dataframe(
-        scored, numClasses=len(names) + 1, classNames=names, imageCol="model_input", predictionCol="segmentation",
-        labelCol="mask_model", keyCol="case", title=f"Knee segmentation ({split} split)")
+    try:
+        res = SegmentationResults.from_dataframe(
+            reference_mask(cfg, scored), numClasses=len(names) + 1, classNames=names, imageCol="model_input",
+            predictionCol="segmentation", labelCol="mask_model", keyCol="case",
+            title=f"Knee segmentation ({split} split)")
+    finally:
+        scored.unpersist()
     res.save(str(Path(out) / "results"))
     per = res.per_class()
     metrics = {"task": "knee_cartilage", "split": split, "volumes": len(res.volumes),

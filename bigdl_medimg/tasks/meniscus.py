@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from . import knee
-from ._common import assign_split, load_task, save_task, task_config, write_json
+from ._common import assign_split, load_task, save_task, score_split, task_config, write_json
 
 __all__ = ["load", "train", "evaluate", "predict"]
 
@@ -91,17 +91,11 @@ def _labelled_volumes(spark, data: str, cfg: dict, kind: str | None):
 
 
 def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", kind: str | None = None) -> dict:
-    from pyspark.ml import PipelineModel
-    from pyspark.sql import functions as F
-
     from ..export import write_predictions
     from ..report import ClassificationResults
 
     cfg = load_task(model_dir)["config"]
-    df = _labelled_volumes(spark, data, cfg, kind)
-    if split != "all":
-        df = df.filter(F.col("split") == split)
-    scored = PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df).cache()
+    scored = score_split(model_dir, _labelled_volumes(spark, data, cfg, kind), split)
     try:
         res = ClassificationResults.from_dataframe(scored, labelNames=LABELS, labelCol="tear",
                                                    title=f"Meniscus tear ({split} split)")
