@@ -171,6 +171,11 @@ def test_model_columns_thresholds_and_pipeline_save_load(spark, chest, chest_mod
     out = {r.id: r for r in model.transform(test.unionByName(broken)).collect()}
     assert len(out) == test.count() + 1
     assert out[-1].probability is None and out[-1].prediction is None
+    # and validation rows without an image do not count in the per-epoch AUROC
+    val = chest[0].filter("is_val").select("image", F.col("labels").alias("__y"))
+    with_null = val.unionByName(val.limit(1).withColumn("image", F.lit(None).cast(val.schema["image"].dataType)))
+    got, want = _est._validation_auroc(model.network, with_null), _est._validation_auroc(model.network, val)
+    assert got["val_auroc"] == pytest.approx(want["val_auroc"]) and np.isfinite(got["val_auroc"])
     pipe = PipelineModel(stages=[model])
     pipe.write().overwrite().save(str(tmp_path / "pm"))
     again = PipelineModel.load(str(tmp_path / "pm")).transform(chest[1]).orderBy("id").collect()

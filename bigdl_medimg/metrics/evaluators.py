@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..transforms._stage import param, with_accessors
 
 __all__ = ["segmentation_scores", "DiceEvaluator", "SurfaceDistanceEvaluator", "MultiLabelAUCEvaluator",
-           "classification_arrays"]
+           "classification_arrays", "label_matrix"]
 
 
 def _score_volume(pred, ref, n_classes: int, surface: bool, percentile: float) -> dict:
@@ -233,24 +233,33 @@ def classification_arrays(df, probabilityCol: str, labelCol: str, keyCols: Seque
     scored = [r for r in rows if not r["__unscored"] and r[labelCol] is not None]
     if not scored:
         raise ConfigError(f"no scored rows: every row's {probabilityCol!r} or {labelCol!r} is null")
-    p = np.array([r[0] for r in scored], dtype=np.float64)
+    p, y = label_matrix([r[0] for r in scored], [r[1] for r in scored], labelCol)
+    keys = {c: [r[c] for r in scored] for c in keyCols}
+    keys["n_unscored"] = len(rows) - len(scored)
+    return p, y, keys
+
+
+def label_matrix(probabilities, labels, what: str = "labels") -> tuple[np.ndarray, np.ndarray]:
+    """Scores ``(n, L)`` and 0/1 labels ``(n, L)`` from probability rows and label rows.
+
+    Labels are 0/1 arrays (multi-label) or class indices (multi-class: one-vs-rest
+    columns; with two classes only the positive one is kept).
+    """
+    p = np.array(probabilities, dtype=np.float64)
     if p.ndim == 1:
         p = p[:, None]
-    first = scored[0][1]
-    if isinstance(first, (list, tuple)):
-        y = np.array([r[1] for r in scored], dtype=np.float64)
+    if isinstance(labels[0], (list, tuple, np.ndarray)):
+        y = np.array(labels, dtype=np.float64)
     else:
-        idx = np.array([int(r[1]) for r in scored])
+        idx = np.array([int(v) for v in labels])
         if idx.min() < 0 or idx.max() >= max(p.shape[1], 2):
-            raise ConfigError(f"class index out of range 0..{p.shape[1] - 1} in {labelCol!r}")
+            raise ConfigError(f"class index out of range 0..{p.shape[1] - 1} in {what!r}")
         y = np.eye(max(p.shape[1], 2))[idx][:, : p.shape[1]]
         if p.shape[1] == 2:
             p, y = p[:, 1:], y[:, 1:]
     if y.shape != p.shape:
-        raise ConfigError(f"{labelCol!r} has {y.shape[1]} labels but {probabilityCol!r} has {p.shape[1]}")
-    keys = {c: [r[c] for r in scored] for c in keyCols}
-    keys["n_unscored"] = len(rows) - len(scored)
-    return p, y, keys
+        raise ConfigError(f"{what!r} has {y.shape[1]} labels but the probabilities have {p.shape[1]}")
+    return p, y
 
 
 @with_accessors

@@ -383,19 +383,19 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                                    batchSize=self._get("batchSize"))
 
     def _validation_auroc(self, network, val) -> dict:
+        from pyspark.sql import functions as F
+
         from ..metrics.classification import auroc_per_label
+        from ..metrics.evaluators import label_matrix
 
         scored = self._model(network).setPredictionCol("").setOutputCol("__p").transform(val)
-        rows = scored.select("__p", "__y").collect()  # numbers only
-        probs = np.array([r["__p"] for r in rows], dtype=np.float64)
+        # numbers only; rows without an image come back unscored and do not count
+        rows = scored.select("__p", "__y").filter(F.col("__p").isNotNull()).collect()
         n = len(self._get("labelNames"))
-        if self._get("mode") == "multilabel":
-            y = np.array([r["__y"] for r in rows], dtype=np.float64)
-        else:
-            y = np.eye(n)[np.array([int(r["__y"]) for r in rows])]
-        per = auroc_per_label(probs, y) if len(rows) else [float("nan")] * n
-        if self._get("mode") == "multiclass" and n == 2:
-            per = per[1:]  # binary: one AUROC
+        if rows:
+            per = auroc_per_label(*label_matrix([r["__p"] for r in rows], [r["__y"] for r in rows]))
+        else:  # binary multiclass: one AUROC
+            per = [float("nan")] * (1 if self._get("mode") == "multiclass" and n == 2 else n)
         finite = [v for v in per if np.isfinite(v)]
         return {"val_auroc": float(np.mean(finite)) if finite else float("nan"), "val_auroc_per_label": per}
 
