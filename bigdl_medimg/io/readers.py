@@ -2,7 +2,7 @@
 
 Every reader lists and reads files through Spark's ``binaryFile`` source, so
 hdfs://, s3a:// and file:// paths and Hadoop globs work alike, and decodes on
-executors with ``mapInPandas`` (Arrow batches of
+executors with ``mapInArrow`` (Arrow batches of
 ``spark.sql.execution.arrow.maxRecordsPerBatch`` rows; the profiles in
 ``conf/spark`` keep it small because images are large rows).
 
@@ -78,22 +78,36 @@ def _rows_frame(rows: list[dict], columns: list[str]):
 
 
 def _map_decode(files, decode, fields, failfast: bool):
-    """mapInPandas ``decode(content, path) -> row dict`` over ``(path, content)`` rows."""
+    """``decode(content, path) -> row dict`` over ``(path, content)`` rows, with ``mapInArrow``.
+
+    Each file's bytes are taken straight from the Arrow batch; the output
+    columns are built as Arrow arrays (no pandas conversion of the large rows).
+    """
+    from .._arrow import arrow_schema
+
     schema = _schema(fields)
     columns = [n for n, _ in fields]
 
     def run(batches: Iterator):
-        for pdf in batches:
-            rows = []
-            for path, content in zip(pdf["path"], pdf["content"]):
-                r = decode(bytes(content), path)
+        import pyarrow as pa
+
+        out_schema = arrow_schema(schema)
+        for batch in batches:
+            paths = batch.column(batch.schema.get_field_index("path")).to_pylist()
+            contents = batch.column(batch.schema.get_field_index("content"))
+            values: dict[str, list] = {c: [] for c in columns}
+            for i, path in enumerate(paths):
+                buf = contents[i].as_buffer()
+                r = decode(b"" if buf is None else buf.to_pybytes(), path)
                 if failfast and r.get("_exc") is not None:
                     raise r["_exc"]
                 r["path"] = path
-                rows.append(r)
-            yield _rows_frame(rows, columns)
+                for c in columns:
+                    values[c].append(r.get(c))
+            yield pa.RecordBatch.from_arrays([pa.array(values[f.name], type=f.type) for f in out_schema],
+                                             schema=out_schema)
 
-    return files.mapInPandas(run, schema)
+    return files.select("path", "content").mapInArrow(run, schema)
 
 
 def read_dicom(spark, path, *, with_pixels: bool = True, mode: str = "permissive", recursive: bool = True):
@@ -333,36 +347,78 @@ def read_dicom_series(spark, path, *, mode: str = "permissive", recursive: bool 
 
     plans = headers.groupBy("series_instance_uid").applyInPandas(plan, _schema(plan_fields))
     good = plans.filter(F.col("plan_error").isNull() & F.col("series_key").isNotNull())
-    slices = good.select("series_key", "plan_affine", F.posexplode("path").alias("slice_index", "path"))
-    joined = slices.join(files, on="path", how="inner")
+    slices = good.select("series_key", "plan_affine", F.size("path").alias("n_slices"),
+                         F.posexplode("path").alias("slice_index", "path"))
+    joined = slices.join(files, on="path", how="inner") \
+        .repartition("series_key").sortWithinPartitions("series_key", "slice_index")
+    out_fields = [("series_key", "string"), ("image", tensor_type()), ("assembly_error", "string")]
+    out_schema = _schema(out_fields)
 
-    def assemble(pdf):
-        import pandas as pd
+    def assemble(batches):
+        # Streams each partition's slices (sorted by series, then slice) into one preallocated
+        # volume per series: a task holds one volume plus one small Arrow batch, and the volume
+        # leaves as the data buffer of the output row without a copy.
+        import pyarrow as pa
+
+        from .._arrow import arrow_schema, tensor_array
         from .dicom import dicom_affine, dicom_pixels, parse_dicom
-        from .series import assemble_volume
-        from ..tensor import from_numpy
+        from .series import VolumeBuilder
 
-        pdf = pdf.sort_values("slice_index")
-        key = pdf["series_key"].iloc[0]
-        paths = list(pdf["path"])
-        contents = [bytes(c) for c in pdf["content"]]
-        affine = pdf["plan_affine"].iloc[0]
-        image, error = None, None
-        try:
-            vol = assemble_volume(paths, contents, lambda c, p: dicom_pixels(parse_dicom(c, p), p))
-            if affine is None:
-                aff, _src = dicom_affine(parse_dicom(contents[0], paths[0], stop_before_pixels=True), vol.shape)
+        schema = arrow_schema(out_schema)
+        image_type = schema.field("image").type
+        state = {"key": None, "builder": None, "affine": None, "error": None, "first": None}
+
+        def finish():
+            key, b = state["key"], state["builder"]
+            if key is None:
+                return None
+            image, error = None, state["error"]
+            if error is None and not b.complete:
+                error = f"SeriesAssemblyError: {b.n - b.filled} of {b.n} slices could not be read"
+            if error is None:
+                aff = state["affine"]
+                if aff is None:
+                    first_content, first_path = state["first"]
+                    aff, _src = dicom_affine(parse_dicom(first_content, first_path, stop_before_pixels=True),
+                                             b.volume.shape)
+                image = tensor_array(b.volume, aff, image_type)
             else:
-                aff = np.asarray(affine, dtype=np.float64).reshape(4, 4)
-            image = from_numpy(vol, aff)
-        except SeriesAssemblyError as exc:
-            if failfast:
-                raise
-            error = exc.column_text()
-        return pd.DataFrame({"series_key": [key], "image": [image], "assembly_error": [error]})
+                image = pa.nulls(1, type=image_type)
+            state.update(key=None, builder=None, first=None)
+            return pa.RecordBatch.from_arrays([pa.array([key]), image, pa.array([error], pa.string())],
+                                              schema=schema)
 
-    assembled = joined.groupBy("series_key").applyInPandas(
-        assemble, _schema([("series_key", "string"), ("image", tensor_type()), ("assembly_error", "string")]))
+        for batch in batches:
+            cols = {name: batch.column(i) for i, name in enumerate(batch.schema.names)}
+            for i in range(batch.num_rows):
+                key = cols["series_key"][i].as_py()
+                if key != state["key"]:
+                    done = finish()
+                    if done is not None:
+                        yield done
+                    aff = cols["plan_affine"][i].as_py()
+                    state.update(key=key, builder=VolumeBuilder(cols["n_slices"][i].as_py(),
+                                                                lambda c, p: dicom_pixels(parse_dicom(c, p), p)),
+                                 affine=None if aff is None else np.asarray(aff, np.float64).reshape(4, 4),
+                                 error=None)
+                if state["error"] is not None:
+                    continue
+                path = cols["path"][i].as_py()
+                content = cols["content"][i].as_buffer().to_pybytes()
+                if state["affine"] is None and state["first"] is None:
+                    state["first"] = (content, path)
+                try:
+                    state["builder"].add(cols["slice_index"][i].as_py(), content, path)
+                except SeriesAssemblyError as exc:
+                    if failfast:
+                        raise
+                    state["error"] = exc.column_text()
+        done = finish()
+        if done is not None:
+            yield done
+
+    assembled = joined.select("series_key", "plan_affine", "n_slices", "slice_index", "path", "content") \
+        .mapInArrow(assemble, out_schema)
     out = plans.join(assembled, on="series_key", how="left")
     meta_cols = [n for n, _ in _SERIES_META]
     return out.select(

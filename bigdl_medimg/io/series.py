@@ -221,6 +221,48 @@ def _plan_stack(skey: str, uid: str, members: list[dict], split: str | None) -> 
                       meta=meta)
 
 
+class VolumeBuilder:
+    """Decode the slices of one planned series straight into a preallocated volume.
+
+    Slices may arrive one at a time (a streaming reader holds one slice's bytes
+    and the volume, never a list of decoded slices).  The volume takes the first
+    slice's dtype and is promoted when a later slice needs a wider one (float32
+    once any slice carries a fractional rescale).
+    """
+
+    def __init__(self, n_slices: int, decode: Callable[[bytes, str], np.ndarray]):
+        self.n, self.decode = int(n_slices), decode
+        self.volume: np.ndarray | None = None
+        self.filled = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.volume is not None and self.filled == self.n
+
+    def add(self, index: int, content: bytes, path: str) -> None:
+        """Decode slice ``index`` (0-based, plan order); raises :class:`SeriesAssemblyError` naming ``path``."""
+        arr = _decode_one(self.decode, content, path)
+        if self.n == 1:  # a multi-frame file is the whole series
+            self.volume = arr if arr.ndim == 3 else arr[np.newaxis]
+            self.filled = 1
+            return
+        if arr.ndim != 2:
+            raise SeriesAssemblyError(path, f"{_name(path)}: slice has shape {arr.shape}; a series needs 2-D mono slices")
+        if self.volume is None:
+            dtype = np.dtype(np.float32) if arr.dtype.kind == "f" else arr.dtype
+            self.volume = np.empty((self.n,) + arr.shape, dtype=dtype)
+        elif arr.shape != self.volume.shape[1:]:
+            raise SeriesAssemblyError(path, f"{_name(path)}: slice shape {arr.shape} differs from "
+                                            f"{self.volume.shape[1:]}")
+        dtype = np.result_type(self.volume.dtype, arr.dtype)
+        if dtype.kind == "f":
+            dtype = np.dtype(np.float32)
+        if dtype != self.volume.dtype:
+            self.volume = self.volume.astype(dtype)
+        self.volume[index] = arr
+        self.filled += 1
+
+
 def assemble_volume(plan_paths: Sequence[str], contents: Sequence[bytes],
                     decode: Callable[[bytes, str], np.ndarray]) -> np.ndarray:
     """Decode the slices of one planned series, in plan order, into a volume.
@@ -236,24 +278,10 @@ def assemble_volume(plan_paths: Sequence[str], contents: Sequence[bytes],
         Naming the failing file: a corrupt slice, a colour slice, or a size
         that differs from the header.
     """
-    if len(plan_paths) == 1:
-        arr = _decode_one(decode, contents[0], plan_paths[0])
-        return arr if arr.ndim == 3 else arr[np.newaxis]
-    slices = []
-    for content, path in zip(contents, plan_paths):
-        arr = _decode_one(decode, content, path)
-        if arr.ndim != 2:
-            raise SeriesAssemblyError(path, f"{_name(path)}: slice has shape {arr.shape}; a series needs 2-D mono slices")
-        if slices and arr.shape != slices[0].shape:
-            raise SeriesAssemblyError(path, f"{_name(path)}: slice shape {arr.shape} differs from {slices[0].shape}")
-        slices.append(arr)
-    dtype = np.result_type(*[s.dtype for s in slices])
-    if dtype.kind == "f":
-        dtype = np.dtype(np.float32)
-    vol = np.empty((len(slices),) + slices[0].shape, dtype=dtype)
-    for i, s in enumerate(slices):
-        vol[i] = s
-    return vol
+    builder = VolumeBuilder(len(plan_paths), decode)
+    for i, (content, path) in enumerate(zip(contents, plan_paths)):
+        builder.add(i, content, path)
+    return builder.volume
 
 
 def _decode_one(decode, content: bytes, path: str) -> np.ndarray:

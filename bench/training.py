@@ -1,0 +1,254 @@
+"""Training throughput: the library's 3-D U-Net and 2-D DenseNet with BigDL on Spark vs the same nets in PyTorch.
+
+Each configuration runs in a fresh process (a fresh JVM for BigDL, whose
+``local[N]`` cannot change inside one); the parent samples the resident memory
+of the driver, the JVM (in local mode also the executor where BigDL trains) and
+the Python workers.
+
+BigDL's samples/s is the median of the per-iteration ``Throughput`` its
+TrainSummary records (first iterations dropped), so it excludes JVM start and
+data caching; ``wall`` is every epoch's samples over the whole ``fit`` time.
+PyTorch runs the same network, loss, optimiser (Adam), input, batch and thread
+count, timed after warm-up iterations.
+
+Usage: ``python bench/training.py [--quick]``; one configuration:
+``python bench/training.py --worker bigdl --model unet --master local[2] ...``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import emit, mb, run_measured, table, write_json  # noqa: E402
+
+MODELS = {
+    # the knee_cartilage preset: 16x32x32 patches, depth 2, 8 base filters, batch norm, 5 classes, dice_ce
+    "unet": {"shape": [1, 16, 32, 32], "outputs": 5, "batch": 16, "samples": 256},
+    # DenseNet-BC (growth 12, blocks 3-6-4: the library's densenet_small) on 1x128x128 X-rays, 14 labels
+    "densenet": {"shape": [1, 128, 128], "outputs": 14, "batch": 16, "samples": 256},
+}
+UNET = dict(depth=2, base_filters=8, batch_norm=True)
+DENSENET = dict(growth_rate=12, block_config=(3, 6, 4), init_features=24)
+CLASS_WEIGHTS = [0.02, 1.0, 1.0, 1.0, 1.0]
+
+
+def _data(spark, model: str, n: int, partitions: int):
+    import numpy as np
+    import pandas as pd
+    from pyspark.sql import types as T
+
+    cfg = MODELS[model]
+    vox = int(np.prod(cfg["shape"]))
+    label_len = vox // cfg["shape"][0] * cfg["outputs"] if model == "unet" else cfg["outputs"]
+
+    def gen(batches):
+        for pdf in batches:
+            feats, labels = [], []
+            for i in pdf["id"]:
+                rng = np.random.default_rng(int(i))
+                feats.append(rng.standard_normal(vox).astype(np.float32))
+                if model == "unet":
+                    cls = rng.integers(0, cfg["outputs"], vox)
+                    labels.append(np.eye(cfg["outputs"], dtype=np.float32)[cls].reshape(-1))
+                else:
+                    labels.append((rng.random(cfg["outputs"]) < 0.2).astype(np.float32))
+            yield pd.DataFrame({"features": feats, "label": labels})
+
+    schema = T.StructType([T.StructField("features", T.ArrayType(T.FloatType())),
+                           T.StructField("label", T.ArrayType(T.FloatType()))])
+    df = spark.range(n, numPartitions=partitions).mapInPandas(gen, schema).cache()
+    assert df.count() == n and label_len > 0
+    return df
+
+
+def bigdl_worker(args) -> dict:
+    import numpy as np
+    from bigdl.dllib.nnframes import NNEstimator
+    from bigdl.dllib.optim.optimizer import Adam, TrainSummary
+
+    from bigdl_medimg import get_spark
+    from bigdl_medimg.ml.tfevents import read_scalars
+
+    java_opts = f"-Dbigdl.engineType={args.engine}"
+    spark = get_spark(master=args.master, conf={"spark.driver.extraJavaOptions": java_opts,
+                                                "spark.executor.extraJavaOptions": java_opts})
+    cfg = MODELS[args.model]
+    df = _data(spark, args.model, args.samples or cfg["samples"], args.partitions)
+    if args.model == "unet":
+        from bigdl_medimg.ml.segmentation_estimator import SegmentationEstimator
+        from bigdl_medimg.models import unet3d
+
+        seg = SegmentationEstimator(nClasses=cfg["outputs"], patchShape=cfg["shape"][1:], loss=args.loss,
+                                    classWeights=CLASS_WEIGHTS)
+        net = seg._training_network(unet3d(cfg["outputs"], cfg["shape"][1:], **UNET))
+        crit = seg._criterion()
+        if args.loss == "ce":
+            raise SystemExit("use loss dice_ce: the bench data carries one-hot labels")
+        label_shape = seg._label_shape()
+    else:
+        from bigdl.dllib.keras.layers import Activation
+        from bigdl.dllib.keras.models import Sequential
+
+        from bigdl_medimg.ml.classification import weighted_bce_loss
+        from bigdl_medimg.models import densenet2d
+
+        net = Sequential()
+        net.add(densenet2d(cfg["outputs"], cfg["shape"], **DENSENET))
+        net.add(Activation("sigmoid"))
+        crit = weighted_bce_loss(cfg["outputs"], np.full(cfg["outputs"], 0.8), np.full(cfg["outputs"], 0.2))
+        label_shape = [cfg["outputs"]]
+    sumdir = tempfile.mkdtemp(prefix="bench-summary-")
+    est = NNEstimator(net, crit, cfg["shape"], label_shape).setBatchSize(args.batch) \
+        .setOptimMethod(Adam(learningrate=1e-3)).setMaxEpoch(args.epochs) \
+        .setTrainSummary(TrainSummary(sumdir, "bench"))
+    if args.cache != "DRAM":
+        est.setDataCacheLevel(args.cache, 2)
+    t0 = time.perf_counter()
+    est.fit(df)
+    wall = time.perf_counter() - t0
+    thr = [v for _, v, _ in read_scalars(f"{sumdir}/bench/train").get("Throughput", [])]
+    steady = thr[2:] if len(thr) > 4 else thr
+    n = df.count()
+    spark.stop()
+    return {"samples_per_s": float(np.median(steady)) if steady else None, "iterations": len(thr),
+            "wall_samples_per_s": n * args.epochs / wall, "fit_seconds": wall}
+
+
+def torch_worker(args) -> dict:
+    import numpy as np
+    import torch
+
+    import torch_models as tm
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = MODELS[args.model]
+    b = args.batch
+    x = torch.randn(b, *cfg["shape"])
+    if args.model == "unet":
+        net = tm.UNet3d(cfg["outputs"], cfg["shape"][0], **UNET)
+        cls = torch.randint(0, cfg["outputs"], (b, *cfg["shape"][1:]))
+        y = torch.nn.functional.one_hot(cls, cfg["outputs"]).permute(0, 4, 1, 2, 3).float()
+        w = torch.tensor(CLASS_WEIGHTS)
+        loss_fn = lambda out: tm.dice_ce_loss(out, y, w)  # noqa: E731
+    else:
+        net = tm.DenseNet2d(cfg["outputs"], cfg["shape"][0], **DENSENET)
+        y = (torch.rand(b, cfg["outputs"]) < 0.2).float()
+        loss_fn = lambda out: tm.weighted_bce_loss(out, y, 0.8, 0.2)  # noqa: E731
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net.train()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x))
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(args.iterations):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {"samples_per_s": b / float(np.median(times)), "iterations": args.iterations}
+
+
+def _args(model, worker, **kw) -> list[str]:
+    out = [str(Path(__file__).resolve()), "--worker", worker, "--model", model]
+    for k, v in kw.items():
+        out += [f"--{k}", str(v)]
+    return out
+
+
+# (label, model, BigDL options); the first row of each model is the library's default set-up
+LEVERS = [
+    ("default: mklblas, batch 16, 2 partitions, DRAM cache", "unet", {}),
+    ("batch 64", "unet", {"batch": 64}),
+    ("4 partitions", "unet", {"partitions": 4}),
+    ("DISK_AND_DRAM cache", "unet", {"cache": "DISK_AND_DRAM"}),
+    ("engine mkldnn", "unet", {"engine": "mkldnn"}),
+    ("default: mklblas, batch 16, 2 partitions, DRAM cache", "densenet", {}),
+    ("batch 64", "densenet", {"batch": 64}),
+    ("engine mkldnn", "densenet", {"engine": "mkldnn"}),
+]
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--worker", choices=["bigdl", "torch"])
+    ap.add_argument("--model", choices=sorted(MODELS), default="unet")
+    ap.add_argument("--master", default="local[2]")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=0)
+    ap.add_argument("--partitions", type=int, default=2)
+    ap.add_argument("--samples", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--engine", default="mklblas")
+    ap.add_argument("--cache", default="DRAM")
+    ap.add_argument("--loss", default="dice_ce")
+    ap.add_argument("--quick", action="store_true", help="default set-ups only (no lever sweep)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    if args.worker:
+        args.batch = args.batch or MODELS[args.model]["batch"]
+        args.samples = args.samples or max(MODELS[args.model]["samples"], args.batch * 8)
+        emit(bigdl_worker(args) if args.worker == "bigdl" else torch_worker(args))
+        return {}
+
+    results = {"models": {k: {**v, **({"unet": UNET, "densenet": DENSENET}[k])} for k, v in MODELS.items()},
+               "runs": []}
+    levers = [lv for lv in LEVERS if not args.quick or lv[0].startswith("default")]
+    rows = []
+    for label, model, opts in levers:
+        batch = opts.get("batch", MODELS[model]["batch"])
+        r = run_measured(_args(model, "bigdl", **opts))
+        t = run_measured(_args(model, "torch", batch=batch, threads=2))
+        ratio = (r.get("samples_per_s") or 0) / t["samples_per_s"] if "samples_per_s" in t and r.get(
+            "samples_per_s") else None
+        results["runs"].append({"model": model, "lever": label, "options": opts, "bigdl": r, "torch": t,
+                                "ratio": ratio})
+        rows.append([model, label, _sps(r), _sps(t), "-" if ratio is None else f"{ratio:.2f}x",
+                     mb(r.get("rss", {}).get("jvm")), mb(r.get("rss", {}).get("driver_python")),
+                     mb(t.get("rss", {}).get("driver_python"))])
+    # scaling: the default U-Net and DenseNet set-ups on one core
+    scaling = []
+    for model in ("unet", "densenet"):
+        one = run_measured(_args(model, "bigdl", master="local[1]", partitions=1))
+        two = next(x["bigdl"] for x in results["runs"] if x["model"] == model and x["lever"].startswith("default"))
+        s = (two.get("samples_per_s") or 0) / one["samples_per_s"] if one.get("samples_per_s") else None
+        t1 = run_measured(_args(model, "torch", threads=1))
+        t2 = next(x["torch"] for x in results["runs"] if x["model"] == model and x["lever"].startswith("default"))
+        ts = t2["samples_per_s"] / t1["samples_per_s"] if "samples_per_s" in t1 and "samples_per_s" in t2 else None
+        scaling.append({"model": model, "bigdl_local1": one, "bigdl_local2": two, "speedup": s,
+                        "torch_1_thread": t1, "torch_speedup": ts})
+    results["scaling"] = scaling
+    text = "Training throughput (samples/s; BigDL local[2] vs PyTorch 2 threads; target >= 1.0x)\n\n"
+    text += table(["model", "BigDL set-up", "BigDL", "PyTorch", "ratio", "JVM peak", "driver peak",
+                   "PyTorch peak"], rows)
+    text += "\n\nScaling (samples/s; target local[2] / local[1] >= 1.8x)\n\n"
+    text += table(["model", "BigDL local[1]", "BigDL local[2]", "speed-up", "PyTorch 1 thread", "PyTorch speed-up"],
+                  [[s["model"], _sps(s["bigdl_local1"]), _sps(s["bigdl_local2"]),
+                    "-" if s["speedup"] is None else f"{s['speedup']:.2f}x", _sps(s["torch_1_thread"]),
+                    "-" if s["torch_speedup"] is None else f"{s['torch_speedup']:.2f}x"] for s in scaling])
+    print(text)
+    results["table"] = text
+    write_json("training", results)
+    return results
+
+
+def _sps(r: dict) -> str:
+    if "error" in r:
+        return "failed: " + r["error"].strip().splitlines()[-1][:80]
+    return f"{r['samples_per_s']:.1f}" if r.get("samples_per_s") else "-"
+
+
+if __name__ == "__main__":
+    main()
