@@ -9,6 +9,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import inference  # noqa: E402
+import ingest  # noqa: E402
+import training  # noqa: E402
 import transforms_memory  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -35,6 +38,14 @@ def main() -> int:
     results = {"machine": machine()}
     print("== preprocessing stages: peak memory (target < 4x the volume's float32 size per task)")
     results["transforms_memory"] = transforms_memory.main(["--json", str(OUT / "transforms_memory.json")])
+    print("\n== ingest and series assembly vs a pydicom loop")
+    results["ingest"] = ingest.main([])
+    print("\n== training throughput vs PyTorch (BigDL levers tried), scaling")
+    results["training"] = training.main([])
+    print("\n== sliding-window inference vs PyTorch")
+    results["inference"] = inference.main([])
+    tables = [results["ingest"]["table"], results["training"]["table"], results["inference"]["table"]]
+    (OUT / "tables.md").write_text("\n\n".join(tables) + "\n")
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     print(f"all results: {OUT / 'results.json'}")
     return 0

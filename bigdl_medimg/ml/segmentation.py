@@ -124,33 +124,67 @@ class SegmentationModel(NetworkModelPersistence, Model):
         tile_df = keyed.select("__key", in_col).mapInArrow(tiles, tile_schema)
         nn = NNModel(flat_model(self._network, voxels, n_classes), [chans, *patch]) \
             .setFeaturesCol("features").setPredictionCol("__pred").setBatchSize(self.getOrDefault("batchSize"))
-        scored = nn.transform(tile_df).drop("features")
+        scored = nn.transform(tile_df).drop("features") \
+            .repartition("__key").sortWithinPartitions("__key")
         out_schema = T.StructType([T.StructField("__key", T.LongType()), T.StructField(out_col, tensor_type()),
                                    T.StructField("__prob", tensor_type())])
         want_prob = bool(prob_col)
 
-        def blend(pdf):
-            import pandas as pd
+        def blend(batches):
+            # Streams each partition's tiles (sorted by volume) into one accumulator per volume:
+            # a task holds the (classes, D, H, W) sums, the weights and one small batch of tiles.
+            from .._arrow import arrow_schema, tensor_array
+            from .inference import blend_weights
 
-            from ..tensor import from_numpy
-            from .inference import blend_weights, stitch
+            schema = arrow_schema(out_schema)
+            ttype = schema.field(out_col).type
+            weights = blend_weights(patch, mode)
+            cur = {"key": None}
 
-            shape, padded = [int(v) for v in pdf["__shape"].iloc[0]], [int(v) for v in pdf["__padded"].iloc[0]]
-            aff = np.asarray(pdf["__affine"].iloc[0], dtype=np.float64).reshape(4, 4)
-            scores = []
-            for pred in pdf["__pred"]:
-                logits = np.array(pred, dtype=np.float32).reshape(voxels, n_classes).T.reshape((n_classes,) + patch)
-                logits -= logits.max(axis=0, keepdims=True)
-                e = np.exp(logits)
-                scores.append(e / e.sum(axis=0, keepdims=True))
-            starts = [tuple(int(v) for v in s) for s in pdf["__start"]]
-            prob = stitch(padded, starts, scores, blend_weights(patch, mode))
-            prob = prob[(slice(None),) + tuple(slice(0, s) for s in shape)]
-            seg = np.argmax(prob, axis=0).astype(np.uint8)
-            return pd.DataFrame({"__key": [pdf["__key"].iloc[0]], out_col: [from_numpy(seg, aff)],
-                                 "__prob": [from_numpy(prob, aff) if want_prob else None]})
+            def finish():
+                if cur["key"] is None:
+                    return None
+                prob = cur["acc"]
+                prob /= cur["norm"]
+                prob = prob[(slice(None),) + tuple(slice(0, s) for s in cur["shape"])]
+                seg = np.argmax(prob, axis=0).astype(np.uint8)
+                probs = tensor_array(np.ascontiguousarray(prob), cur["aff"], ttype) if want_prob \
+                    else pa.nulls(1, type=ttype)
+                out = pa.RecordBatch.from_arrays([pa.array([cur["key"]], pa.int64()),
+                                                  tensor_array(seg, cur["aff"], ttype), probs], schema=schema)
+                cur.clear()
+                cur["key"] = None
+                return out
 
-        stitched = scored.groupBy("__key").applyInPandas(blend, out_schema)
+            for batch in batches:
+                cols = {name: batch.column(i) for i, name in enumerate(batch.schema.names)}
+                preds = cols["__pred"]
+                for i in range(batch.num_rows):
+                    key = cols["__key"][i].as_py()
+                    if key != cur["key"]:
+                        done = finish()
+                        if done is not None:
+                            yield done
+                        padded = tuple(cols["__padded"][i].as_py())
+                        cur.update(key=key, shape=tuple(cols["__shape"][i].as_py()),
+                                   aff=np.asarray(cols["__affine"][i].as_py(), np.float64).reshape(4, 4),
+                                   acc=np.zeros((n_classes,) + padded, np.float32),
+                                   norm=np.zeros(padded, np.float32))
+                    logits = preds[i].values.to_numpy(zero_copy_only=False).astype(np.float32)
+                    logits = logits.reshape(voxels, n_classes).T.reshape((n_classes,) + patch)
+                    logits -= logits.max(axis=0, keepdims=True)
+                    np.exp(logits, out=logits)
+                    logits /= logits.sum(axis=0, keepdims=True)
+                    st = cols["__start"][i].as_py()
+                    sl = tuple(slice(a, a + b) for a, b in zip(st, patch))
+                    cur["acc"][(slice(None),) + sl] += logits * weights
+                    cur["norm"][sl] += weights
+            done = finish()
+            if done is not None:
+                yield done
+
+        stitched = scored.select("__key", "__start", "__shape", "__padded", "__affine", "__pred") \
+            .mapInArrow(blend, out_schema)
         if not want_prob:
             stitched = stitched.drop("__prob")
         else:
