@@ -96,7 +96,7 @@ def bigdl_worker(args) -> dict:
         from bigdl.dllib.keras.models import Sequential
 
         from bigdl_medimg.ml.classification import weighted_bce_loss
-        from bigdl_medimg.models import densenet2d
+        from bigdl_medimg.models.classifiers import densenet2d
 
         net = Sequential()
         net.add(densenet2d(cfg["outputs"], cfg["shape"], **DENSENET))

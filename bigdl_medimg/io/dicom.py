@@ -215,11 +215,26 @@ def has_pixel_data(ds) -> bool:
     return any(k in ds for k in _PIXEL_KEYWORDS)
 
 
+def _check_pixel_size(ds, path: str) -> None:
+    """Refuse pixel data whose declared size (rows x columns x frames x samples) is above the limit."""
+    from ..limits import check_declared_size
+
+    try:
+        dims = [int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("Rows") or 0), int(ds.get("Columns") or 0),
+                int(ds.get("SamplesPerPixel", 1) or 1)]
+        bits = int(ds.get("BitsAllocated") or 16)
+    except (TypeError, ValueError):
+        raise DicomReadError(path, "damaged image pixel module (non-numeric Rows, Columns, frames or bits)") from None
+    # decoders may return up to 8 bytes per sample (float64 modality LUT output)
+    check_declared_size(dims, max(bits / 8, 1) * (2 if bits <= 32 else 1), DicomReadError, path, "pixel array")
+
+
 def dicom_pixels(ds, path: str) -> np.ndarray:
     """Decoded pixels of a parsed data set, per the module's conventions."""
     if not has_pixel_data(ds):
         what = _get(ds, "Modality", _str) or "unknown modality"
         raise DicomReadError(path, f"no pixel data in this DICOM object ({what})")
+    _check_pixel_size(ds, path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -39,8 +39,14 @@ def sniff_format(content: bytes) -> str | None:
 def _pil_decode(content: bytes, path: str, keep_color: bool) -> np.ndarray:
     from PIL import Image
 
+    from ..limits import check_declared_size, max_image_bytes
+
+    # our limit decides (checked below from the header); PIL's own bomb guard only far above it
+    Image.MAX_IMAGE_PIXELS = max_image_bytes() // 4
     try:
         with Image.open(io.BytesIO(content)) as im:
+            # header only so far: refuse a declared size above the limit before decoding
+            check_declared_size([im.size[1], im.size[0], len(im.getbands())], 4, ImageFileReadError, path)
             im.load()
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L"):

@@ -92,6 +92,8 @@ def decode_mhd(header: bytes, path: str, data: bytes | None = None, *, max_bytes
     array : ndarray
     affine : (4, 4) ndarray (RAS+)
     """
+    from ..limits import check_declared_size
+
     fields, offset = parse_mhd_header(header, path)
     try:
         dims = [int(v) for v in fields["DimSize"].split()]
@@ -110,8 +112,8 @@ def decode_mhd(header: bytes, path: str, data: bytes | None = None, *, max_bytes
         raise MhdReadError(path, f"unsupported ElementType {etype!r}")
     msb = fields.get("BinaryDataByteOrderMSB", fields.get("ElementByteOrderMSB", "False")).lower() == "true"
     dtype = np.dtype(MET_TYPES[etype]).newbyteorder(">" if msb else "<")
-    count = int(np.prod(dims, dtype=np.int64)) * channels
-    need = count * dtype.itemsize
+    need = check_declared_size(list(dims) + [channels], dtype.itemsize, MhdReadError, path)
+    count = need // dtype.itemsize
     if need > max_bytes:
         raise MhdReadError(path, f"declares {need} bytes of data, over the {max_bytes}-byte limit")
     raw = header[offset:] if data is None else data

@@ -72,6 +72,8 @@ def decode_nifti_array(content: bytes, path: str, *, max_bytes: int = MAX_DECOMP
     """
     import nibabel as nib
 
+    from ..limits import check_declared_size
+
     raw = _gunzip(content, path, max_bytes) if content[:2] == b"\x1f\x8b" else content
     kind = _header_kind(raw)
     if kind is None:
@@ -82,6 +84,7 @@ def decode_nifti_array(content: bytes, path: str, *, max_bytes: int = MAX_DECOMP
     try:
         hdr = klass.header_class.from_fileobj(io.BytesIO(raw))
         shape = hdr.get_data_shape()
+        check_declared_size(shape, max(hdr.get_data_dtype().itemsize, 4), NiftiReadError, path, "volume")
         need = int(hdr.get_data_offset()) + int(np.prod(shape, dtype=np.int64)) * hdr.get_data_dtype().itemsize
         if len(raw) < need:
             raise NiftiReadError(path, f"truncated: header declares {need} bytes, file has {len(raw)}")
