@@ -17,7 +17,6 @@ Usage: ``python bench/training.py [--quick]``; one configuration:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time

@@ -17,7 +17,7 @@ HARNESS = Path(__file__).with_name("fuzz_harness.py")
 
 @pytest.mark.reliability
 def test_mutation_fuzzing_never_crashes(tmp_path, record_property):
-    n = int(os.environ.get("BIGDL_MEDIMG_FUZZ_EXAMPLES", "150"))
+    n = int(os.environ.get("BIGDL_MEDIMG_FUZZ_EXAMPLES", "400"))
     proc = subprocess.run([sys.executable, str(HARNESS), "--examples", str(n)], capture_output=True, text=True,
                           timeout=1200, cwd=str(HARNESS.parent.parent))
     assert proc.returncode in (0, 1), f"the fuzzing process crashed (exit {proc.returncode}): {proc.stderr[-2000:]}"
