@@ -10,6 +10,8 @@ numbers.
 """
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "MedImgError",
     "ConfigError",
@@ -81,6 +83,19 @@ class ImageFileReadError(ImageReadError):
     """A 2D image file (PNG, JPEG, DICOM X-ray) cannot be read."""
 
 
+_QUOTED = re.compile(r"b?'(?:[^'\\]|\\.)*'" + r'|b?"(?:[^"\\]|\\.)*"')
+
+
+def library_text(exc: BaseException, limit: int = 200) -> str:
+    """``Type: message`` of a third-party exception with quoted values blanked.
+
+    Decoder libraries quote element values in their messages (``invalid value
+    for VR DS: 'SMITH^JOHN'``); an error column or log line must never carry
+    them, so anything in quotes becomes ``'…'``.
+    """
+    return one_line(f"{type(exc).__name__}: {_QUOTED.sub(chr(39) + chr(8230) + chr(39), str(exc))}", limit)
+
+
 def one_line(text: object, limit: int = 300) -> str:
     """Collapse ``text`` to a single line of at most ``limit`` characters."""
     s = " ".join(str(text).split())
@@ -93,7 +108,7 @@ def record_error(row: dict, exc: BaseException, cls: type, path: str) -> dict:
     An :class:`ImageReadError` is kept as is; anything else (a library failing
     on damaged input) is wrapped in ``cls`` naming ``path``.
     """
-    err = exc if isinstance(exc, ImageReadError) else cls(path, f"{type(exc).__name__}: {exc}")
+    err = exc if isinstance(exc, ImageReadError) else cls(path, library_text(exc))
     row["error"] = err.column_text()
     row["_exc"] = err
     return row

@@ -40,6 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--master", help="override spark.master")
         sp.add_argument("--conf", action="append", metavar="KEY=VALUE", help="extra Spark setting (repeatable)")
 
+    def deid_opts(sp, optional: bool):
+        if optional:
+            sp.add_argument("--deidentify", action="store_true",
+                            help="apply the PS3.15 basic profile to the columns (key from $BIGDL_MEDIMG_DEID_KEY)")
+        sp.add_argument("--dates", default="shift", choices=["shift", "remove"],
+                        help="de-identification: shift dates per patient or remove them")
+        sp.add_argument("--path-mode", default="hash", choices=["hash", "drop", "keep"],
+                        help="de-identification: replace file paths by opaque labels, drop or keep them")
+
     ing = sub.add_parser("ingest", help="read images and write a Parquet tensor table")
     ing.add_argument("--kind", required=True, choices=["dicom", "series", "nifti", "images"])
     ing.add_argument("--input", required=True, help="files, folders or Hadoop globs (hdfs://, s3a://, file://)")
@@ -47,7 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--mode", default="permissive", choices=["permissive", "failfast"])
     ing.add_argument("--overwrite", action="store_true")
     ing.add_argument("--fail-on-error", action="store_true", help="exit 3 when any row has an error")
+    deid_opts(ing, optional=True)
     spark_opts(ing)
+
+    dei = sub.add_parser("deidentify", help="write de-identified copies of DICOM files (PS3.15 basic profile)")
+    dei.add_argument("--input", required=True, help="DICOM files, folders or Hadoop globs")
+    dei.add_argument("--out", required=True, help="output folder (<study>/<series>/<instance>.dcm, quarantine/)")
+    dei.add_argument("--no-quarantined", action="store_true",
+                     help="do not write images flagged for burned-in text (default: under <out>/quarantine)")
+    deid_opts(dei, optional=False)
+    spark_opts(dei)
 
     syn = sub.add_parser("synth", help="write phantom datasets, dataset-layout replicas or a preview")
     syn.add_argument("--kind", choices=["knee", "chest"], help="phantom kind to write under --out/<kind>")
@@ -117,24 +135,52 @@ def _summary(df, what: str) -> tuple[int, int]:
     return int(r.n), int(r.bad)
 
 
-def _read(spark, kind: str, path: str, mode: str):
+def _read(spark, kind: str, path: str, mode: str, deidentify=None):
     from ..io import readers
 
     fn = {"dicom": readers.read_dicom, "series": readers.read_dicom_series, "nifti": readers.read_nifti,
           "images": readers.read_images}[kind]
-    return fn(spark, path, mode=mode)
+    return fn(spark, path, mode=mode, deidentify=deidentify)
+
+
+def _deid_stage(args):
+    from ..deid import Deidentify
+
+    stage = Deidentify(dates=args.dates, pathMode=args.path_mode)
+    stage._validate()
+    stage.pseudonymizer()  # fails early (exit 2) without a key
+    return stage
 
 
 def cmd_ingest(args) -> int:
     from ..io.readers import write_tensors
 
+    stage = _deid_stage(args) if args.deidentify else None
     spark = _spark(args)
-    df = _read(spark, args.kind, args.input, args.mode)
+    df = _read(spark, args.kind, args.input, args.mode, stage)
     write_tensors(df, args.out, mode="overwrite" if args.overwrite else "errorifexists")
     from ..io.readers import read_tensors
 
     _n, bad = _summary(read_tensors(spark, args.out), f"ingest {args.kind} -> {args.out}")
     return EXIT_ROW_ERRORS if (bad and args.fail_on_error) else EXIT_OK
+
+
+def cmd_deidentify(args) -> int:
+    from pyspark.sql import functions as F
+
+    from ..deid import deidentify_files
+
+    stage = _deid_stage(args)
+    spark = _spark(args)
+    df = deidentify_files(spark, args.input, args.out, deidentify=stage,
+                          write_quarantined=not args.no_quarantined).cache()
+    r = df.agg(F.count(F.lit(1)).alias("n"), F.count("output").alias("written"), F.count("quarantine").alias("q"),
+               F.count("error").alias("bad")).first()
+    print(f"deidentify -> {args.out}: {r.n} files, {r.written} written, {r.q} quarantined (burned-in text "
+          f"possible), {r.bad} with errors")
+    for e in df.filter(F.col("error").isNotNull()).groupBy("error").count().orderBy(F.desc("count")).limit(5).collect():
+        print(f"  {e['count']} x {e.error}")
+    return EXIT_ROW_ERRORS if r.bad else EXIT_OK
 
 
 def cmd_synth(args) -> int:
@@ -265,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return {"ingest": cmd_ingest, "synth": cmd_synth, "train": cmd_train, "evaluate": cmd_evaluate,
+        return {"ingest": cmd_ingest, "deidentify": cmd_deidentify, "synth": cmd_synth, "train": cmd_train, "evaluate": cmd_evaluate,
                 "predict": cmd_predict, "report": cmd_report, "demo": cmd_demo}[args.command](args)
     except (MedImgError, argparse.ArgumentTypeError) as exc:
         print(f"bigdl-medimg: error: {one_line(exc)}", file=sys.stderr)

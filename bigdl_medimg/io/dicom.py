@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import DicomReadError, record_error
+from ..errors import DicomReadError, library_text, record_error
 from ..tensor import LPS_TO_RAS
 
 __all__ = [
@@ -107,6 +107,17 @@ def looks_like_dicom(content: bytes) -> bool:
     return len(content) >= 132 and content[128:132] == b"DICM"
 
 
+def _quiet_pydicom() -> None:
+    """pydicom logs (and warns) invalid values verbatim (``Invalid value for VR CS: 'SMITH^JOHN'``): silence its
+    logger below CRITICAL and skip read-time validation, so no element value reaches a log."""
+    import logging
+
+    from pydicom import config
+
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    config.settings.reading_validation_mode = config.IGNORE
+
+
 def parse_dicom(content: bytes, path: str, *, stop_before_pixels: bool = False):
     """Parse DICOM bytes, recognised by content rather than by file name.
 
@@ -122,6 +133,7 @@ def parse_dicom(content: bytes, path: str, *, stop_before_pixels: bool = False):
     import pydicom
     from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+    _quiet_pydicom()
     preamble = looks_like_dicom(content)
     if not preamble and len(content) < 8:
         raise DicomReadError(path, f"not a DICOM file ({len(content)} bytes)")
@@ -134,7 +146,7 @@ def parse_dicom(content: bytes, path: str, *, stop_before_pixels: bool = False):
     except Exception as exc:  # pydicom raises many types on damaged input
         if not preamble:
             raise DicomReadError(path, "not a DICOM file (no DICM marker and no parsable data set)") from None
-        raise DicomReadError(path, f"damaged DICOM file: {type(exc).__name__}: {exc}") from None
+        raise DicomReadError(path, f"damaged DICOM file: {library_text(exc)}") from None
     if not preamble:
         if len(keys) < 2 or keys[0].group not in (0x0002, 0x0008):
             raise DicomReadError(path, "not a DICOM file (no DICM marker and no parsable data set)")
@@ -242,7 +254,7 @@ def dicom_pixels(ds, path: str) -> np.ndarray:
     except Exception as exc:
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(ts, "name", None) or str(ts)
-        raise DicomReadError(path, f"cannot decode pixel data ({name}): {type(exc).__name__}: {exc}") from None
+        raise DicomReadError(path, f"cannot decode pixel data ({name}): {library_text(exc)}") from None
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     pi = str(ds.get("PhotometricInterpretation", "")).strip().upper()
@@ -254,7 +266,7 @@ def dicom_pixels(ds, path: str) -> np.ndarray:
         try:
             arr = np.asarray(apply_color_lut(arr, ds))
         except Exception as exc:
-            raise DicomReadError(path, f"cannot apply the palette colour LUT: {exc}") from None
+            raise DicomReadError(path, f"cannot apply the palette colour LUT: {library_text(exc)}") from None
         spp = 3
     if spp == 1:
         arr = _modality_lut(arr, ds)

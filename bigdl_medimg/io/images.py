@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import DicomReadError, ImageFileReadError, record_error
+from ..errors import DicomReadError, ImageFileReadError, library_text, record_error
 from .dicom import dicom_metadata, dicom_pixels, looks_like_dicom, parse_dicom
 
 __all__ = ["XRAY_MODALITIES", "sniff_format", "decode_image"]
@@ -69,7 +69,7 @@ def _pil_decode(content: bytes, path: str, keep_color: bool) -> np.ndarray:
     except ImageFileReadError:
         raise
     except Exception as exc:
-        raise ImageFileReadError(path, f"damaged image file: {type(exc).__name__}: {exc}") from None
+        raise ImageFileReadError(path, f"damaged image file: {library_text(exc)}") from None
     return np.ascontiguousarray(arr)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NiftiReadError, record_error
+from ..errors import NiftiReadError, library_text, record_error
 
 __all__ = ["looks_like_nifti", "decode_nifti_array", "decode_nifti", "MAX_DECOMPRESSED_BYTES"]
 
@@ -93,7 +93,7 @@ def decode_nifti_array(content: bytes, path: str, *, max_bytes: int = MAX_DECOMP
     except NiftiReadError:
         raise
     except Exception as exc:
-        raise NiftiReadError(path, f"damaged NIfTI file: {type(exc).__name__}: {exc}") from None
+        raise NiftiReadError(path, f"damaged NIfTI file: {library_text(exc)}") from None
     slope = float(getattr(img.dataobj, "slope", 1.0))
     inter = float(getattr(img.dataobj, "inter", 0.0))
     scaled = slope != 1 or inter != 0

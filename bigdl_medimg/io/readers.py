@@ -77,11 +77,13 @@ def _rows_frame(rows: list[dict], columns: list[str]):
     return pd.DataFrame({c: [r.get(c) for r in rows] for c in columns}, columns=columns)
 
 
-def _map_decode(files, decode, fields, failfast: bool):
+def _map_decode(files, decode, fields, failfast: bool, path_label=None):
     """``decode(content, path) -> row dict`` over ``(path, content)`` rows, with ``mapInArrow``.
 
     Each file's bytes are taken straight from the Arrow batch; the output
     columns are built as Arrow arrays (no pandas conversion of the large rows).
+    ``path_label`` (de-identification): decoders see an opaque label instead of
+    the path, so error texts and failfast exceptions never carry it.
     """
     from .._arrow import arrow_schema
 
@@ -98,7 +100,7 @@ def _map_decode(files, decode, fields, failfast: bool):
             values: dict[str, list] = {c: [] for c in columns}
             for i, path in enumerate(paths):
                 buf = contents[i].as_buffer()
-                r = decode(b"" if buf is None else buf.to_pybytes(), path)
+                r = decode(b"" if buf is None else buf.to_pybytes(), path if path_label is None else path_label(path))
                 if failfast and r.get("_exc") is not None:
                     raise r["_exc"]
                 r["path"] = path
@@ -110,7 +112,24 @@ def _map_decode(files, decode, fields, failfast: bool):
     return files.select("path", "content").mapInArrow(run, schema)
 
 
-def read_dicom(spark, path, *, with_pixels: bool = True, mode: str = "permissive", recursive: bool = True):
+def _deid(deidentify):
+    """``(stage, path label function)`` for a reader's ``deidentify=`` argument (both None without it)."""
+    if deidentify is None:
+        return None, None
+    from ..deid import Deidentify
+
+    if not isinstance(deidentify, Deidentify):
+        raise ConfigError(f"deidentify= takes a bigdl_medimg.deid.Deidentify stage, got {type(deidentify).__name__}")
+    deidentify._validate()
+    pseudo = deidentify.pseudonymizer()
+    return deidentify, (pseudo.path_label if deidentify.getOrDefault("pathMode") != "keep" else None)
+
+
+def _finish(df, stage):
+    return df if stage is None else stage.transform(df)
+
+
+def read_dicom(spark, path, *, with_pixels: bool = True, mode: str = "permissive", recursive: bool = True, deidentify=None):
     """One row per file: allow-listed DICOM metadata, the decoded image and an error.
 
     Parameters
@@ -138,11 +157,12 @@ def read_dicom(spark, path, *, with_pixels: bool = True, mode: str = "permissive
     fields = [("path", "string")] + _meta_fields() + [("affine_source", "string"), ("image", tensor_type()),
                                                       ("error", "string")]
     files = binary_files(spark, path, recursive=recursive)
-    return _map_decode(files, lambda c, p: decode_dicom(c, p, with_pixels=with_pixels), fields,
-                       mode == "failfast")
+    stage, label = _deid(deidentify)
+    return _finish(_map_decode(files, lambda c, p: decode_dicom(c, p, with_pixels=with_pixels), fields,
+                               mode == "failfast", label), stage)
 
 
-def read_nifti(spark, path, *, mode: str = "permissive", recursive: bool = True):
+def read_nifti(spark, path, *, mode: str = "permissive", recursive: bool = True, deidentify=None):
     """One row per ``.nii``/``.nii.gz`` file (recognised by content).
 
     Returns
@@ -158,10 +178,12 @@ def read_nifti(spark, path, *, mode: str = "permissive", recursive: bool = True)
     fields = [("path", "string"), ("affine_source", "string"), ("n_nonfinite", "long"),
               ("image", tensor_type()), ("error", "string")]
     files = binary_files(spark, path, recursive=recursive)
-    return _map_decode(files, decode_nifti, fields, mode == "failfast")
+    stage, label = _deid(deidentify)
+    return _finish(_map_decode(files, decode_nifti, fields, mode == "failfast", label), stage)
 
 
 def read_images(spark, path, *, modalities: Sequence[str] | None = XRAY_MODALITIES, keep_color: bool = False,
+                deidentify=None,
                 mode: str = "permissive", recursive: bool = True):
     """One row per 2-D X-ray: DICOM (CR, DX, ...), PNG or JPEG, 8 or 16 bit.
 
@@ -189,8 +211,9 @@ def read_images(spark, path, *, modalities: Sequence[str] | None = XRAY_MODALITI
               ("photometric_interpretation", "string"), ("spacing_source", "string"),
               ("image", tensor_type()), ("error", "string")]
     files = binary_files(spark, path, recursive=recursive)
-    return _map_decode(files, lambda c, p: decode_image(c, p, modalities=mods, keep_color=keep_color), fields,
-                       mode == "failfast")
+    stage, label = _deid(deidentify)
+    return _finish(_map_decode(files, lambda c, p: decode_image(c, p, modalities=mods, keep_color=keep_color),
+                               fields, mode == "failfast", label), stage)
 
 
 def read_mhd(spark, path, *, mode: str = "permissive", recursive: bool = True):
@@ -295,7 +318,7 @@ def _plain(v):
     return v
 
 
-def read_dicom_series(spark, path, *, mode: str = "permissive", recursive: bool = True):
+def read_dicom_series(spark, path, *, mode: str = "permissive", recursive: bool = True, deidentify=None):
     """One row per DICOM series: a 3-D volume sorted along the slice normal.
 
     Series are grouped by SeriesInstanceUID and split further (``series_key``
@@ -320,7 +343,8 @@ def read_dicom_series(spark, path, *, mode: str = "permissive", recursive: bool 
     failfast = mode == "failfast"
     files = binary_files(spark, path, recursive=recursive)
     header_fields = [("path", "string")] + _meta_fields() + _HEADER_EXTRA
-    headers = _map_decode(files, _header_row, header_fields, failfast)
+    stage, label = _deid(deidentify)
+    headers = _map_decode(files, _header_row, header_fields, failfast, label)
     plan_fields = ([("series_key", "string"), ("series_instance_uid", "string")] + _SERIES_META
                    + [("n_slices", "int"), ("split", "string"), ("path", "array<string>"),
                       ("plan_affine", "array<double>"), ("plan_error", "string")])
@@ -334,6 +358,10 @@ def read_dicom_series(spark, path, *, mode: str = "permissive", recursive: bool 
         for p in plan_series(records):
             if failfast and p.error:
                 name, _, reason = p.error.partition(": ")
+                if label is not None:
+                    from ..deid.stage import scrub_paths
+
+                    raise SeriesAssemblyError(label(p.paths[0]), scrub_paths(reason or name, p.paths, label))
                 raise SeriesAssemblyError(p.paths[0], reason or name)
             r = dict(p.meta)
             if r.get("series_number") is not None:
@@ -406,9 +434,10 @@ def read_dicom_series(spark, path, *, mode: str = "permissive", recursive: bool 
                 path = cols["path"][i].as_py()
                 content = cols["content"][i].as_buffer().to_pybytes()
                 if state["affine"] is None and state["first"] is None:
-                    state["first"] = (content, path)
+                    state["first"] = (content, path if label is None else label(path))
                 try:
-                    state["builder"].add(cols["slice_index"][i].as_py(), content, path)
+                    state["builder"].add(cols["slice_index"][i].as_py(), content,
+                                         path if label is None else label(path))
                 except SeriesAssemblyError as exc:
                     if failfast:
                         raise
@@ -421,12 +450,12 @@ def read_dicom_series(spark, path, *, mode: str = "permissive", recursive: bool 
         .mapInArrow(assemble, out_schema)
     out = plans.join(assembled, on="series_key", how="left")
     meta_cols = [n for n, _ in _SERIES_META]
-    return out.select(
+    return _finish(out.select(
         "series_key", "series_instance_uid", *meta_cols,
         F.when(F.col("assembly_error").isNull(), F.col("n_slices")).alias("n_slices"),
         "split", "path", "image",
         F.coalesce("plan_error", "assembly_error").alias("error"),
-    )
+    ), stage)
 
 
 # ---------------------------------------------------------- tensor tables ---

@@ -1,0 +1,208 @@
+"""``Deidentify``: the confidentiality profile applied to the metadata columns of a reader DataFrame."""
+
+import os
+import re
+
+from pyspark import keyword_only
+from pyspark.ml import Transformer
+from pyspark.ml.param import TypeConverters
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+
+from ..errors import ConfigError
+from ..transforms._stage import param, with_accessors
+from .profile import DATE_MODES, SECONDARY_CAPTURE_CLASSES, Pseudonymizer
+
+__all__ = ["Deidentify", "KEY_ENV", "scrub_paths"]
+
+KEY_ENV = "BIGDL_MEDIMG_DEID_KEY"
+PATH_MODES = ("hash", "drop", "keep")
+#: identifier columns -> pseudonym prefix
+ID_COLUMNS = {"patient_id": "PID", "other_patient_ids": "PID", "accession_number": "ACC", "study_id": "STU",
+              "issuer_of_patient_id": "ISS", "mrn": "PID", "case": "CASE"}
+NAME_COLUMNS = ("patient_name", "referring_physician_name", "performing_physician_name", "operators_name")
+#: coded-string (VR CS) columns: a value that is not a valid code string (upper-case letters, digits, space,
+#: underscore, at most 16 characters per value) is free text in the wrong place and is nulled
+CS_COLUMNS = ("modality", "photometric_interpretation", "body_part_examined", "view_position", "laterality",
+              "mr_acquisition_type", "burned_in_annotation")
+_CS_VALID = r"^[A-Z0-9 _]{0,16}(\\[A-Z0-9 _]{0,16})*$"
+_CLASS_UID_COLUMNS = {"sop_class_uid", "transfer_syntax_uid", "media_storage_sop_class_uid"}
+
+
+def scrub_paths(text, paths, label):
+    """``text`` with every path in ``paths`` and its file name replaced by ``label(path)``."""
+    if text is None:
+        return None
+    out = str(text)
+    for p in sorted({str(p) for p in paths if p}, key=len, reverse=True):
+        lab = label(p)
+        out = out.replace(p, lab)
+        name = p.rsplit("/", 1)[-1]
+        if name:
+            out = re.sub(r"(?<![\w.-])" + re.escape(name) + r"(?![\w-])", lab, out)
+    return out
+
+
+@with_accessors
+class Deidentify(Transformer, DefaultParamsReadable, DefaultParamsWritable):
+    """De-identify reader output (PS3.15 Basic Profile on metadata columns) and flag burned-in images.
+
+    The key is never a Param (it is not saved with a pipeline): pass ``key=``
+    or set the environment variable named by ``keyEnv`` (default
+    ``BIGDL_MEDIMG_DEID_KEY``) where the pipeline runs.
+
+    What happens to the columns present in the DataFrame:
+
+    * UID columns (``*_uid`` except class/syntax UIDs, and ``series_key``):
+      remapped to keyed ``2.25.`` UIDs, the same for the same input everywhere;
+    * identifier columns (``patient_id``, ``accession_number``, ``study_id``,
+      ``other_patient_ids``, ``case``...): keyed pseudonyms; person-name columns:
+      the patient's pseudonym or null;
+    * date columns (``*_date``, ``*_datetime``): shifted by a per-patient offset
+      (``dates="shift"``, keyed on ``patientCol``, else on the study UID) or
+      removed (``dates="remove"``); birth dates removed;
+    * ``path`` (string or array of paths): replaced by opaque labels
+      (``pathMode="hash"``), dropped (``"drop"``) or kept (``"keep"``); file
+      names inside ``error`` texts are replaced by the same labels;
+    * coded-string columns (``modality``, ``photometric_interpretation``, ...):
+      values that are not valid DICOM code strings (free text where a code
+      belongs) become null;
+    * ``quarantineCol`` (default ``quarantine``): the reason an image may carry
+      burned-in text (BurnedInAnnotation YES, secondary capture class), else null.
+
+    Private tags never reach the columns (the readers' metadata is an
+    allow-list); :func:`~bigdl_medimg.deid.deidentify_files` writes
+    de-identified DICOM files.
+    """
+
+    keyEnv = param("keyEnv", "environment variable holding the key", TypeConverters.toString)
+    dates = param("dates", "'shift' (per-patient offset) or 'remove'", TypeConverters.toString)
+    maxShiftDays = param("maxShiftDays", "largest date shift in days", TypeConverters.toInt)
+    pathMode = param("pathMode", "'hash', 'drop' or 'keep'", TypeConverters.toString)
+    patientCol = param("patientCol", "column identifying the patient for date shifts", TypeConverters.toString)
+    quarantineCol = param("quarantineCol", "column receiving the quarantine reason ('' for none)",
+                          TypeConverters.toString)
+
+    @keyword_only
+    def __init__(self, *, key=None, keyEnv=KEY_ENV, dates="shift", maxShiftDays=365, pathMode="hash",
+                 patientCol="patient_id", quarantineCol="quarantine"):
+        super().__init__()
+        self._setDefault(keyEnv=KEY_ENV, dates="shift", maxShiftDays=365, pathMode="hash", patientCol="patient_id",
+                         quarantineCol="quarantine")
+        kwargs = dict(self._input_kwargs)
+        self._key = kwargs.pop("key", None)
+        self._set(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"Deidentify(uid={self.uid}, key=<hidden>)"
+
+    def pseudonymizer(self) -> Pseudonymizer:
+        """The keyed pseudonymizer (the key from ``key=`` or the environment)."""
+        key = self._key if self._key is not None else os.environ.get(self.getOrDefault("keyEnv"))
+        if not key:
+            raise ConfigError(f"Deidentify needs a key: pass key= or set ${self.getOrDefault('keyEnv')}")
+        return Pseudonymizer(key, self.getOrDefault("maxShiftDays"))
+
+    def _validate(self) -> None:
+        if self.getOrDefault("dates") not in DATE_MODES:
+            raise ConfigError(f"Deidentify: dates must be one of {DATE_MODES}, got {self.getOrDefault('dates')!r}")
+        if self.getOrDefault("pathMode") not in PATH_MODES:
+            raise ConfigError(f"Deidentify: pathMode must be one of {PATH_MODES}, "
+                              f"got {self.getOrDefault('pathMode')!r}")
+
+    def _transform(self, df):
+        import pandas as pd
+        from pyspark.sql import functions as F
+        from pyspark.sql import types as T
+
+        self._validate()
+        pseudo = self.pseudonymizer()
+        cols = {f.name: f.dataType for f in df.schema.fields}
+        dates_mode = self.getOrDefault("dates")
+        path_mode = self.getOrDefault("pathMode")
+        patient_col = self.getOrDefault("patientCol")
+        q_col = self.getOrDefault("quarantineCol")
+        out = df
+
+        def udf_str(fn):
+            return F.pandas_udf(lambda s: s.map(lambda v: None if v is None else fn(v)), T.StringType())
+
+        if q_col:
+            reason = F.lit(None).cast("string")
+            if "sop_class_uid" in cols:
+                for uid, name in SECONDARY_CAPTURE_CLASSES.items():
+                    reason = F.when(F.trim(F.col("sop_class_uid")) == uid,
+                                    F.lit(f"secondary capture image ({name})")).otherwise(reason)
+            if "burned_in_annotation" in cols:
+                reason = F.when(F.upper(F.trim(F.col("burned_in_annotation"))) == "YES",
+                                F.lit("BurnedInAnnotation is YES")).otherwise(reason)
+            out = out.withColumn(q_col, reason)
+
+        # date shifts need the patient before identifiers are replaced
+        date_cols = [c for c, t in cols.items() if isinstance(t, T.StringType) and re.search(r"(^|_)date(time)?$", c)]
+        if date_cols:
+            key_col = patient_col if patient_col in cols else ("study_instance_uid" if "study_instance_uid" in cols
+                                                               else None)
+
+            @F.pandas_udf(T.StringType())
+            def shift(values: pd.Series, who: pd.Series) -> pd.Series:
+                from .profile import shift_date
+
+                return pd.Series([None if v is None else shift_date(v, pseudo.shift_days(w))
+                                  for v, w in zip(values, who)], dtype=object)
+
+            who = F.col(key_col).cast("string") if key_col else F.lit("")
+            for c in date_cols:
+                if dates_mode == "remove" or "birth" in c:
+                    out = out.withColumn(c, F.lit(None).cast("string"))
+                else:
+                    out = out.withColumn(c, shift(F.col(c), F.coalesce(who, F.lit(""))))
+
+        # error texts: file names -> labels (before the paths themselves change)
+        if "error" in cols and "path" in cols and path_mode != "keep":
+            is_array = isinstance(cols["path"], T.ArrayType)
+
+            @F.pandas_udf(T.StringType())
+            def scrub(errors: pd.Series, paths: pd.Series) -> pd.Series:
+                return pd.Series([None if e is None else scrub_paths(
+                    e, (list(p) if p is not None else []) if is_array else [p], pseudo.path_label)
+                    for e, p in zip(errors, paths)], dtype=object)
+
+            out = out.withColumn("error", scrub(F.col("error"), F.col("path")))
+
+        for c, t in cols.items():
+            if not isinstance(t, T.StringType):
+                continue
+            if c == "series_key":
+                out = out.withColumn(c, udf_str(lambda v: _remap_series_key(pseudo, v))(F.col(c)))
+            elif c.endswith("_uid") and c not in _CLASS_UID_COLUMNS:
+                out = out.withColumn(c, udf_str(pseudo.uid)(F.col(c)))
+            elif c in ID_COLUMNS:
+                prefix = ID_COLUMNS[c]
+                out = out.withColumn(c, udf_str(lambda v, _p=prefix: pseudo.pseudonym(v, _p))(F.col(c)))
+            elif c in CS_COLUMNS:
+                out = out.withColumn(c, F.when(F.col(c).rlike(_CS_VALID), F.col(c)))
+            elif c in NAME_COLUMNS:
+                if c == "patient_name" and patient_col in cols:
+                    out = out.withColumn(c, udf_str(lambda v: pseudo.pseudonym(v, "PAT"))(
+                        F.col(patient_col).cast("string")))
+                else:
+                    out = out.withColumn(c, F.lit(None).cast("string"))
+        if "path" in cols:
+            if path_mode == "drop":
+                out = out.drop("path")
+            elif path_mode == "hash":
+                if isinstance(cols["path"], T.ArrayType):
+                    @F.pandas_udf(T.ArrayType(T.StringType()))
+                    def labels(paths: pd.Series) -> pd.Series:
+                        return pd.Series([None if p is None else [pseudo.path_label(x) for x in p] for p in paths],
+                                         dtype=object)
+
+                    out = out.withColumn("path", labels(F.col("path")))
+                else:
+                    out = out.withColumn("path", udf_str(pseudo.path_label)(F.col("path")))
+        return out
+
+
+def _remap_series_key(pseudo: Pseudonymizer, key: str) -> str:
+    uid, sep, rest = str(key).partition("#")
+    return (pseudo.uid(uid) or "") + sep + rest
