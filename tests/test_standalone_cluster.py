@@ -114,3 +114,63 @@ def test_training_through_spark_submit_uses_both_executors(cluster, spark, tmp_p
     scored = model.transform(PercentileScale(lower=0.5, upper=99.5).transform(ResizeImage(size=[64, 64])
                                                                                .transform(images))).collect()
     assert len(scored) == 6 and all(len(r.probability) == 14 and 0 <= min(r.probability) for r in scored)
+
+
+def _executor_pids() -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if b"CoarseGrainedExecutorBackend" in (d / "cmdline").read_bytes():
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.slow
+def test_training_survives_an_executor_killed_mid_epoch(cluster, tmp_path):
+    """An executor is SIGKILLed during epoch 2: the job fails, the estimator resumes from the epoch-1
+    checkpoint (weights and optimiser state), the standalone worker starts a new executor, and the
+    run finishes all epochs."""
+    import signal
+
+    out = tmp_path / "chest"
+    cmd = [str(Path(sys.executable).parent / "spark-submit"), "--master", cluster["url"],
+           "--jars", ",".join(bigdl_jars()), "--driver-memory", "2g", "--executor-memory", "2g",
+           "--executor-cores", "1", "--total-executor-cores", "2",
+           "--conf", f"spark.pyspark.python={sys.executable}",
+           str(ROOT / "examples" / "chest_xray14.py"), "--out", str(out), "--patients", "48", "--size", "64",
+           "--topology", "densenet_tiny", "--epochs", "3", "--batch", "8"]
+    log_path = tmp_path / "submit.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=cluster["env"])
+        killed = None
+        try:
+            deadline = time.time() + 600
+            summary = out / "summaries" / "classification" / "train"
+            size_after_epoch1 = None
+            while time.time() < deadline and proc.poll() is None:
+                size = sum(f.stat().st_size for f in summary.glob("*tfevents*")) if summary.is_dir() else 0
+                if size_after_epoch1 is None and (out / "checkpoints" / "epoch_0001" / "state.json").exists():
+                    size_after_epoch1 = size
+                elif size_after_epoch1 is not None and size > size_after_epoch1:
+                    # BigDL's optimiser has written an iteration of epoch 2: kill an executor mid-epoch
+                    pids = _executor_pids()
+                    assert pids, "no executor process found"
+                    killed = pids[0]
+                    os.kill(killed, signal.SIGKILL)
+                    break
+                time.sleep(0.1)
+            proc.wait(timeout=900)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log_path.read_text()
+    assert killed is not None, text[-3000:]
+    assert proc.returncode == 0, text[-4000:]
+    assert "retry 1 of 2 resumes from epoch_0001" in text, text[-4000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["epochs"] == 3
+    state = json.loads((out / "checkpoints" / "epoch_0003" / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]

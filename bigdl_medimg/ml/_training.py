@@ -61,6 +61,43 @@ def fit_one_epoch(df, estimator, data, progress=None) -> None:
     sc._jvm.System.gc()
 
 
+def is_job_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed Spark job (an executor lost, a task failing repeatedly), not a usage error."""
+    if isinstance(exc, ConfigError):
+        return False
+    try:
+        from py4j.protocol import Py4JJavaError
+        from pyspark.errors.exceptions.captured import CapturedException
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, (Py4JJavaError, CapturedException))
+
+
+def fit_with_retries(owner: str, fit_once, df, checkpoint_dir: str, max_retries: int):
+    """``fit_once(df)``; when a Spark job fails (an executor killed mid-epoch), re-run it up to ``max_retries``
+    times: ``fit_once`` resumes from the newest checkpoint in ``checkpoint_dir``.
+
+    What a retry loses: the iterations of the interrupted epoch (the epoch is
+    re-run from the checkpoint written after the previous one).  What it keeps:
+    the network weights, the optimiser's state (learning-rate schedule position
+    and Adam moments, saved with each checkpoint) and the training history.
+    Without ``checkpoint_dir`` there is nothing to resume from and the failure
+    is raised.
+    """
+    attempt = 0
+    while True:
+        try:
+            return fit_once(df)
+        except Exception as exc:
+            if not checkpoint_dir or attempt >= max_retries or not is_job_failure(exc):
+                raise
+            attempt += 1
+            ck = latest_checkpoint(checkpoint_dir)
+            first = " ".join(str(exc).split())[:300]
+            log.warning("%s: a Spark job failed during training (%s); retry %d of %d resumes from %s", owner, first,
+                        attempt, max_retries, ck.name if ck else "the start (no checkpoint yet)")
+
+
 def driver_heap_mb(sc) -> int:
     rt = sc._jvm.java.lang.Runtime.getRuntime()
     return int((rt.totalMemory() - rt.freeMemory()) / 2 ** 20)

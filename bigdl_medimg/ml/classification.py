@@ -42,7 +42,7 @@ from ..errors import ConfigError
 from ..metrics.evaluators import MultiLabelAUCEvaluator
 from ..transforms._stage import param, with_accessors
 from ._persist import NetworkModelPersistence
-from ._training import (check_optim, driver_heap_mb, fit_one_epoch, from_preset, latest_checkpoint, load_checkpoint,
+from ._training import (check_optim, driver_heap_mb, fit_one_epoch, fit_with_retries, from_preset, latest_checkpoint, load_checkpoint,
                         make_optim, save_checkpoint)
 from .progress import EpochProgress, epoch_line
 
@@ -249,6 +249,8 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
     earlyStoppingPatience = param("earlyStoppingPatience",
                                   "stop after this many epochs without a better validation AUROC (0 = never)",
                                   TypeConverters.toInt)
+    maxRetries = param("maxRetries", "re-runs from the last checkpoint after a failed Spark job (needs checkpointDir)",
+                       TypeConverters.toInt)
     checkpointDir = param("checkpointDir", "folder for per-epoch checkpoints; resumes from it ('' for none)",
                           TypeConverters.toString)
     summaryDir = param("summaryDir", "folder for TensorBoard train/validation summaries ('' for none)",
@@ -262,14 +264,14 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                  topology="densenet121", growthRate=0, blockConfig=None, filters=None, dropout=0.0,
                  labelWeighting="chexnet", classBalancing=False, optimizer="adam", learningRate=1e-3,
                  lrSchedule="constant", lrDecay=0.0, momentum=0.9, maxEpoch=10, earlyStoppingPatience=0,
-                 checkpointDir="", summaryDir="", initModelPath=""):
+                 checkpointDir="", summaryDir="", initModelPath="", maxRetries=2):
         super().__init__()
         self._setDefault(inputCol="image", labelCol="label", outputCol="probability", predictionCol="prediction",
                          mode="multilabel", labelNames=[], inputShape=[1, 224, 224], batchSize=16,
                          validationIndicatorCol="", topology="densenet121", growthRate=0, blockConfig=[], filters=[],
                          dropout=0.0, labelWeighting="chexnet", classBalancing=False, optimizer="adam",
                          learningRate=1e-3, lrSchedule="constant", lrDecay=0.0, momentum=0.9, maxEpoch=10,
-                         earlyStoppingPatience=0, checkpointDir="", summaryDir="", initModelPath="")
+                         earlyStoppingPatience=0, checkpointDir="", summaryDir="", initModelPath="", maxRetries=2)
         self._set(**self._input_kwargs)
         self.history: list[dict] = []
 
@@ -401,6 +403,9 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
 
     # ------------------------------------------------------------------ fit ---
     def _fit(self, df):
+        return fit_with_retries("ClassificationEstimator", self._fit_once, df, self._get("checkpointDir"), self._get("maxRetries"))
+
+    def _fit_once(self, df):
         from bigdl.dllib.nnframes import NNEstimator
         from bigdl.dllib.optim.optimizer import TrainSummary
         from pyspark import StorageLevel

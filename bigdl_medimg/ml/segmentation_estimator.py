@@ -30,7 +30,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError
 from ..transforms._stage import param, with_accessors
-from ._training import (check_optim, driver_heap_mb, fit_one_epoch, from_preset, latest_checkpoint, load_checkpoint,
+from ._training import (check_optim, driver_heap_mb, fit_one_epoch, fit_with_retries, from_preset, latest_checkpoint, load_checkpoint,
                         load_preset_section, make_optim, save_checkpoint)
 from .progress import EpochProgress, epoch_line
 
@@ -113,6 +113,8 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
     batchSize = param("batchSize", "patches per iteration across the cluster", TypeConverters.toInt)
     maxEpoch = param("maxEpoch", "epochs to train (counting resumed ones)", TypeConverters.toInt)
     overlap = param("overlap", "sliding-window overlap of the fitted model", TypeConverters.toFloat)
+    maxRetries = param("maxRetries", "re-runs from the last checkpoint after a failed Spark job (needs checkpointDir)",
+                       TypeConverters.toInt)
     checkpointDir = param("checkpointDir", "folder for per-epoch checkpoints; resumes from it ('' for none)",
                           TypeConverters.toString)
     summaryDir = param("summaryDir", "folder for TensorBoard train/validation summaries ('' for none)",
@@ -124,14 +126,14 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                  nClasses=5, classNames=None, classWeights=None, loss="dice_ce", diceSmooth=1.0,
                  patchShape=(16, 32, 32), patchesPerImage=8, posFraction=0.7, depth=2, baseFilters=8, dropout=0.0,
                  batchNorm=True, optimizer="adam", learningRate=2e-3, lrSchedule="inverse", lrDecay=1e-4, momentum=0.9,
-                 batchSize=16, maxEpoch=10, overlap=0.5, checkpointDir="", summaryDir="", seed=0):
+                 batchSize=16, maxEpoch=10, overlap=0.5, checkpointDir="", summaryDir="", seed=0, maxRetries=2):
         super().__init__()
         self._setDefault(inputCol="image", maskCol="mask", outputCol="segmentation", validationIndicatorCol="",
                          nClasses=5, classNames=[], classWeights=[], loss="dice_ce", diceSmooth=1.0,
                          patchShape=[16, 32, 32], patchesPerImage=8, posFraction=0.7, depth=2, baseFilters=8,
                          dropout=0.0, batchNorm=True, optimizer="adam", learningRate=2e-3,
                          lrSchedule="inverse", lrDecay=1e-4, momentum=0.9, batchSize=16, maxEpoch=10, overlap=0.5,
-                         checkpointDir="", summaryDir="", seed=0)
+                         checkpointDir="", summaryDir="", seed=0, maxRetries=2)
         self._set(**self._input_kwargs)
         self.history: list[dict] = []
 
@@ -238,6 +240,9 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
 
     # ------------------------------------------------------------------ fit ---
     def _fit(self, df):
+        return fit_with_retries("SegmentationEstimator", self._fit_once, df, self._get("checkpointDir"), self._get("maxRetries"))
+
+    def _fit_once(self, df):
         from bigdl.dllib.nnframes import NNEstimator
         from bigdl.dllib.optim.optimizer import TrainSummary
         from pyspark import StorageLevel
