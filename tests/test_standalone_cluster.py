@@ -132,7 +132,7 @@ def _executor_pids() -> list[int]:
 def test_training_survives_an_executor_killed_mid_epoch(cluster, tmp_path):
     """An executor is SIGKILLed during epoch 2: the job fails, the estimator resumes from the epoch-1
     checkpoint (weights and optimiser state), the standalone worker starts a new executor, and the
-    run finishes all epochs."""
+    run finishes both epochs."""
     import signal
 
     out = tmp_path / "chest"
@@ -140,8 +140,8 @@ def test_training_survives_an_executor_killed_mid_epoch(cluster, tmp_path):
            "--jars", ",".join(bigdl_jars()), "--driver-memory", "2g", "--executor-memory", "2g",
            "--executor-cores", "1", "--total-executor-cores", "2",
            "--conf", f"spark.pyspark.python={sys.executable}",
-           str(ROOT / "examples" / "chest_xray14.py"), "--out", str(out), "--patients", "48", "--size", "64",
-           "--topology", "densenet_tiny", "--epochs", "3", "--batch", "8"]
+           str(ROOT / "examples" / "chest_xray14.py"), "--out", str(out), "--patients", "32", "--size", "64",
+           "--topology", "densenet_tiny", "--epochs", "2", "--batch", "8"]
     log_path = tmp_path / "submit.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=cluster["env"])
@@ -171,6 +171,6 @@ def test_training_survives_an_executor_killed_mid_epoch(cluster, tmp_path):
     assert proc.returncode == 0, text[-4000:]
     assert "retry 1 of 2 resumes from epoch_0001" in text, text[-4000:]
     result = json.loads((out / "result.json").read_text())
-    assert result["epochs"] == 3
-    state = json.loads((out / "checkpoints" / "epoch_0003" / "state.json").read_text())
-    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
+    assert result["epochs"] == 2
+    state = json.loads((out / "checkpoints" / "epoch_0002" / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2]
