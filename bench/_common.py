@@ -86,8 +86,10 @@ def run_measured(args: list[str], timeout: float = 1800) -> dict:
     with RssSampler(proc.pid) as sampler:
         out, err = proc.communicate(timeout=timeout)
     if proc.returncode != 0:
-        tail = "\n".join(err.strip().splitlines()[-15:])
-        return {"error": f"exit {proc.returncode}: {tail}"}
+        lines = err.strip().splitlines()
+        causes = [ln.strip() for ln in lines if "OutOfMemoryError" in ln or "IllegalArgumentException" in ln]
+        tail = "\n".join(lines[-15:])
+        return {"error": f"exit {proc.returncode}: {tail}", "cause": causes[0][:300] if causes else None}
     lines = [ln for ln in out.strip().splitlines() if ln.startswith("{")]
     if not lines:
         return {"error": "no result line; stderr: " + "\n".join(err.strip().splitlines()[-10:])}

@@ -33,6 +33,42 @@ def machine() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+def _num(x, key):
+    return None if not isinstance(x, dict) or x.get(key) is None else round(float(x[key]), 3)
+
+
+def summary(results: dict) -> dict:
+    """The measured value of every target (ratios), with the throughputs and memory peaks behind them."""
+    ing, tr, inf = results["ingest"], results["training"], results["inference"]
+    out = {"machine": results["machine"], "targets": {}}
+    t = out["targets"]
+    t["ingest_vs_pydicom (>= 1.6)"] = _num(ing["ingest"], "ratio_spark")
+    t["ingest_tuned_vs_pydicom"] = _num(ing["ingest"], "ratio_spark_tuned")
+    t["ingest_j2k_vs_pydicom"] = _num(ing.get("j2k"), "ratio_spark")
+    t["series_task_peak_x_series (<= 3)"] = _num(ing["series"], "task_ratio")
+    for run in tr["runs"]:
+        t[f"training_{run['model']}_{run['lever']} (>= 1.0)"] = None if run["ratio"] is None else round(run["ratio"], 3)
+    for sc in tr["scaling"]:
+        t[f"scaling_{sc['model']}_local2_over_local1 (>= 1.8)"] = None if sc["speedup"] is None else round(
+            sc["speedup"], 3)
+    t["inference_vs_pytorch (>= 0.8)"] = None if inf["ratio"] is None else round(inf["ratio"], 3)
+    out["transforms_memory_task_ratio (< 4)"] = {k: round(v["task_ratio"], 2)
+                                                  for k, v in results["transforms_memory"]["stages"].items()
+                                                  if v.get("task_ratio") is not None}
+    out["samples_per_s"] = {f"{r['model']} {r['lever']}": {"bigdl": _num(r["bigdl"], "samples_per_s"),
+                                                           "pytorch": _num(r["torch"], "samples_per_s")}
+                            for r in tr["runs"]}
+    out["peak_rss_mb"] = {
+        "ingest read_dicom": {k: v >> 20 for k, v in ing["ingest"]["spark"].get("rss", {}).items()},
+        "ingest pydicom loop": {k: v >> 20 for k, v in ing["ingest"]["pydicom"].get("rss", {}).items()},
+        "inference BigDL": {k: v >> 20 for k, v in inf["bigdl"].get("rss", {}).items()},
+        "inference PyTorch": {k: v >> 20 for k, v in inf["torch"].get("rss", {}).items()},
+        **{f"training {r['model']} {r['lever']} BigDL": {k: v >> 20 for k, v in r["bigdl"].get("rss", {}).items()}
+           for r in tr["runs"]},
+    }
+    return out
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine()}
@@ -47,7 +83,8 @@ def main() -> int:
     tables = [results["ingest"]["table"], results["training"]["table"], results["inference"]["table"]]
     (OUT / "tables.md").write_text("\n\n".join(tables) + "\n")
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"all results: {OUT / 'results.json'}")
+    (OUT / "summary.json").write_text(json.dumps(summary(results), indent=1))
+    print(f"all results: {OUT / 'results.json'}; targets: {OUT / 'summary.json'}")
     return 0
 
 

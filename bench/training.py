@@ -169,6 +169,7 @@ def _args(model, worker, **kw) -> list[str]:
 # (label, model, BigDL options); the first row of each model is the library's default set-up
 LEVERS = [
     ("default: mklblas, batch 16, 2 partitions, DRAM cache", "unet", {}),
+    ("batch 32", "unet", {"batch": 32}),
     ("batch 64", "unet", {"batch": 64}),
     ("4 partitions", "unet", {"partitions": 4}),
     ("DISK_AND_DRAM cache", "unet", {"cache": "DISK_AND_DRAM"}),
@@ -245,7 +246,7 @@ def main(argv=None) -> dict:
 
 def _sps(r: dict) -> str:
     if "error" in r:
-        return "failed: " + r["error"].strip().splitlines()[-1][:80]
+        return "failed: " + (r.get("cause") or r["error"].strip().splitlines()[-1])[:90]
     return f"{r['samples_per_s']:.1f}" if r.get("samples_per_s") else "-"
 
 
