@@ -96,6 +96,11 @@ def library_text(exc: BaseException, limit: int = 200) -> str:
     return one_line(f"{type(exc).__name__}: {_QUOTED.sub(chr(39) + chr(8230) + chr(39), str(exc))}", limit)
 
 
+#: exceptions a decoder must never swallow; anything else a third-party decoder raises (including a
+#: native decoder's panic, which pyo3 raises as a BaseException) becomes the row's error
+CONTROL_FLOW = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
 def one_line(text: object, limit: int = 300) -> str:
     """Collapse ``text`` to a single line of at most ``limit`` characters."""
     s = " ".join(str(text).split())

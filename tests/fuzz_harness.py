@@ -186,7 +186,9 @@ def main(argv=None) -> int:
             except Hang:
                 counts["hangs"] += 1
                 failures.append(f"{kind}/{name}: no result within {args.timeout} s for ops {ops}")
-            except Exception as exc:  # an exception escaping the decoder or an invalid row
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # escaping the decoder (a native panic too) or an invalid row
                 counts["failures"] += 1
                 failures.append(f"{kind}/{name}: {type(exc).__name__}: {str(exc)[:200]} for ops {ops}")
             finally:

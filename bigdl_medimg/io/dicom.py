@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import DicomReadError, library_text, record_error
+from ..errors import CONTROL_FLOW, DicomReadError, library_text, record_error
 from ..tensor import LPS_TO_RAS
 
 __all__ = [
@@ -143,7 +143,9 @@ def parse_dicom(content: bytes, path: str, *, stop_before_pixels: bool = False):
             ds = pydicom.dcmread(io.BytesIO(content), force=not preamble,
                                  stop_before_pixels=stop_before_pixels)
             keys = list(ds.keys())
-    except Exception as exc:  # pydicom raises many types on damaged input
+    except BaseException as exc:  # pydicom raises many types on damaged input
+        if isinstance(exc, CONTROL_FLOW):
+            raise
         if not preamble:
             raise DicomReadError(path, "not a DICOM file (no DICM marker and no parsable data set)") from None
         raise DicomReadError(path, f"damaged DICOM file: {library_text(exc)}") from None
@@ -251,7 +253,9 @@ def dicom_pixels(ds, path: str) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             arr = np.asarray(ds.pixel_array)
-    except Exception as exc:
+    except BaseException as exc:
+        if isinstance(exc, CONTROL_FLOW):
+            raise
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(ts, "name", None) or str(ts)
         raise DicomReadError(path, f"cannot decode pixel data ({name}): {library_text(exc)}") from None
@@ -265,7 +269,9 @@ def dicom_pixels(ds, path: str) -> np.ndarray:
 
         try:
             arr = np.asarray(apply_color_lut(arr, ds))
-        except Exception as exc:
+        except BaseException as exc:
+            if isinstance(exc, CONTROL_FLOW):
+                raise
             raise DicomReadError(path, f"cannot apply the palette colour LUT: {library_text(exc)}") from None
         spp = 3
     if spp == 1:
@@ -381,6 +387,8 @@ def decode_dicom(content: bytes, path: str, *, with_pixels: bool = True) -> dict
             affine, source = dicom_affine(ds, arr.shape)
             row["image"] = from_numpy(arr, affine)
             row["affine_source"] = source
-    except Exception as exc:  # damaged input or an unexpected library failure: still one row
+    except BaseException as exc:  # damaged input or an unexpected library failure: still one row
+        if isinstance(exc, CONTROL_FLOW):
+            raise
         record_error(row, exc, DicomReadError, path)
     return row

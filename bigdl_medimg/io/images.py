@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import DicomReadError, ImageFileReadError, library_text, record_error
+from ..errors import CONTROL_FLOW, DicomReadError, ImageFileReadError, library_text, record_error
 from .dicom import dicom_metadata, dicom_pixels, looks_like_dicom, parse_dicom
 
 __all__ = ["XRAY_MODALITIES", "sniff_format", "decode_image"]
@@ -68,7 +68,9 @@ def _pil_decode(content: bytes, path: str, keep_color: bool) -> np.ndarray:
                 raise ImageFileReadError(path, f"unsupported image mode {mode!r}")
     except ImageFileReadError:
         raise
-    except Exception as exc:
+    except BaseException as exc:
+        if isinstance(exc, CONTROL_FLOW):
+            raise
         raise ImageFileReadError(path, f"damaged image file: {library_text(exc)}") from None
     return np.ascontiguousarray(arr)
 
@@ -138,6 +140,8 @@ def decode_image(content: bytes, path: str, *, modalities: Sequence[str] | None 
         row["image"] = from_numpy(arr, affine)
     except DicomReadError as exc:
         record_error(row, ImageFileReadError(path, exc.reason), ImageFileReadError, path)
-    except Exception as exc:
+    except BaseException as exc:
+        if isinstance(exc, CONTROL_FLOW):
+            raise
         record_error(row, exc, ImageFileReadError, path)
     return row

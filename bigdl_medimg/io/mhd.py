@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ImageReadError, record_error
+from ..errors import CONTROL_FLOW, ImageReadError, record_error
 from ..tensor import LPS_TO_RAS
 
 __all__ = ["MhdReadError", "parse_mhd_header", "data_file_of", "decode_mhd", "write_mhd", "MET_TYPES"]
@@ -186,6 +186,8 @@ def decode_mhd_row(header: bytes, path: str, data: bytes | None, data_path: str 
             raise MhdReadError(path, f"data file {data_path.rsplit('/', 1)[-1]} not found next to the header")
         arr, aff = decode_mhd(header, path, data)
         row["image"] = from_numpy(arr, aff)
-    except Exception as exc:
+    except BaseException as exc:
+        if isinstance(exc, CONTROL_FLOW):
+            raise
         record_error(row, exc, MhdReadError, path)
     return row

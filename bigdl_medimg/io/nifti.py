@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NiftiReadError, library_text, record_error
+from ..errors import CONTROL_FLOW, NiftiReadError, library_text, record_error
 
 __all__ = ["looks_like_nifti", "decode_nifti_array", "decode_nifti", "MAX_DECOMPRESSED_BYTES"]
 
@@ -92,7 +92,9 @@ def decode_nifti_array(content: bytes, path: str, *, max_bytes: int = MAX_DECOMP
         arr = np.asanyarray(img.dataobj)
     except NiftiReadError:
         raise
-    except Exception as exc:
+    except BaseException as exc:
+        if isinstance(exc, CONTROL_FLOW):
+            raise
         raise NiftiReadError(path, f"damaged NIfTI file: {library_text(exc)}") from None
     slope = float(getattr(img.dataobj, "slope", 1.0))
     inter = float(getattr(img.dataobj, "inter", 0.0))
@@ -125,6 +127,8 @@ def decode_nifti(content: bytes, path: str) -> dict[str, Any]:
         row["image"] = from_numpy(arr, affine)
         row["affine_source"] = source
         row["n_nonfinite"] = int(np.count_nonzero(~np.isfinite(arr))) if arr.dtype.kind in "fc" else 0
-    except Exception as exc:
+    except BaseException as exc:
+        if isinstance(exc, CONTROL_FLOW):
+            raise
         record_error(row, exc, NiftiReadError, path)
     return row

@@ -298,14 +298,16 @@ _SERIES_META = [("study_instance_uid", "string"), ("frame_of_reference_uid", "st
 
 def _header_row(content: bytes, path: str) -> dict:
     from .dicom import dicom_metadata, has_pixel_data, parse_dicom
-    from ..errors import DicomReadError, record_error
+    from ..errors import CONTROL_FLOW, DicomReadError, record_error
 
     row: dict[str, Any] = {"error": None, "has_pixels": False}
     try:
         ds = parse_dicom(content, path)
         row.update(dicom_metadata(ds))
         row["has_pixels"] = has_pixel_data(ds)
-    except Exception as exc:
+    except BaseException as exc:
+        if isinstance(exc, CONTROL_FLOW):
+            raise
         record_error(row, exc, DicomReadError, path)
     return row
 
