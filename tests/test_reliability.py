@@ -21,7 +21,9 @@ def test_mutation_fuzzing_never_crashes(tmp_path, record_property):
     proc = subprocess.run([sys.executable, str(HARNESS), "--examples", str(n)], capture_output=True, text=True,
                           timeout=1200, cwd=str(HARNESS.parent.parent))
     assert proc.returncode in (0, 1), f"the fuzzing process crashed (exit {proc.returncode}): {proc.stderr[-2000:]}"
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert lines, f"the fuzzing process stopped without a report (exit {proc.returncode}): {proc.stderr[-3000:]}"
+    report = json.loads(lines[-1])
     (tmp_path / "fuzz.json").write_text(json.dumps(report, indent=2))
     summary = ", ".join(f"{k}: {v['tried']} tried, {v['images']} images, {v['errors']} errors, "
                         f"{v['failures']} failures, {v['hangs']} hangs"
