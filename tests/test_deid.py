@@ -225,3 +225,34 @@ def test_deidentify_in_a_saved_pipeline_keeps_no_key(spark, phi_archive, tmp_pat
     monkeypatch.setenv("BIGDL_MEDIMG_DEID_KEY", KEY)
     rows = loaded.transform(read_dicom(spark, str(root / "series1"))).collect()
     assert rows and all(r.path.startswith("file-") for r in rows)
+
+
+def test_identifier_and_date_columns_of_a_label_table(spark):
+    """A user table (as ChestX-ray14's or MRNet's label files give): IDs pseudonymised, dates shifted per
+    patient (intervals kept) or removed, birth dates removed, names replaced, paths labelled."""
+    import datetime as dt
+
+    rows = [("MRN1", "DOE^JOHN", "20200101", "20200111", "19610203", "ACC1", "/data/MRN1/a.png"),
+            ("MRN1", "DOE^JOHN", "20200105", None, "19610203", "ACC2", "/data/MRN1/b.png"),
+            ("MRN2", "ROE^JANE", "20210301", "20210302", "19700101", "ACC3", "/data/MRN2/c.png")]
+    df = spark.createDataFrame(rows, "patient_id string, patient_name string, study_date string, "
+                                     "report_date string, patient_birth_date string, accession_number string, "
+                                     "path string")
+    pseudo = Pseudonymizer(KEY)
+    out = {r.accession_number: r for r in Deidentify(key=KEY).transform(df).collect()}
+    assert set(out) == {pseudo.pseudonym(a, "ACC") for a in ("ACC1", "ACC2", "ACC3")}
+    a, b, c = (out[pseudo.pseudonym(x, "ACC")] for x in ("ACC1", "ACC2", "ACC3"))
+    assert a.patient_id == b.patient_id == pseudo.pseudonym("MRN1", "PID") != c.patient_id
+    assert a.patient_name == pseudo.pseudonym("MRN1", "PAT") and c.patient_name == pseudo.pseudonym("MRN2", "PAT")
+
+    def day(s):
+        return dt.date(int(s[:4]), int(s[4:6]), int(s[6:8]))
+
+    shift = pseudo.shift_days("MRN1")
+    assert day(a.study_date) - day("20200101") == dt.timedelta(days=shift)
+    assert (day(b.study_date) - day(a.study_date)).days == 4 and (day(a.report_date) - day(a.study_date)).days == 10
+    assert b.report_date is None and a.patient_birth_date is None
+    assert day(c.study_date) - day("20210301") == dt.timedelta(days=pseudo.shift_days("MRN2"))
+    assert all(r.path.startswith("file-") and r.path.endswith(".png") for r in out.values())
+    removed = Deidentify(key=KEY, dates="remove").transform(df).collect()
+    assert all(r.study_date is None and r.report_date is None for r in removed)

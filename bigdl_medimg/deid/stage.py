@@ -122,6 +122,9 @@ class Deidentify(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         patient_col = self.getOrDefault("patientCol")
         q_col = self.getOrDefault("quarantineCol")
         out = df
+        raw_patient = "__deid_patient"
+        if patient_col in cols:  # the real identifier, for date offsets and names, before it is replaced
+            out = out.withColumn(raw_patient, F.col(patient_col).cast("string"))
 
         def udf_str(fn):
             return F.pandas_udf(lambda s: s.map(lambda v: None if v is None else fn(v)), T.StringType())
@@ -140,7 +143,7 @@ class Deidentify(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         # date shifts need the patient before identifiers are replaced
         date_cols = [c for c, t in cols.items() if isinstance(t, T.StringType) and re.search(r"(^|_)date(time)?$", c)]
         if date_cols:
-            key_col = patient_col if patient_col in cols else ("study_instance_uid" if "study_instance_uid" in cols
+            key_col = raw_patient if patient_col in cols else ("study_instance_uid" if "study_instance_uid" in cols
                                                                else None)
 
             @F.pandas_udf(T.StringType())
@@ -183,8 +186,7 @@ class Deidentify(Transformer, DefaultParamsReadable, DefaultParamsWritable):
                 out = out.withColumn(c, F.when(F.col(c).rlike(_CS_VALID), F.col(c)))
             elif c in NAME_COLUMNS:
                 if c == "patient_name" and patient_col in cols:
-                    out = out.withColumn(c, udf_str(lambda v: pseudo.pseudonym(v, "PAT"))(
-                        F.col(patient_col).cast("string")))
+                    out = out.withColumn(c, udf_str(lambda v: pseudo.pseudonym(v, "PAT"))(F.col(raw_patient)))
                 else:
                     out = out.withColumn(c, F.lit(None).cast("string"))
         if "path" in cols:
@@ -200,7 +202,7 @@ class Deidentify(Transformer, DefaultParamsReadable, DefaultParamsWritable):
                     out = out.withColumn("path", labels(F.col("path")))
                 else:
                     out = out.withColumn("path", udf_str(pseudo.path_label)(F.col("path")))
-        return out
+        return out.drop(raw_patient) if patient_col in cols else out
 
 
 def _remap_series_key(pseudo: Pseudonymizer, key: str) -> str:
