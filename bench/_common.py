@@ -78,13 +78,36 @@ class RssSampler:
         self._thread.join()
 
 
-def run_measured(args: list[str], timeout: float = 1800) -> dict:
-    """Run ``python <args>`` whose last stdout line is JSON; add its peak RSS per role under ``rss``."""
+def _kill_tree(pid: int) -> None:
+    import psutil
+
+    try:
+        procs = psutil.Process(pid).children(recursive=True) + [psutil.Process(pid)]
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
+def run_measured(args: list[str], timeout: float = 900) -> dict:
+    """Run ``python <args>`` whose last stdout line is JSON; add its peak RSS per role under ``rss``.
+
+    A run exceeding ``timeout`` seconds (a JVM thrashing at its heap limit) is killed and reported.
+    """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=str(ROOT.parent))
     with RssSampler(proc.pid) as sampler:
-        out, err = proc.communicate(timeout=timeout)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_tree(proc.pid)
+            out, err = proc.communicate()
+            return {"error": f"killed after {timeout:.0f} s", "cause": f"no result within {timeout:.0f} s "
+                             f"(peak JVM {sampler.peak.get('jvm', 0) >> 20} MB)", "rss": dict(sampler.peak)}
     if proc.returncode != 0:
         lines = err.strip().splitlines()
         causes = [ln.strip() for ln in lines if "OutOfMemoryError" in ln or "IllegalArgumentException" in ln]
