@@ -256,3 +256,26 @@ def test_identifier_and_date_columns_of_a_label_table(spark):
     assert all(r.path.startswith("file-") and r.path.endswith(".png") for r in out.values())
     removed = Deidentify(key=KEY, dates="remove").transform(df).collect()
     assert all(r.study_date is None and r.report_date is None for r in removed)
+
+
+def test_reports_of_deidentified_data_carry_no_phi(spark, phi_archive, tmp_path):
+    """A segmentation report keyed by the (de-identified) series key: the HTML names no patient."""
+    from pyspark.sql import functions as F
+
+    from bigdl_medimg.report import SegmentationResults, write_report
+    from bigdl_medimg.tensor import from_numpy, get_affine, to_numpy, tensor_type
+
+    root, _study, _sop = phi_archive
+    series = read_dicom_series(spark, str(root), deidentify=Deidentify(key=KEY)).filter(F.col("n_slices") == 4)
+
+    @F.udf(tensor_type())
+    def threshold(img, cut):
+        arr = to_numpy(img)
+        return from_numpy((arr > cut).astype("uint8"), get_affine(img))
+
+    df = series.withColumn("mask", threshold("image", F.lit(500))).withColumn("pred", threshold("image", F.lit(450)))
+    res = SegmentationResults.from_dataframe(df, predictionCol="pred", labelCol="mask", numClasses=2,
+                                               keyCol="series_key", imageCol="image")
+    html = Path(write_report(str(tmp_path / "report.html"), title="knee", results=[res])).read_text()
+    assert "2.25." in html  # the volumes are named by their remapped keys
+    _assert_clean(html, "the HTML report")
