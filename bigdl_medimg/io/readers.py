@@ -12,6 +12,11 @@ In ``mode="permissive"`` (default) a bad file gives a row with a null image and
 a one-line ``error``; in ``mode="failfast"`` the job fails with the
 corresponding :class:`~bigdl_medimg.errors.ImageReadError` naming the file.
 Nothing is dropped silently.
+
+``deidentify=`` (``read_dicom``, ``read_dicom_series``, ``read_nifti``,
+``read_images``) takes a :class:`~bigdl_medimg.deid.Deidentify` stage: the
+decoders then only see opaque path labels (so errors and failfast exceptions
+never carry a path) and the stage is applied to the result.
 """
 from __future__ import annotations
 
@@ -129,7 +134,8 @@ def _finish(df, stage):
     return df if stage is None else stage.transform(df)
 
 
-def read_dicom(spark, path, *, with_pixels: bool = True, mode: str = "permissive", recursive: bool = True, deidentify=None):
+def read_dicom(spark, path, *, with_pixels: bool = True, mode: str = "permissive", recursive: bool = True,
+               deidentify=None):
     """One row per file: allow-listed DICOM metadata, the decoded image and an error.
 
     Parameters
