@@ -109,20 +109,23 @@ def test_spark_submit_training_on_both_executors_survives_one_killed_mid_epoch(c
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=cluster["env"])
         killed = None
         try:
+            from bigdl_medimg.ml.tfevents import read_scalars
+
             deadline = time.time() + 600
             summary = out / "summaries" / "classification" / "train"
-            size_after_epoch1 = None
+            epoch1 = out / "checkpoints" / "epoch_0001" / "state.json"
             while time.time() < deadline and proc.poll() is None:
-                size = sum(f.stat().st_size for f in summary.glob("*tfevents*")) if summary.is_dir() else 0
-                if size_after_epoch1 is None and (out / "checkpoints" / "epoch_0001" / "state.json").exists():
-                    size_after_epoch1 = size
-                elif size_after_epoch1 is not None and size > size_after_epoch1:
-                    # BigDL's optimiser has written an iteration of epoch 2: kill an executor mid-epoch
-                    pids = _executor_pids()
-                    assert pids, "no executor process found"
-                    killed = pids[0]
-                    os.kill(killed, signal.SIGKILL)
-                    break
+                if epoch1.exists():
+                    # BigDL numbers iterations across epochs: a step two past epoch 1's last one means
+                    # its optimiser is inside epoch 2 (late flushes of epoch 1's events do not count)
+                    per_epoch = -(-json.loads(epoch1.read_text())["history"][0]["images"] // 4)
+                    steps = [s for s, _v, _t in read_scalars(str(summary)).get("Loss", [])]
+                    if steps and max(steps) >= per_epoch + 2:
+                        pids = _executor_pids()
+                        assert pids, "no executor process found"
+                        killed = pids[0]
+                        os.kill(killed, signal.SIGKILL)
+                        break
                 time.sleep(0.1)
             proc.wait(timeout=900)
         finally:
