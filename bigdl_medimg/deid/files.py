@@ -55,7 +55,6 @@ def deidentify_files(spark, path, out: str, *, deidentify=None, key=None, dates:
         from ..export._fs import join, write_bytes
         from ..io.dicom import parse_dicom
         from .profile import deidentify_dataset, quarantine_reason
-        from .stage import scrub_paths
 
         for batch in batches:
             paths = batch.column(0).to_pylist()
@@ -80,8 +79,8 @@ def deidentify_files(spark, path, out: str, *, deidentify=None, key=None, dates:
                 except DicomReadError as exc:
                     error = exc.column_text()
                 except Exception as exc:  # a damaged element pydicom cannot write back
-                    error = scrub_paths(f"DicomWriteError: cannot write the de-identified copy: "
-                                        f"{type(exc).__name__}", [p], pseudo.path_label)
+                    # the exception's text may quote element values: only its type is kept
+                    error = f"DicomWriteError: cannot write the de-identified copy: {type(exc).__name__}"
                 rows["source"].append(label)
                 rows["output"].append(written)
                 rows["quarantine"].append(reason)
