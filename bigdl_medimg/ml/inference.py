@@ -1,7 +1,7 @@
 """Sliding-window inference: tile a volume, predict the tiles, blend them back (pure numpy).
 
 The Spark model stages cut volumes into tiles on executors, let BigDL's
-``NNModel`` predict them, and stitch each volume with :func:`stitch` on an
+``NNModel`` predict them, and blend each volume with :class:`TileBlender` on an
 executor; :func:`sliding_window_predict` runs the same algorithm in one
 process (used as the reference in tests).
 """
@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["window_starts", "blend_weights", "pad_to_patch", "stitch", "sliding_window_predict"]
+__all__ = ["window_starts", "blend_weights", "pad_to_patch", "TileBlender", "stitch", "sliding_window_predict"]
 
 
 def _axis_starts(size: int, patch: int, step: int) -> list[int]:
@@ -61,21 +61,40 @@ def pad_to_patch(volume: np.ndarray, patch: Sequence[int]) -> tuple[np.ndarray, 
     return np.pad(volume, pads, mode="edge"), tuple(sp)
 
 
+class TileBlender:
+    """Weighted-mean blending of per-tile scores into one volume, one tile at a time.
+
+    Holds the ``(classes, *shape)`` sums and the weights, never the tiles: the
+    Spark model streams a volume's tiles through it on an executor, and
+    :func:`stitch` runs it over a list.
+    """
+
+    def __init__(self, n_classes: int, shape: Sequence[int], weights: np.ndarray):
+        self.weights = weights
+        self.acc = np.zeros((int(n_classes),) + tuple(int(v) for v in shape), np.float32)
+        self.norm = np.zeros(tuple(int(v) for v in shape), np.float32)
+
+    def add(self, start: Sequence[int], tile: np.ndarray) -> None:
+        """Add one tile's scores ``(classes, *patch)`` whose origin is ``start``."""
+        sl = tuple(slice(int(s), int(s) + p) for s, p in zip(start, tile.shape[1:]))
+        self.acc[(slice(None),) + sl] += tile * self.weights
+        self.norm[sl] += self.weights
+
+    def result(self) -> np.ndarray:
+        """The blended ``(classes, *shape)`` scores (the sums are divided in place)."""
+        self.acc /= self.norm
+        return self.acc
+
+
 def stitch(shape: Sequence[int], starts: Sequence[Sequence[int]], tiles: Sequence[np.ndarray],
            weights: np.ndarray) -> np.ndarray:
     """Blend per-tile scores ``(classes, *patch)`` into ``(classes, *shape)`` (weighted mean)."""
     if not tiles:
         raise ConfigError("no tiles to stitch")
-    n_classes = tiles[0].shape[0]
-    patch = tiles[0].shape[1:]
-    acc = np.zeros((n_classes,) + tuple(shape), np.float32)
-    norm = np.zeros(tuple(shape), np.float32)
+    blender = TileBlender(tiles[0].shape[0], shape, weights)
     for start, tile in zip(starts, tiles):
-        sl = tuple(slice(s, s + p) for s, p in zip(start, patch))
-        acc[(slice(None),) + sl] += tile * weights
-        norm[sl] += weights
-    acc /= norm
-    return acc
+        blender.add(start, tile)
+    return blender.result()
 
 
 def sliding_window_predict(volume: np.ndarray, predict: Callable[[np.ndarray], np.ndarray], patch: Sequence[int],

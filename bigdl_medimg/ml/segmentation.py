@@ -134,7 +134,7 @@ class SegmentationModel(NetworkModelPersistence, Model):
             # Streams each partition's tiles (sorted by volume) into one accumulator per volume:
             # a task holds the (classes, D, H, W) sums, the weights and one small batch of tiles.
             from .._arrow import arrow_schema, tensor_array
-            from .inference import blend_weights
+            from .inference import TileBlender, blend_weights
 
             schema = arrow_schema(out_schema)
             ttype = schema.field(out_col).type
@@ -144,8 +144,7 @@ class SegmentationModel(NetworkModelPersistence, Model):
             def finish():
                 if cur["key"] is None:
                     return None
-                prob = cur["acc"]
-                prob /= cur["norm"]
+                prob = cur["blender"].result()
                 prob = prob[(slice(None),) + tuple(slice(0, s) for s in cur["shape"])]
                 seg = np.argmax(prob, axis=0).astype(np.uint8)
                 probs = tensor_array(np.ascontiguousarray(prob), cur["aff"], ttype) if want_prob \
@@ -168,17 +167,13 @@ class SegmentationModel(NetworkModelPersistence, Model):
                         padded = tuple(cols["__padded"][i].as_py())
                         cur.update(key=key, shape=tuple(cols["__shape"][i].as_py()),
                                    aff=np.asarray(cols["__affine"][i].as_py(), np.float64).reshape(4, 4),
-                                   acc=np.zeros((n_classes,) + padded, np.float32),
-                                   norm=np.zeros(padded, np.float32))
+                                   blender=TileBlender(n_classes, padded, weights))
                     logits = preds[i].values.to_numpy(zero_copy_only=False).astype(np.float32)
                     logits = logits.reshape(voxels, n_classes).T.reshape((n_classes,) + patch)
                     logits -= logits.max(axis=0, keepdims=True)
                     np.exp(logits, out=logits)
                     logits /= logits.sum(axis=0, keepdims=True)
-                    st = cols["__start"][i].as_py()
-                    sl = tuple(slice(a, a + b) for a, b in zip(st, patch))
-                    cur["acc"][(slice(None),) + sl] += logits * weights
-                    cur["norm"][sl] += weights
+                    cur["blender"].add(cols["__start"][i].as_py(), logits)
             done = finish()
             if done is not None:
                 yield done
