@@ -43,28 +43,60 @@ def make_optim(optimizer: str, lr: float, schedule: str, decay: float, momentum:
                momentum=momentum, dampening=0.0, nesterov=momentum > 0, **kwargs)
 
 
-def fit_one_epoch(df, estimator, data, progress=None) -> None:
+class ReplicasLost(RuntimeError):
+    """Executors were lost while BigDL trained an epoch and Spark re-ran their tasks elsewhere.
+
+    BigDL rebuilds a lost replica (its slice of the weights and of the
+    optimiser state) from the values the fit started with, so the epoch
+    finishes with part of the model rolled back: with checkpoints the
+    estimator re-runs the epoch from the last one.
+    """
+
+
+def _executors(sc) -> set[str]:
+    """``host:port`` of the application's live block managers (the driver's included)."""
+    return {f"{e.host()}:{e.port()}" for e in sc._jsc.sc().statusTracker().getExecutorInfos()}
+
+
+def fit_one_epoch(df, estimator, data, progress=None, strict: bool = True) -> None:
     """``estimator.fit(data)`` (a BigDL NNEstimator), then release the training-set cache BigDL keeps per fit.
 
     ``progress``: an :class:`~bigdl_medimg.ml.progress.EpochProgress` to run
     while BigDL trains (it logs iteration, loss, throughput and time left).
+
+    An executor lost during the fit does not always fail BigDL's job: Spark
+    may re-run the lost tasks on another executor, where BigDL rebuilds the
+    replica from the fit's starting weights.  ``strict`` (the estimators pass
+    "checkpoints are kept") raises :class:`ReplicasLost` then, so the epoch is
+    re-run from the last checkpoint; otherwise a warning is logged.
     """
     import contextlib
 
     sc = df.sparkSession.sparkContext
     before = set(sc._jsc.getPersistentRDDs().keySet())
+    alive = _executors(sc)
     with progress if progress is not None else contextlib.nullcontext():
         estimator.fit(data)
     for rdd_id, rdd in dict(sc._jsc.getPersistentRDDs()).items():
         if rdd_id not in before:  # otherwise the driver heap grows by the training set every epoch
             rdd.unpersist(False)
     sc._jvm.System.gc()
+    lost = sorted(alive - _executors(sc))
+    if lost:
+        text = (f"{len(lost)} executor(s) lost while BigDL trained ({', '.join(lost)}); Spark re-ran their tasks, "
+                f"which rebuilds those replicas from the weights and optimiser state the epoch started with")
+        if strict:
+            raise ReplicasLost(text)
+        log.warning("%s: the epoch's result mixes them with the trained ones (set a checkpoint folder to have "
+                    "the epoch re-run instead)", text)
 
 
 def is_job_failure(exc: BaseException) -> bool:
     """Whether ``exc`` is a failed Spark job (an executor lost, a task failing repeatedly), not a usage error."""
     if isinstance(exc, ConfigError):
         return False
+    if isinstance(exc, ReplicasLost):
+        return True
     try:
         from py4j.protocol import Py4JJavaError
         from pyspark.errors.exceptions.captured import CapturedException
@@ -74,8 +106,9 @@ def is_job_failure(exc: BaseException) -> bool:
 
 
 def fit_with_retries(owner: str, fit_once, df, checkpoint_dir: str, max_retries: int):
-    """``fit_once(df)``; when a Spark job fails (an executor killed mid-epoch), re-run it up to ``max_retries``
-    times: ``fit_once`` resumes from the newest checkpoint in ``checkpoint_dir``.
+    """``fit_once(df)``; when a Spark job fails (an executor killed mid-epoch) or executors were lost while an
+    epoch trained (:class:`ReplicasLost`), re-run it up to ``max_retries`` times: ``fit_once`` resumes from the
+    newest checkpoint in ``checkpoint_dir``.
 
     What a retry loses: the iterations of the interrupted epoch (the epoch is
     re-run from the checkpoint written after the previous one).  What it keeps:
@@ -94,7 +127,7 @@ def fit_with_retries(owner: str, fit_once, df, checkpoint_dir: str, max_retries:
             attempt += 1
             ck = latest_checkpoint(checkpoint_dir)
             first = " ".join(str(exc).split())[:300]
-            log.warning("%s: a Spark job failed during training (%s); retry %d of %d resumes from %s", owner, first,
+            log.warning("%s: training was interrupted (%s); retry %d of %d resumes from %s", owner, first,
                         attempt, max_retries, ck.name if ck else "the start (no checkpoint yet)")
 
 

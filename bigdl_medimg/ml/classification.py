@@ -471,7 +471,7 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                 est.setTrainSummary(TrainSummary(sumdir, "classification"))
             fit_one_epoch(df, est, train, EpochProgress(
                 os.path.join(sumdir, "classification", "train") if sumdir else None, epoch, self._get("maxEpoch"),
-                n_train, self._get("batchSize"), [r["seconds"] for r in self.history]))
+                n_train, self._get("batchSize"), [r["seconds"] for r in self.history]), strict=bool(ckdir))
             record = {"epoch": epoch, "images": n_train, "seconds": round(time.time() - t0, 1)}
             if val is not None:
                 record.update(self._validation_auroc(network, val))

@@ -289,10 +289,12 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                 .setBatchSize(self._get("batchSize")).setOptimMethod(optim).setMaxEpoch(epoch)
             if sumdir:
                 est.setTrainSummary(TrainSummary(sumdir, "segmentation"))
-            fit_one_epoch(df, est, data, EpochProgress(
-                os.path.join(sumdir, "segmentation", "train") if sumdir else None, epoch, self._get("maxEpoch"), n,
-                self._get("batchSize"), [r["seconds"] for r in self.history]))
-            data.unpersist()
+            try:
+                fit_one_epoch(df, est, data, EpochProgress(
+                    os.path.join(sumdir, "segmentation", "train") if sumdir else None, epoch, self._get("maxEpoch"),
+                    n, self._get("batchSize"), [r["seconds"] for r in self.history]), strict=bool(ckdir))
+            finally:
+                data.unpersist()
             record = {"epoch": epoch, "patches": n, "seconds": round(time.time() - t0, 1)}
             if val is not None:
                 scored = self._model(network).setOutputCol("__pred").transform(val)
