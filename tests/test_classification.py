@@ -211,11 +211,11 @@ def test_multiclass_mode_resume_and_early_stopping(spark, chest, tmp_path, monke
     real = mod.fit_one_epoch
     calls = []
 
-    def crash_in_epoch_3(df, est, data, progress=None):
+    def crash_in_epoch_3(df, est, data, progress=None, **kw):
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("executor lost")
-        return real(df, est, data, progress)
+        return real(df, est, data, progress, **kw)
 
     monkeypatch.setattr(mod, "fit_one_epoch", crash_in_epoch_3)
     with pytest.raises(RuntimeError, match="executor lost"):
