@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from .tensor import decode_array, encode_array
 
-__all__ = ["arrow_schema", "read_tensor", "tensor_array", "null_array", "replace_columns"]
+__all__ = ["arrow_schema", "read_tensor", "tensor_array", "null_array", "replace_columns", "fold_by_key"]
 
 
 def arrow_schema(spark_schema) -> pa.Schema:
@@ -67,3 +67,28 @@ def replace_columns(row: pa.RecordBatch, schema: pa.Schema, new: dict[str, pa.Ar
         else:
             cols.append(row.column(row.schema.get_field_index(field.name)))
     return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def fold_by_key(batches, key: str, start, add, finish):
+    """Fold Arrow batches whose rows arrive grouped by column ``key`` (a partition sorted by it) into one
+    output batch per key, streaming: a task holds one key's state and one input batch.
+
+    ``start(cols, i) -> state`` at a key's first row, ``add(state, cols, i)``
+    for each of its rows (the first included), ``finish(key, state) ->
+    RecordBatch`` after its last; ``cols`` maps column names to the batch's
+    Arrow arrays.
+    """
+    current, state, open_ = None, None, False
+    for batch in batches:
+        cols = {name: batch.column(j) for j, name in enumerate(batch.schema.names)}
+        for i in range(batch.num_rows):
+            k = cols[key][i].as_py()
+            if not open_ or k != current:
+                if open_:
+                    done, state = finish(current, state), None  # the state goes before the next one is built
+                    yield done
+                    done = None
+                current, state, open_ = k, start(cols, i), True
+            add(state, cols, i)
+    if open_:
+        yield finish(current, state)

@@ -396,19 +396,37 @@ def read_dicom_series(spark, path, *, mode: str = "permissive", recursive: bool 
         # leaves as the data buffer of the output row without a copy.
         import pyarrow as pa
 
-        from .._arrow import arrow_schema, tensor_array
+        from .._arrow import arrow_schema, fold_by_key, tensor_array
         from .dicom import dicom_affine, dicom_pixels, parse_dicom
         from .series import VolumeBuilder
 
         schema = arrow_schema(out_schema)
         image_type = schema.field("image").type
-        state = {"key": None, "builder": None, "affine": None, "error": None, "first": None}
 
-        def finish():
-            key, b = state["key"], state["builder"]
-            if key is None:
-                return None
-            image, error = None, state["error"]
+        def start(cols, i):
+            aff = cols["plan_affine"][i].as_py()
+            return {"builder": VolumeBuilder(cols["n_slices"][i].as_py(),
+                                             lambda c, p: dicom_pixels(parse_dicom(c, p), p)),
+                    "affine": None if aff is None else np.asarray(aff, np.float64).reshape(4, 4),
+                    "error": None, "first": None}
+
+        def add(state, cols, i):
+            if state["error"] is not None:
+                return
+            path = cols["path"][i].as_py()
+            shown = path if label is None else label(path)
+            content = cols["content"][i].as_buffer().to_pybytes()
+            if state["affine"] is None and state["first"] is None:
+                state["first"] = (content, shown)
+            try:
+                state["builder"].add(cols["slice_index"][i].as_py(), content, shown)
+            except SeriesAssemblyError as exc:
+                if failfast:
+                    raise
+                state["error"] = exc.column_text()
+
+        def finish(key, state):
+            b, image, error = state["builder"], None, state["error"]
             if error is None and not b.complete:
                 error = f"SeriesAssemblyError: {b.n - b.filled} of {b.n} slices could not be read"
             if error is None:
@@ -420,39 +438,10 @@ def read_dicom_series(spark, path, *, mode: str = "permissive", recursive: bool 
                 image = tensor_array(b.volume, aff, image_type)
             else:
                 image = pa.nulls(1, type=image_type)
-            state.update(key=None, builder=None, first=None)
             return pa.RecordBatch.from_arrays([pa.array([key]), image, pa.array([error], pa.string())],
                                               schema=schema)
 
-        for batch in batches:
-            cols = {name: batch.column(i) for i, name in enumerate(batch.schema.names)}
-            for i in range(batch.num_rows):
-                key = cols["series_key"][i].as_py()
-                if key != state["key"]:
-                    done = finish()
-                    if done is not None:
-                        yield done
-                    aff = cols["plan_affine"][i].as_py()
-                    state.update(key=key, builder=VolumeBuilder(cols["n_slices"][i].as_py(),
-                                                                lambda c, p: dicom_pixels(parse_dicom(c, p), p)),
-                                 affine=None if aff is None else np.asarray(aff, np.float64).reshape(4, 4),
-                                 error=None)
-                if state["error"] is not None:
-                    continue
-                path = cols["path"][i].as_py()
-                content = cols["content"][i].as_buffer().to_pybytes()
-                if state["affine"] is None and state["first"] is None:
-                    state["first"] = (content, path if label is None else label(path))
-                try:
-                    state["builder"].add(cols["slice_index"][i].as_py(), content,
-                                         path if label is None else label(path))
-                except SeriesAssemblyError as exc:
-                    if failfast:
-                        raise
-                    state["error"] = exc.column_text()
-        done = finish()
-        if done is not None:
-            yield done
+        return fold_by_key(batches, "series_key", start, add, finish)
 
     assembled = joined.select("series_key", "plan_affine", "n_slices", "slice_index", "path", "content") \
         .mapInArrow(assemble, out_schema)

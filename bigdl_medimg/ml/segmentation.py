@@ -133,50 +133,36 @@ class SegmentationModel(NetworkModelPersistence, Model):
         def blend(batches):
             # Streams each partition's tiles (sorted by volume) into one accumulator per volume:
             # a task holds the (classes, D, H, W) sums, the weights and one small batch of tiles.
-            from .._arrow import arrow_schema, tensor_array
+            from .._arrow import arrow_schema, fold_by_key, tensor_array
             from .inference import TileBlender, blend_weights
 
             schema = arrow_schema(out_schema)
             ttype = schema.field(out_col).type
             weights = blend_weights(patch, mode)
-            cur = {"key": None}
 
-            def finish():
-                if cur["key"] is None:
-                    return None
-                prob = cur["blender"].result()
-                prob = prob[(slice(None),) + tuple(slice(0, s) for s in cur["shape"])]
+            def start(cols, i):
+                return {"shape": tuple(cols["__shape"][i].as_py()),
+                        "aff": np.asarray(cols["__affine"][i].as_py(), np.float64).reshape(4, 4),
+                        "blender": TileBlender(n_classes, tuple(cols["__padded"][i].as_py()), weights)}
+
+            def add(state, cols, i):
+                logits = cols["__pred"][i].values.to_numpy(zero_copy_only=False).astype(np.float32)
+                logits = logits.reshape(voxels, n_classes).T.reshape((n_classes,) + patch)
+                logits -= logits.max(axis=0, keepdims=True)
+                np.exp(logits, out=logits)
+                logits /= logits.sum(axis=0, keepdims=True)
+                state["blender"].add(cols["__start"][i].as_py(), logits)
+
+            def finish(key, state):
+                prob = state["blender"].result()
+                prob = prob[(slice(None),) + tuple(slice(0, s) for s in state["shape"])]
                 seg = np.argmax(prob, axis=0).astype(np.uint8)
-                probs = tensor_array(np.ascontiguousarray(prob), cur["aff"], ttype) if want_prob \
+                probs = tensor_array(np.ascontiguousarray(prob), state["aff"], ttype) if want_prob \
                     else pa.nulls(1, type=ttype)
-                out = pa.RecordBatch.from_arrays([pa.array([cur["key"]], pa.int64()),
-                                                  tensor_array(seg, cur["aff"], ttype), probs], schema=schema)
-                cur.clear()
-                cur["key"] = None
-                return out
+                return pa.RecordBatch.from_arrays([pa.array([key], pa.int64()),
+                                                   tensor_array(seg, state["aff"], ttype), probs], schema=schema)
 
-            for batch in batches:
-                cols = {name: batch.column(i) for i, name in enumerate(batch.schema.names)}
-                preds = cols["__pred"]
-                for i in range(batch.num_rows):
-                    key = cols["__key"][i].as_py()
-                    if key != cur["key"]:
-                        done = finish()
-                        if done is not None:
-                            yield done
-                        padded = tuple(cols["__padded"][i].as_py())
-                        cur.update(key=key, shape=tuple(cols["__shape"][i].as_py()),
-                                   aff=np.asarray(cols["__affine"][i].as_py(), np.float64).reshape(4, 4),
-                                   blender=TileBlender(n_classes, padded, weights))
-                    logits = preds[i].values.to_numpy(zero_copy_only=False).astype(np.float32)
-                    logits = logits.reshape(voxels, n_classes).T.reshape((n_classes,) + patch)
-                    logits -= logits.max(axis=0, keepdims=True)
-                    np.exp(logits, out=logits)
-                    logits /= logits.sum(axis=0, keepdims=True)
-                    cur["blender"].add(cols["__start"][i].as_py(), logits)
-            done = finish()
-            if done is not None:
-                yield done
+            return fold_by_key(batches, "__key", start, add, finish)
 
         stitched = scored.select("__key", "__start", "__shape", "__padded", "__affine", "__pred") \
             .mapInArrow(blend, out_schema)
