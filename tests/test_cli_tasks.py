@@ -45,7 +45,8 @@ def test_knee_train_evaluate_predict_and_report(spark, knee_data, knee_run, caps
     train = json.loads((knee_run / "train.json").read_text())
     assert train["epochs"] == 1 and 0 <= train["val_dice"] <= 1
     capsys.readouterr()
-    assert main(["evaluate", "--model", str(knee_run / "model"), "--data", str(folder),
+    # data given as a URI go through Hadoop's FileSystem (the layout check, the labels), as hdfs:// would
+    assert main(["evaluate", "--model", str(knee_run / "model"), "--data", folder.as_uri(),
                  "--out", str(root / "knee-eval")]) == 0
     metrics = json.loads((root / "knee-eval" / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["volumes"] >= 1 and metrics["not_scored"] == 0
@@ -61,7 +62,7 @@ def test_knee_train_evaluate_predict_and_report(spark, knee_data, knee_run, caps
         shutil.copytree(case, some / case.name)
     victim = sorted((some / "case_0002").iterdir())[5]
     victim.write_bytes(victim.read_bytes()[:400])
-    assert main(["predict", "--model", str(knee_run / "model"), "--data", str(some),
+    assert main(["predict", "--model", str(knee_run / "model"), "--data", some.as_uri(),
                  "--out", str(root / "knee-pred")]) == 3
     pred = json.loads((root / "knee-pred" / "predict.json").read_text())
     segs = list((root / "knee-pred" / "seg").glob("*.seg.dcm"))
@@ -91,7 +92,7 @@ def test_meniscus_two_stage_from_the_command_line(spark, knee_data, knee_run, ca
     assert "epoch 2/2 done in" in out and "trained meniscus_tear in" in out
     info = json.loads((root / "tear" / "model" / "task.json").read_text())
     assert info["segmentation_model"] == str(knee_run / "model")
-    assert main(["evaluate", "--model", str(root / "tear" / "model"), "--data", str(folder),
+    assert main(["evaluate", "--model", str(root / "tear" / "model"), "--data", folder.as_uri(),
                  "--out", str(root / "tear-eval")]) == 0
     metrics = json.loads((root / "tear-eval" / "metrics.json").read_text())
     preds = spark.read.parquet(str(root / "tear-eval" / "predictions")).toPandas()
@@ -102,6 +103,32 @@ def test_meniscus_two_stage_from_the_command_line(spark, knee_data, knee_run, ca
     got = spark.read.parquet(str(root / "tear-pred" / "predictions")).toPandas()
     assert len(got) == 1 and got["prob_tear"].between(0, 1).all()
     assert len(list((root / "tear-pred" / "seg").glob("*.seg.dcm"))) == 1
+
+
+def test_knee_loaders_take_uris_and_name_bad_label_tables(spark, knee_data, tmp_path):
+    from bigdl_medimg.errors import ConfigError
+    from bigdl_medimg.tasks import knee, meniscus, task_config
+
+    _root, folder = knee_data
+    cfg = task_config("meniscus_tear")
+    labels = pd.read_csv(folder / "labels.csv")
+    got = meniscus.load(spark, folder.as_uri(), cfg).select("case", "tear_int", "split").toPandas()
+    assert dict(zip(got["case"], got["tear_int"])) == dict(zip(labels["case"], labels["tear"]))
+    assert set(got["split"]) <= {"train", "val", "test"}
+    df, key, kind = knee.read_volumes(spark, (folder / "nifti").as_uri(), None)
+    assert (key, kind) == ("name", "nifti") and df.count() == 24
+    _df, key, kind = knee.read_volumes(spark, (folder / "dicom").as_uri(), None)
+    assert (key, kind) == ("series_key", "series")
+    bad = tmp_path / "bad"
+    shutil.copytree(folder / "nifti", bad / "nifti")
+    (bad / "labels.csv").write_text("case,tear\ncase_0000,maybe\n")
+    with pytest.raises(ConfigError, match=r"bad/labels\.csv: line 2: expected columns case,tear"):
+        meniscus.load(spark, bad.as_uri(), cfg)
+    (bad / "labels.csv").unlink()
+    with pytest.raises(ConfigError, match="no labels.csv"):
+        meniscus.load(spark, bad.as_uri(), cfg)
+    with pytest.raises(ConfigError, match="expected a knee folder"):
+        knee.load(spark, (tmp_path / "nowhere").as_uri(), cfg)
 
 
 @pytest.mark.slow

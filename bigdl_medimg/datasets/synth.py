@@ -133,24 +133,35 @@ def load_synth_knee(spark, root):
     pairs) and, when ``labels.csv`` is there, ``tear`` (``[0.0]``/``[1.0]``, a one-label array) and ``tear_int``."""
     from pyspark.sql import functions as F
 
+    from ..io import hfs
     from ..io.readers import read_nifti
 
-    root = Path(root)
-    df = read_nifti(spark, (root / "nifti").resolve().as_uri())
+    root = hfs.to_uri(root)
+    df = read_nifti(spark, hfs.join(root, "nifti"))
     name = F.regexp_extract("path", r"(case_\d+)_(image|mask)\.nii\.gz$", 1)
     kind = F.regexp_extract("path", r"_(image|mask)\.nii\.gz$", 1)
     df = df.select(name.alias("case"), kind.alias("kind"), "image")
     images = df.filter(F.col("kind") == "image").select("case", "image")
     masks = df.filter(F.col("kind") == "mask").select("case", F.col("image").alias("mask"))
     pairs = images.join(masks, "case")
-    labels = root / "labels.csv"
-    if labels.is_file():
+    labels = hfs.join(root, "labels.csv")
+    if hfs.exists(spark, labels):
         pairs = pairs.join(synth_knee_labels(spark, labels), "case")
     return pairs
 
 
 def synth_knee_labels(spark, labels_csv):
-    """``case``, ``tear`` (one-label array) and ``tear_int`` from a synthetic knee ``labels.csv``."""
-    with open(labels_csv) as f:
-        rows = [(r["case"], [float(r["tear"])], int(r["tear"])) for r in csv.DictReader(f)]
+    """``case``, ``tear`` (one-label array) and ``tear_int`` from a synthetic knee ``labels.csv`` (a local path
+    or a URI)."""
+    import io
+
+    from ..io import hfs
+
+    uri = hfs.to_uri(labels_csv)
+    rows = []
+    for n, r in enumerate(csv.DictReader(io.StringIO(hfs.read_text(spark, uri))), start=2):
+        try:
+            rows.append((r["case"], [float(r["tear"])], int(r["tear"])))
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{uri}: line {n}: expected columns case,tear with tear 0 or 1") from None
     return spark.createDataFrame(rows, "case string, tear array<double>, tear_int int")

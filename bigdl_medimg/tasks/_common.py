@@ -66,7 +66,9 @@ def assign_split(df, key: str, split: Mapping):
 
 def as_uri(path: str) -> str:
     """A local path as a ``file://`` URI; URIs (``hdfs://``, ``s3a://``, ``file:``) unchanged."""
-    return path if "://" in path or path.startswith("file:") else Path(path).resolve().as_uri()
+    from ..io.hfs import to_uri
+
+    return to_uri(path)
 
 
 def write_json(path, data) -> None:

@@ -23,9 +23,10 @@ SEGMENT_LABELS = {1: "Femoral cartilage", 2: "Tibial cartilage", 3: "Patellar ca
 def load(spark, data: str, cfg: dict):
     """``case``, ``image``, ``mask`` (and ``tear`` when labelled) with a ``split`` column."""
     from ..datasets.synth import load_synth_knee
+    from ..io import hfs
 
-    root = Path(data)
-    if not (root / "nifti").is_dir():
+    root = hfs.to_uri(data)
+    if not hfs.is_dir(spark, hfs.join(root, "nifti")):
         raise ConfigError(f"{data}: expected a knee folder with nifti/case_NNNN_image.nii.gz and _mask.nii.gz "
                           "(as `bigdl-medimg synth --kind knee` writes)")
     return assign_split(load_synth_knee(spark, root), "case", cfg["split"])
@@ -108,11 +109,16 @@ def read_volumes(spark, data: str, kind: str | None):
     """Images to segment: DICOM series (``series``) or NIfTI files (``nifti``); ``(frame, key column, kind)``."""
     from pyspark.sql import functions as F
 
+    from ..io import hfs
     from ..io.readers import read_dicom_series, read_nifti
 
-    root = Path(data)
     if kind is None:
-        kind = "nifti" if (root.is_file() and ".nii" in root.name) or any(root.glob("*.nii*")) else "series"
+        root = hfs.to_uri(data)
+        if hfs.is_dir(spark, root):
+            nifti = any(".nii" in name for name in hfs.list_names(spark, root))
+        else:  # a file or a glob
+            nifti = ".nii" in root.rsplit("/", 1)[-1]
+        kind = "nifti" if nifti else "series"
     if kind == "series":
         return read_dicom_series(spark, as_uri(data)), "series_key", kind
     if kind == "nifti":

@@ -23,8 +23,9 @@ LABELS = ["tear"]
 
 
 def load(spark, data: str, cfg: dict):
-    root = Path(data)
-    if not (root / "labels.csv").is_file():
+    from ..io import hfs
+
+    if not hfs.exists(spark, hfs.join(hfs.to_uri(data), "labels.csv")):
         raise ConfigError(f"{data}: no labels.csv (case,tear) next to nifti/; meniscus_tear needs tear labels")
     return knee.load(spark, data, cfg)
 
@@ -79,13 +80,14 @@ def _labelled_volumes(spark, data: str, cfg: dict, kind: str | None):
     from pyspark.sql import functions as F
 
     from ..datasets.synth import synth_knee_labels
+    from ..io import hfs
     from ..io.readers import read_dicom_series
 
-    root = Path(data)
-    if kind in (None, "series") and (root / "dicom").is_dir():
-        series = read_dicom_series(spark, (root / "dicom").resolve().as_uri())
+    root = hfs.to_uri(data)
+    if kind in (None, "series") and hfs.is_dir(spark, hfs.join(root, "dicom")):
+        series = read_dicom_series(spark, hfs.join(root, "dicom"))
         case = F.regexp_extract(F.col("path")[0], r"(case_\d+)/[^/]+$", 1)
-        df = series.withColumn("case", case).join(synth_knee_labels(spark, root / "labels.csv"), "case")
+        df = series.withColumn("case", case).join(synth_knee_labels(spark, hfs.join(root, "labels.csv")), "case")
         return assign_split(df, "case", cfg["split"])
     return load(spark, data, cfg)
 
