@@ -10,7 +10,7 @@ from typing import Any, Mapping
 from ..errors import ConfigError
 
 __all__ = ["TASK_NAMES", "task_config", "assign_split", "save_task", "load_task", "as_uri", "write_json",
-           "score_split"]
+           "score_split", "tally_outputs"]
 
 TASK_NAMES = ("knee_cartilage", "meniscus_tear", "chest_xray14")
 
@@ -96,3 +96,10 @@ def score_split(model_dir: str, df, split: str):
     if split != "all":
         df = df.filter(F.col("split") == split)
     return PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df).cache()
+
+
+def tally_outputs(table) -> dict:
+    """Written / failed counts and the five commonest errors of an export's per-row table (``error`` column)."""
+    errors = table["error"].dropna()
+    return {"written": int(len(table) - len(errors)), "failed": int(len(errors)),
+            "errors": errors.value_counts().head(5).to_dict()}

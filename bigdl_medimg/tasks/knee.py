@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._common import as_uri, assign_split, load_task, save_task, score_split, write_json
+from ._common import as_uri, assign_split, load_task, save_task, score_split, tally_outputs, write_json
 
 __all__ = ["load", "front_stages", "train", "evaluate", "predict", "SEGMENT_LABELS"]
 
@@ -137,17 +137,12 @@ def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None)
     scored = PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df).cache()
     try:
         masks = write_nifti_masks(scored, str(Path(out) / "masks"), nameCol=key, referenceCol="image")
-        outputs = {"masks": _tally(masks)}
+        outputs = {"masks": tally_outputs(masks)}
         if kind == "series":
-            outputs["dicom_seg"] = _tally(write_dicom_seg(scored, str(Path(out) / "seg"), SEGMENT_LABELS,
-                                                          keyCol=key))
+            outputs["dicom_seg"] = tally_outputs(write_dicom_seg(scored, str(Path(out) / "seg"), SEGMENT_LABELS,
+                                                                 keyCol=key))
     finally:
         scored.unpersist()
     write_json(Path(out) / "predict.json", outputs)
     return outputs
 
-
-def _tally(table) -> dict:
-    errors = table["error"].dropna()
-    return {"written": int(len(table) - len(errors)), "failed": int(len(errors)),
-            "errors": errors.value_counts().head(5).to_dict()}

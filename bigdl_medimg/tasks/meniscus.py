@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from . import knee
-from ._common import assign_split, load_task, save_task, score_split, task_config, write_json
+from ._common import assign_split, load_task, save_task, score_split, tally_outputs, task_config, write_json
 
 __all__ = ["load", "train", "evaluate", "predict"]
 
@@ -127,8 +127,8 @@ def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None)
         write_predictions(scored, str(Path(out) / "predictions"), labelNames=LABELS, keyCols=keys, mode="overwrite")
         outputs = {"predictions": str(Path(out) / "predictions"), "rows": scored.count()}
         if kind == "series":
-            outputs["dicom_seg"] = knee._tally(write_dicom_seg(scored, str(Path(out) / "seg"), knee.SEGMENT_LABELS,
-                                                               keyCol=key))
+            outputs["dicom_seg"] = tally_outputs(write_dicom_seg(scored, str(Path(out) / "seg"), knee.SEGMENT_LABELS,
+                                                                  keyCol=key))
     finally:
         scored.unpersist()
     write_json(Path(out) / "predict.json", outputs)
