@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,8 @@ import pytest
 from bigdl_medimg.cli import main
 from bigdl_medimg.datasets.layouts import write_chestxray14_replica
 from bigdl_medimg.datasets.synth import synth_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
 
 KNEE_CFG = """task: knee_cartilage
 estimator:
@@ -139,8 +142,8 @@ def test_chest_from_the_command_line(spark, tmp_path):
                    "estimator:\n  topology: densenet_tiny\n  batchSize: 8\n")
     assert main(["train", "--task", "chest_xray14", "--data", str(data), "--out", str(tmp_path / "run"),
                  "--config", str(cfg), "--epochs", "1"]) == 0
-    assert main(["evaluate", "--model", str(tmp_path / "run" / "model"), "--data", str(data),
-                 "--out", str(tmp_path / "eval")]) == 0
+    assert main(["evaluate", "--model", (tmp_path / "run" / "model").as_uri(), "--data", str(data),
+                 "--out", (tmp_path / "eval").as_uri()]) == 0  # file: URIs are local folders
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     test_list = (data / "test_list.txt").read_text().split()
     assert metrics["images"] == len(test_list) and len(metrics["auroc"]) == 14
@@ -164,6 +167,11 @@ def test_command_line_errors_are_one_line_with_exit_codes(tmp_path, capsys):
     assert main(["train", "--task", "knee_cartilage", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
                  "--config", str(tmp_path / "c.yaml")]) == 2
     assert "is for task 'chest_xray14'" in capsys.readouterr().err
+    # run folders are written with the driver's file I/O: a scheme other than file: is refused up front
+    assert main(["train", "--task", "knee_cartilage", "--data", str(tmp_path), "--out", "hdfs://nn/runs/knee"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out hdfs://nn/runs/knee" in err and "local or NFS path" in err
+    assert not (tmp_path / "hdfs:").exists() and not any(p.name.startswith("hdfs") for p in ROOT.iterdir())
 
 
 def test_failures_inside_spark_are_reduced_to_their_cause(spark):

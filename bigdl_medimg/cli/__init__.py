@@ -227,12 +227,27 @@ def _progress_logging() -> None:
     logger.propagate = False
 
 
+def _driver_folder(flag: str, value: str | None) -> str | None:
+    """A run or model folder as a local path: ``file:`` URIs become paths; other schemes are refused."""
+    from urllib.parse import unquote, urlparse
+
+    if value is None or "://" not in value and not value.startswith("file:"):
+        return value
+    if value.startswith("file:"):
+        return unquote(urlparse(value).path)
+    raise MedImgError(f"{flag} {value}: run and model folders are written and read with the driver's file I/O; "
+                      "give a local or NFS path (hdfs:// and s3a:// folders are not supported for them yet)")
+
+
 def _check_inputs(args) -> None:
-    """Fail before starting Spark when a local input is missing."""
+    """Fail before starting Spark when a local input is missing or an output folder cannot be written."""
     import os
 
     from ..tasks import load_task
 
+    for name in ("out", "model", "seg_model"):
+        if getattr(args, name, None) is not None:
+            setattr(args, name, _driver_folder("--" + name.replace("_", "-"), getattr(args, name)))
     for flag, value in (("--data", args.data), ("--model", getattr(args, "model", None)),
                         ("--seg-model", getattr(args, "seg_model", None))):
         if value and "://" not in value and not value.startswith("file:") and not os.path.exists(value):
