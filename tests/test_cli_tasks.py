@@ -140,8 +140,14 @@ def test_chest_from_the_command_line(spark, tmp_path):
     cfg = tmp_path / "small.yaml"
     cfg.write_text("task: chest_xray14\npreprocessing:\n  size: [64, 64]\n"
                    "estimator:\n  topology: densenet_tiny\n  batchSize: 8\n")
+    # two training radiographs are broken: training goes on without them and says how many were left out
+    for name in (data / "train_val_list.txt").read_text().split()[:2]:
+        png = next(data.glob(f"images*/**/{name}"))
+        png.write_bytes(png.read_bytes()[:60])
     assert main(["train", "--task", "chest_xray14", "--data", str(data), "--out", str(tmp_path / "run"),
                  "--config", str(cfg), "--epochs", "1"]) == 0
+    train = json.loads((tmp_path / "run" / "train.json").read_text())
+    assert train["unreadable_images"] == 2, train
     assert main(["evaluate", "--model", (tmp_path / "run" / "model").as_uri(), "--data", str(data),
                  "--out", (tmp_path / "eval").as_uri()]) == 0  # file: URIs are local folders
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -149,11 +155,17 @@ def test_chest_from_the_command_line(spark, tmp_path):
     assert metrics["images"] == len(test_list) and len(metrics["auroc"]) == 14
     table = pd.read_csv(next((tmp_path / "eval" / "predictions.csv").glob("part-*.csv")))
     assert sorted(table["image_index"]) == sorted(test_list)
+    # predict keeps the two broken radiographs as rows with their error and no probabilities: exit 3
     assert main(["predict", "--model", str(tmp_path / "run" / "model"), "--data", str(data / "images_001"),
-                 "--out", str(tmp_path / "pred")]) == 0
+                 "--out", str(tmp_path / "pred")]) == 3
     table = pd.read_csv(next((tmp_path / "pred" / "predictions.csv").glob("part-*.csv")))
     assert len(table) == len(list((data / "images_001").rglob("*.png")))
-    assert np.all(table.filter(like="prob_").to_numpy() <= 1)
+    broken = table["error"].notna()
+    assert broken.sum() == 2 and table["error"][broken].str.startswith("ImageFileReadError").all()
+    probs, bad = table.filter(like="prob_").to_numpy(), broken.to_numpy()
+    assert np.isnan(probs[bad]).all() and np.all((probs[~bad] >= 0) & (probs[~bad] <= 1))
+    pred = json.loads((tmp_path / "pred" / "predict.json").read_text())
+    assert pred["images"]["written"] == len(table) - 2 and pred["images"]["failed"] == 2
 
 
 def test_command_line_errors_are_one_line_with_exit_codes(tmp_path, capsys):

@@ -431,6 +431,7 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
             val = base.filter(F.col(vcol)).select(in_col, F.col(label_col).alias("__y")) \
                 .persist(StorageLevel.MEMORY_AND_DISK)
         n_train = train.count()
+        n_val = val.count() if val is not None else 0  # materialises the persisted validation rows once
         if n_train == 0:
             raise ConfigError("ClassificationEstimator: no training rows")
         if n_train < self._get("batchSize"):  # BigDL fails on a mini-batch larger than the data
@@ -499,7 +500,8 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
             shutil.rmtree(tmpdir, ignore_errors=True)
         model = self._model(network)
         model.history = list(self.history)
-        model.training_stats = {**stats, "best_epoch": best.get("epoch"), "train_images": n_train}
+        model.training_stats = {**stats, "best_epoch": best.get("epoch"), "train_images": n_train,
+                                "val_images": n_val}
         return model
 
     def _label_size(self) -> list[int]:

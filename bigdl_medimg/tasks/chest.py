@@ -12,28 +12,38 @@ import logging
 import time
 from pathlib import Path
 
-from ._common import as_uri, load_task, save_task, score_split, write_json
+from ._common import as_uri, load_task, save_task, score_split, tally_outputs, write_json
 
 __all__ = ["load", "front_stages", "train", "evaluate", "predict"]
 
 log = logging.getLogger(__name__)
 
 
-def load(spark, data: str, cfg: dict):
-    """Entries joined with their decoded images; ``split`` is train / val (by patient) / test (official)."""
+def _entries(spark, data: str, cfg: dict):
+    """``(root URI, entries)``: the label table with ``split`` train / val (by patient) / test (official)."""
     from pyspark.sql import functions as F
 
     from ..datasets.layouts import load_chestxray14, patient_split
-    from ..io.readers import read_images
 
     root = as_uri(data)
     entries = load_chestxray14(spark, root)
     val = float(cfg["split"].get("val", 0.125))
-    entries = patient_split(entries.filter(F.col("split") == "train_val"), {"train": 1 - val, "val": val},
-                            seed=int(cfg["split"].get("seed", 0))) \
+    return root, patient_split(entries.filter(F.col("split") == "train_val"), {"train": 1 - val, "val": val},
+                               seed=int(cfg["split"].get("seed", 0))) \
         .unionByName(entries.filter(F.col("split") == "test"))
+
+
+def _with_images(spark, root: str, entries):
+    from ..io.readers import read_images
+
     images = read_images(spark, f"{root.rstrip('/')}/images*").select("path", "image", "error")
     return entries.join(images, "path", "left")
+
+
+def load(spark, data: str, cfg: dict):
+    """Entries joined with their decoded images; ``split`` is train / val (by patient) / test (official)."""
+    root, entries = _entries(spark, data, cfg)
+    return _with_images(spark, root, entries)
 
 
 def front_stages(cfg: dict) -> list:
@@ -52,10 +62,9 @@ def train(spark, data: str, out: str, cfg: dict) -> dict:
     from ..ml import ClassificationEstimator
 
     out_p = Path(out)
-    df = load(spark, data, cfg).filter(F.col("split") != "test")
-    bad = df.filter(F.col("image").isNull()).count()
-    if bad:
-        log.warning("%d training image(s) could not be read and are left out (see their error column)", bad)
+    root, entries = _entries(spark, data, cfg)
+    entries = entries.filter(F.col("split") != "test")
+    df = _with_images(spark, root, entries)  # decoded once, inside the estimator's first job
     size = list(cfg.get("preprocessing", {}).get("size", [224, 224]))
     prep = PipelineModel(stages=front_stages(cfg)).transform(df.filter(F.col("image").isNotNull())) \
         .withColumn("is_val", F.col("split") == "val")
@@ -65,6 +74,12 @@ def train(spark, data: str, out: str, cfg: dict) -> dict:
                                   summaryDir=str(out_p / "summaries"))
     t0 = time.time()
     model = est.fit(prep.select("model_input", "labels", "is_val").repartition(spark.sparkContext.defaultParallelism))
+    # images that could not be read were filtered out above: the label table (no decoding) tells how many
+    listed = entries.count()
+    bad = listed - model.training_stats["train_images"] - model.training_stats["val_images"]
+    if bad:
+        log.warning("%d of %d training/validation image(s) could not be read and were left out (`bigdl-medimg "
+                    "ingest --kind images` lists them with their error)", bad, listed)
     PipelineModel(stages=front_stages(cfg) + [model]).write().overwrite().save(str(out_p / "model" / "pipeline"))
     save_task(str(out_p / "model"), "chest_xray14", cfg)
     summary = {"task": "chest_xray14", "model": str(out_p / "model"), "epochs": len(model.history),
@@ -109,8 +124,11 @@ def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None)
     names = list(cfg["estimator"]["labelNames"])
     df = read_images(spark, as_uri(data)).withColumn("image_index", F.regexp_extract("path", r"([^/]+)$", 1))
     scored = PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df)
-    write_predictions(scored, str(Path(out) / "predictions.csv"), labelNames=names, keyCols=["image_index"],
-                      format="csv", single_file=True, mode="overwrite")
-    outputs = {"predictions": str(Path(out) / "predictions.csv")}
+    path = str(Path(out) / "predictions.csv")
+    write_predictions(scored, path, labelNames=names, keyCols=["image_index"], format="csv", single_file=True,
+                      mode="overwrite")
+    # unreadable images are rows with an error and no probabilities; counted from the written table
+    errors = spark.read.option("header", True).csv(as_uri(path)).select("error").toPandas()
+    outputs = {"predictions": path, "images": tally_outputs(errors)}
     write_json(Path(out) / "predict.json", outputs)
     return outputs
