@@ -46,7 +46,7 @@ def test_knee_train_evaluate_predict_and_report(spark, knee_data, knee_run, caps
     info = json.loads((knee_run / "model" / "task.json").read_text())
     assert info["task"] == "knee_cartilage" and info["config"]["estimator"]["patchesPerImage"] == 8
     train = json.loads((knee_run / "train.json").read_text())
-    assert train["epochs"] == 1 and 0 <= train["val_dice"] <= 1
+    assert train["epochs"] == 1 and 0 <= train["val_dice"] <= 1 and train["unreadable_volumes"] == 0
     capsys.readouterr()
     # data given as a URI go through Hadoop's FileSystem (the layout check, the labels), as hdfs:// would
     assert main(["evaluate", "--model", str(knee_run / "model"), "--data", folder.as_uri(),

@@ -160,7 +160,12 @@ def test_interrupted_fit_resumes_from_the_saved_epoch(spark, data, tmp_path, mon
     resumed = SegmentationEstimator(maxEpoch=3, checkpointDir=str(ck), **SMALL)
     first = resumed._resume(str(ck))
     assert first[2] == 2 and all(np.array_equal(a, b) for a, b in zip(first[0].get_weights(), saved_weights))
-    model = resumed.fit(data[0])
+    # a volume whose image could not be read (null) is left out and counted, not lost silently
+    c = knee_phantom(999, shape=SHAPE)
+    broken = PercentileScale().transform(spark.createDataFrame([(999, None, from_numpy(c.mask, c.affine), False)],
+                                                               SCHEMA))
+    model = resumed.fit(data[0].unionByName(broken))
+    assert model.training_stats == {"volumes": 11, "skipped_volumes": 1}
     assert [r["epoch"] for r in model.history] == [1, 2, 3]
     assert model.history[:2] == state["history"]  # epochs 1-2 came from the checkpoint, only epoch 3 trained
     assert SegmentationEstimator.latest_checkpoint(str(ck)).name == "epoch_0003"

@@ -261,6 +261,13 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
         # preprocessing upstream runs once, not once per epoch
         df = df.select(*[c for c in (self._get("inputCol"), self._get("maskCol"), vcol) if c]) \
             .persist(StorageLevel.MEMORY_AND_DISK)
+        # volumes without an image or a mask (unreadable files upstream) cannot train: counted, not silent
+        missing = F.col(self._get("inputCol")).isNull() | F.col(self._get("maskCol")).isNull()
+        tally = df.select(F.count(F.lit(1)).alias("n"), F.sum(missing.cast("int")).alias("skipped")).first()
+        stats = {"volumes": int(tally["n"]), "skipped_volumes": int(tally["skipped"] or 0)}
+        if stats["skipped_volumes"]:
+            log.warning("SegmentationEstimator: %d of %d volume(s) have no image or no mask (unreadable upstream: "
+                        "see the reader's error column) and are left out", stats["skipped_volumes"], stats["volumes"])
         train, val = df, None
         if vcol:
             train, val = df.filter(~F.col(vcol)), df.filter(F.col(vcol))
@@ -310,4 +317,5 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
         df.unpersist()
         model = self._model(network)
         model.history = list(self.history)
+        model.training_stats = stats
         return model

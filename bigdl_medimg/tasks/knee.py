@@ -72,7 +72,7 @@ def train(spark, data: str, out: str, cfg: dict) -> dict:
     last = model.history[-1] if model.history else {}
     summary = {"task": "knee_cartilage", "model": str(out_p / "model"), "epochs": len(model.history),
                "fit_seconds": round(time.time() - t0, 1), "val_dice": last.get("val_dice"),
-               "history": model.history}
+               "unreadable_volumes": model.training_stats["skipped_volumes"], "history": model.history}
     write_json(out_p / "train.json", summary)
     return summary
 
