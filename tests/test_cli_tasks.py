@@ -86,7 +86,19 @@ def test_meniscus_two_stage_from_the_command_line(spark, knee_data, knee_run, ca
     root, folder = knee_data
     monkeypatch.setenv("BIGDL_MEDIMG_PROGRESS_SECONDS", "0.2")  # epochs here last ~2 s
     capsys.readouterr()
-    assert main(["train", "--task", "meniscus_tear", "--data", str(folder), "--out", str(root / "tear"),
+    # one training case's image is broken: that case is left out of training and counted
+    from bigdl_medimg.tasks import task_config
+    from bigdl_medimg.tasks._common import assign_split
+
+    cases = pd.read_csv(folder / "labels.csv")["case"].tolist()
+    split = assign_split(spark.createDataFrame([(c,) for c in cases], "case string"), "case",
+                         task_config("meniscus_tear")["split"]).toPandas()
+    victim = split[split["split"] != "test"]["case"].iloc[0]
+    data = root / "tear-data"
+    shutil.copytree(folder / "nifti", data / "nifti")
+    shutil.copy(folder / "labels.csv", data / "labels.csv")
+    (data / "nifti" / f"{victim}_image.nii.gz").write_bytes(b"not a NIfTI file")
+    assert main(["train", "--task", "meniscus_tear", "--data", str(data), "--out", str(root / "tear"),
                  "--seg-model", str(knee_run / "model"), "--epochs", "2", "--batch-size", "4"]) == 0
     out = capsys.readouterr().out
     # progress while BigDL trains, one line per epoch, a summary at the end
@@ -95,6 +107,7 @@ def test_meniscus_two_stage_from_the_command_line(spark, knee_data, knee_run, ca
     assert "epoch 2/2 done in" in out and "trained meniscus_tear in" in out
     info = json.loads((root / "tear" / "model" / "task.json").read_text())
     assert info["segmentation_model"] == str(knee_run / "model")
+    assert json.loads((root / "tear" / "train.json").read_text())["left_out_cases"] == 1
     assert main(["evaluate", "--model", str(root / "tear" / "model"), "--data", folder.as_uri(),
                  "--out", str(root / "tear-eval")]) == 0
     metrics = json.loads((root / "tear-eval" / "metrics.json").read_text())

@@ -428,7 +428,8 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
         train = train.select("features", "label").persist(StorageLevel.MEMORY_AND_DISK)
         val = None
         if vcol:
-            val = base.filter(F.col(vcol)).select(in_col, F.col(label_col).alias("__y")) \
+            # rows without an input would score null and be skipped each epoch: left out once, counted
+            val = base.filter(F.col(vcol) & F.col(in_col).isNotNull()).select(in_col, F.col(label_col).alias("__y")) \
                 .persist(StorageLevel.MEMORY_AND_DISK)
         n_train = train.count()
         n_val = val.count() if val is not None else 0  # materialises the persisted validation rows once

@@ -10,6 +10,7 @@ DICOM series or NIfTI images end to end.
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from ._common import assign_split, load_task, save_task, score_split, tally_outp
 __all__ = ["load", "train", "evaluate", "predict"]
 
 LABELS = ["tear"]
+
+log = logging.getLogger(__name__)
 
 
 def load(spark, data: str, cfg: dict):
@@ -43,6 +46,8 @@ def train(spark, data: str, out: str, cfg: dict, seg_model: str | None = None) -
     from pyspark.ml import PipelineModel
     from pyspark.sql import functions as F
 
+    from ..datasets.synth import synth_knee_labels
+    from ..io import hfs
     from ..ml import ClassificationEstimator
 
     out_p = Path(out)
@@ -67,10 +72,18 @@ def train(spark, data: str, out: str, cfg: dict, seg_model: str | None = None) -
     pipeline.write().overwrite().save(str(out_p / "model" / "pipeline"))
     save_task(str(out_p / "model"), "meniscus_tear", cfg, {"segmentation_model": str(seg_model)})
     best = clf.training_stats.get("best_epoch")
+    # cases without a window (an unreadable image or mask, or no meniscus in the reference mask) are left
+    # out of training: the label table (no decoding) minus the rows the classifier used tells how many
+    labels = assign_split(synth_knee_labels(spark, hfs.join(hfs.to_uri(data), "labels.csv")), "case", cfg["split"])
+    listed = labels.filter(F.col("split") != "test").count()
+    left_out = listed - clf.training_stats["train_images"] - clf.training_stats["val_images"]
+    if left_out:
+        log.warning("meniscus_tear: %d of %d training/validation case(s) had no region to classify (unreadable "
+                    "image or mask, or no meniscus label) and were left out", left_out, listed)
     summary = {"task": "meniscus_tear", "model": str(out_p / "model"), "segmentation_model": str(seg_model),
                "epochs": len(clf.history), "best_epoch": best, "fit_seconds": round(time.time() - t0, 1),
                "val_auroc": max((r.get("val_auroc", float("nan")) for r in clf.history), default=None),
-               "history": clf.history}
+               "left_out_cases": left_out, "history": clf.history}
     write_json(out_p / "train.json", summary)
     return summary
 
