@@ -18,7 +18,7 @@ java:
 $(STAMP): setup.cfg setup.py | java
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,torch]'
 	$(PY) -m pip install -q --no-deps $$($(PY) -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); print(' '.join(c['bigdl_medimg']['no_deps_requires'].split()))")
 	$(PY) -c "import bigdl.dllib, pyspark, numpy; assert numpy.__version__ < '2'; print('stack ok: pyspark', pyspark.__version__, 'numpy', numpy.__version__)"
 	touch $(STAMP)
@@ -40,7 +40,7 @@ dist: $(STAMP)
 	rm -rf $(DIST_VENV) dist
 	$(PYTHON) -m venv $(DIST_VENV)
 	$(DIST_VENV)/bin/python -m pip install -q --upgrade pip
-	$(DIST_VENV)/bin/python -m pip install -q .
+	$(DIST_VENV)/bin/python -m pip install -q '.[torch]'
 	$(DIST_VENV)/bin/python -m pip install -q --no-deps $$($(PY) -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); print(' '.join(c['bigdl_medimg']['no_deps_requires'].split()))")
 	$(DIST_VENV)/bin/python -c "import bigdl_medimg, bigdl.dllib, numpy; assert numpy.__version__ < '2'"
 	$(PY) -m pip install -q venv-pack==0.2.0

@@ -9,7 +9,7 @@ from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError
-from ..transforms._stage import param, with_accessors
+from ..params import param, with_accessors
 from .profile import DATE_MODES, SECONDARY_CAPTURE_CLASSES, Pseudonymizer
 
 __all__ = ["Deidentify", "KEY_ENV", "scrub_paths"]

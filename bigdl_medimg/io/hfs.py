@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["to_uri", "join", "exists", "is_dir", "list_names", "read_text"]
+__all__ = ["to_uri", "join", "exists", "is_dir", "list_names", "read_text", "read_bytes", "write_bytes"]
 
 
 def to_uri(path) -> str:
@@ -60,6 +60,11 @@ def list_names(spark, uri: str) -> list[str]:
 
 def read_text(spark, uri: str, limit: int = 64 * 2 ** 20) -> str:
     """The UTF-8 text of the small file ``uri`` (a label table, a list); refuses files over ``limit`` bytes."""
+    return read_bytes(spark, uri, limit).decode("utf-8")
+
+
+def read_bytes(spark, uri: str, limit: int = 2 ** 30) -> bytes:
+    """The bytes of file ``uri`` (a saved network's weights); refuses files over ``limit`` bytes."""
     st = _status(spark, uri)
     if st is None or st.isDirectory():
         raise FileNotFoundError(f"{uri}: no such file")
@@ -68,6 +73,16 @@ def read_text(spark, uri: str, limit: int = 64 * 2 ** 20) -> str:
     fs, path = _fs(spark, uri)
     stream = fs.open(path)
     try:
-        return spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+        return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+    finally:
+        stream.close()
+
+
+def write_bytes(spark, uri: str, data: bytes) -> None:
+    """Write ``data`` to file ``uri`` (replacing it), creating its folder."""
+    fs, path = _fs(spark, uri)
+    stream = fs.create(path, True)
+    try:
+        stream.write(bytearray(data))
     finally:
         stream.close()

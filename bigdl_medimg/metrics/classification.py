@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["auroc", "auroc_per_label", "sensitivity_specificity", "roc_curve", "bootstrap_auroc",
-           "binary_confusion"]
+from ..errors import ConfigError
+
+__all__ = ["label_matrix", "validation_auroc", "auroc", "auroc_per_label", "sensitivity_specificity", "roc_curve",
+           "bootstrap_auroc", "binary_confusion"]
 
 
 def auroc(scores, labels) -> float:
@@ -107,3 +109,41 @@ def bootstrap_auroc(scores, labels, n_boot: int = 1000, seed: int = 0, chunk: in
         for k in range(s.shape[1]):
             out[a:b, k] = _weighted_auroc(s[:, k], y[:, k], w)
     return out
+
+
+def label_matrix(probabilities, labels, what: str = "labels") -> tuple[np.ndarray, np.ndarray]:
+    """Scores ``(n, L)`` and 0/1 labels ``(n, L)`` from probability rows and label rows.
+
+    Labels are 0/1 arrays (multi-label) or class indices (multi-class: one-vs-rest
+    columns; with two classes only the positive one is kept).
+    """
+    p = np.array(probabilities, dtype=np.float64)
+    if p.ndim == 1:
+        p = p[:, None]
+    if isinstance(labels[0], (list, tuple, np.ndarray)):
+        y = np.array(labels, dtype=np.float64)
+    else:
+        idx = np.array([int(v) for v in labels])
+        if idx.min() < 0 or idx.max() >= max(p.shape[1], 2):
+            raise ConfigError(f"class index out of range 0..{p.shape[1] - 1} in {what!r}")
+        y = np.eye(max(p.shape[1], 2))[idx][:, : p.shape[1]]
+        if p.shape[1] == 2:
+            p, y = p[:, 1:], y[:, 1:]
+    if y.shape != p.shape:
+        raise ConfigError(f"{what!r} has {y.shape[1]} labels but the probabilities have {p.shape[1]}")
+    return p, y
+
+
+def validation_auroc(probabilities, labels, mode: str, n_labels: int) -> dict:
+    """An epoch's validation entries: ``val_auroc`` (mean over labels with both classes) and per label.
+
+    ``probabilities``: one row per scored image; ``labels``: 0/1 rows
+    (multilabel) or class indices (multiclass).  Both engines' estimators
+    record this after every epoch.
+    """
+    if len(probabilities):
+        per = auroc_per_label(*label_matrix(list(probabilities), list(labels)))
+    else:  # binary multiclass: one AUROC
+        per = [float("nan")] * (1 if mode == "multiclass" and n_labels == 2 else n_labels)
+    finite = [v for v in per if np.isfinite(v)]
+    return {"val_auroc": float(np.mean(finite)) if finite else float("nan"), "val_auroc_per_label": per}

@@ -18,7 +18,8 @@ from pyspark.ml.param import Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError
-from ..transforms._stage import param, with_accessors
+from ..params import param, with_accessors
+from .classification import label_matrix
 
 __all__ = ["segmentation_scores", "DiceEvaluator", "SurfaceDistanceEvaluator", "MultiLabelAUCEvaluator",
            "classification_arrays", "label_matrix"]
@@ -237,29 +238,6 @@ def classification_arrays(df, probabilityCol: str, labelCol: str, keyCols: Seque
     keys = {c: [r[c] for r in scored] for c in keyCols}
     keys["n_unscored"] = len(rows) - len(scored)
     return p, y, keys
-
-
-def label_matrix(probabilities, labels, what: str = "labels") -> tuple[np.ndarray, np.ndarray]:
-    """Scores ``(n, L)`` and 0/1 labels ``(n, L)`` from probability rows and label rows.
-
-    Labels are 0/1 arrays (multi-label) or class indices (multi-class: one-vs-rest
-    columns; with two classes only the positive one is kept).
-    """
-    p = np.array(probabilities, dtype=np.float64)
-    if p.ndim == 1:
-        p = p[:, None]
-    if isinstance(labels[0], (list, tuple, np.ndarray)):
-        y = np.array(labels, dtype=np.float64)
-    else:
-        idx = np.array([int(v) for v in labels])
-        if idx.min() < 0 or idx.max() >= max(p.shape[1], 2):
-            raise ConfigError(f"class index out of range 0..{p.shape[1] - 1} in {what!r}")
-        y = np.eye(max(p.shape[1], 2))[idx][:, : p.shape[1]]
-        if p.shape[1] == 2:
-            p, y = p[:, 1:], y[:, 1:]
-    if y.shape != p.shape:
-        raise ConfigError(f"{what!r} has {y.shape[1]} labels but the probabilities have {p.shape[1]}")
-    return p, y
 
 
 @with_accessors

@@ -5,7 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["dice_per_class", "confusion_matrix", "surface_points", "surface_distances"]
+__all__ = ["mean_dice_record", "dice_per_class", "confusion_matrix", "surface_points", "surface_distances"]
 
 
 def _pair(pred, ref) -> tuple[np.ndarray, np.ndarray]:
@@ -107,3 +107,19 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray | No
         hd[i] = max(np.percentile(d_pr, percentile), np.percentile(d_rp, percentile))
         msd[i] = (d_pr.sum() + d_rp.sum()) / (d_pr.size + d_rp.size)
     return {"hd": hd, "msd": msd}
+
+
+def mean_dice_record(per_volume, n_classes: int) -> dict:
+    """An epoch's validation entries from per-volume Dice rows (classes ``1..n-1``, NaN = absent in both).
+
+    ``val_dice_per_class``: each class's mean over the volumes where it is
+    defined; ``val_dice``: the mean of the defined class means.  What
+    :class:`~bigdl_medimg.metrics.DiceEvaluator` averages, for both engines.
+    """
+    d = np.asarray(per_volume, dtype=np.float64).reshape(-1, n_classes - 1)
+    per_class = []
+    for k in range(n_classes - 1):
+        col = d[:, k][~np.isnan(d[:, k])]
+        per_class.append(float(col.mean()) if col.size else float("nan"))
+    finite = [v for v in per_class if np.isfinite(v)]
+    return {"val_dice": float(np.mean(finite)) if finite else float("nan"), "val_dice_per_class": per_class}

@@ -1,24 +1,36 @@
-"""Save/load of Spark ML models that hold a BigDL network: Params as JSON, the network next to them."""
+"""Save/load of Spark ML models that hold a network: Params as JSON, the network next to them.
+
+A BigDL network is written by BigDL's ``saveModel`` at ``<path>/bigdl_model``;
+a torch network as ``<path>/torch_model/model.pt`` (its ``state_dict``) and
+``network.json`` (topology and builder Params, so it can be rebuilt), both
+through Hadoop's FileSystem, so a PipelineModel on HDFS holds either.
+"""
 from __future__ import annotations
+
+import json
 
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 
 MODEL_DIR = "bigdl_model"
+TORCH_DIR = "torch_model"
 
 
 class NetworkModelPersistence(MLWritable, MLReadable):
-    """Mixin: ``self._network`` (a BigDL Keras model) is saved at ``<path>/bigdl_model`` with the Params."""
+    """Mixin: ``self._network`` (a BigDL Keras model or, with ``engine="torch"``, a ``torch.nn.Module`` built
+    from ``self._network_spec``) is saved with the Params."""
 
     _network = None
+    _network_spec = None
 
     @property
     def network(self):
-        """The BigDL network."""
+        """The network (BigDL model or torch module)."""
         return self._network
 
     def copy(self, extra=None):
         that = super().copy(extra)
         that._network = self._network
+        that._network_spec = self._network_spec
         return that
 
     def write(self) -> MLWriter:
@@ -35,9 +47,20 @@ class _NetworkModelWriter(MLWriter):
         self.instance = instance
 
     def saveImpl(self, path: str) -> None:
+        from ..io import hfs
+
         self.instance._validate()
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sc)
-        self.instance.network.saveModel(f"{path.rstrip('/')}/{MODEL_DIR}", over_write=True)
+        root = path.rstrip("/")
+        if self.instance.getOrDefault("engine") == "torch":
+            from .engines.torch import state_bytes
+
+            spark = self.sparkSession
+            hfs.write_bytes(spark, hfs.join(root, TORCH_DIR, "model.pt"), state_bytes(self.instance.network))
+            hfs.write_bytes(spark, hfs.join(root, TORCH_DIR, "network.json"),
+                            json.dumps(self.instance._network_spec).encode())
+        else:
+            self.instance.network.saveModel(f"{root}/{MODEL_DIR}", over_write=True)
 
 
 class _NetworkModelReader(MLReader):
@@ -46,11 +69,22 @@ class _NetworkModelReader(MLReader):
         self.cls = cls
 
     def load(self, path: str):
-        from bigdl.dllib.keras.models import load_model
-
         meta = DefaultParamsReader.loadMetadata(path, self.sc)
         model = self.cls()
         DefaultParamsReader.getAndSetParams(model, meta)
         model._resetUid(meta["uid"])
-        model._network = load_model(f"{path.rstrip('/')}/{MODEL_DIR}")
+        root = path.rstrip("/")
+        if model.getOrDefault("engine") == "torch":
+            from ..io import hfs
+            from .engines.torch import build_torch_network, load_state_bytes
+
+            spark = self.sparkSession
+            spec = json.loads(hfs.read_text(spark, hfs.join(root, TORCH_DIR, "network.json")))
+            net = build_torch_network(spec)
+            model._network = load_state_bytes(net, hfs.read_bytes(spark, hfs.join(root, TORCH_DIR, "model.pt"))).eval()
+            model._network_spec = spec
+        else:
+            from bigdl.dllib.keras.models import load_model
+
+            model._network = load_model(f"{root}/{MODEL_DIR}")
         return model

@@ -26,10 +26,6 @@ selects among them, each candidate trained by BigDL on the cluster.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
-import time
 
 import numpy as np
 import pandas as pd  # module level: pandas_udf resolves the type hints in this namespace
@@ -40,11 +36,10 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError
 from ..metrics.evaluators import MultiLabelAUCEvaluator
-from ..transforms._stage import param, with_accessors
+from ..params import param, with_accessors
 from ._persist import NetworkModelPersistence
-from ._training import (check_optim, driver_heap_mb, fit_one_epoch, fit_with_retries, from_preset, latest_checkpoint, load_checkpoint,
-                        make_optim, save_checkpoint)
-from .progress import EpochProgress, epoch_line
+from .progress import epoch_line
+from .training import check_optim, fit_with_retries, from_preset, latest_checkpoint, train_epochs
 
 __all__ = ["ClassificationEstimator", "ClassificationModel", "AUCEvaluator", "weighted_bce_loss"]
 
@@ -87,7 +82,9 @@ class _ClassifierParams:
     labelNames = param("labelNames", "names of the labels (multilabel) or classes (multiclass)",
                        TypeConverters.toListString)
     inputShape = param("inputShape", "network input (channels, *spatial)", TypeConverters.toListInt)
-    batchSize = param("batchSize", "images per BigDL batch", TypeConverters.toInt)
+    batchSize = param("batchSize", "images per batch (training: across all executors)", TypeConverters.toInt)
+    engine = param("engine", "learning engine: 'bigdl' (BigDL's distributed optimiser) or 'torch' (PyTorch DDP on "
+                             "a Spark barrier stage)", TypeConverters.toString)
 
 
 @with_accessors
@@ -104,14 +101,15 @@ class ClassificationModel(NetworkModelPersistence, Model, _ClassifierParams):
     labelColumns = param("labelColumns", "also write one probability column per label", TypeConverters.toBoolean)
 
     @keyword_only
-    def __init__(self, *, network=None, inputCol="image", outputCol="probability", predictionCol="prediction",
-                 mode="multilabel", labelNames=None, inputShape=None, batchSize=16, thresholds=None,
-                 labelColumns=False):
+    def __init__(self, *, network=None, network_spec=None, inputCol="image", outputCol="probability",
+                 predictionCol="prediction", mode="multilabel", labelNames=None, inputShape=None, batchSize=16,
+                 thresholds=None, labelColumns=False, engine="bigdl"):
         super().__init__()
         self._setDefault(inputCol="image", outputCol="probability", predictionCol="prediction", mode="multilabel",
-                         labelNames=[], batchSize=16, thresholds=[0.5], labelColumns=False)
+                         labelNames=[], batchSize=16, thresholds=[0.5], labelColumns=False, engine="bigdl")
         kwargs = dict(self._input_kwargs)
         self._network = kwargs.pop("network", None)
+        self._network_spec = kwargs.pop("network_spec", None)
         self._set(**kwargs)
         self.history: list[dict] = []
 
@@ -123,8 +121,13 @@ class ClassificationModel(NetworkModelPersistence, Model, _ClassifierParams):
         return cls(network=load_model(path), **params)
 
     def _validate(self) -> None:
+        from ..models.network import check_engine
+
         if self._network is None:
             raise ConfigError("ClassificationModel has no network; train it with ClassificationEstimator or load it")
+        check_engine("ClassificationModel", self.getOrDefault("engine"))
+        if self.getOrDefault("engine") == "torch" and not self._network_spec:
+            raise ConfigError("ClassificationModel: a torch network needs its network_spec (topology and Params)")
         if self.getOrDefault("mode") not in MODES:
             raise ConfigError(f"ClassificationModel: mode must be one of {MODES}, got {self.getOrDefault('mode')!r}")
         if not self.isDefined("inputShape") or not self.getOrDefault("inputShape"):
@@ -137,11 +140,7 @@ class ClassificationModel(NetworkModelPersistence, Model, _ClassifierParams):
             raise ConfigError(f"ClassificationModel: thresholds needs 1 or {n} values, got {th}")
 
     def _transform(self, df):
-        from bigdl.dllib.nnframes import NNModel
         from pyspark.sql import functions as F
-        from pyspark.sql import types as T
-
-        from ..transforms.features import ToFeatures
 
         self._validate()
         in_col = self.getOrDefault("inputCol")
@@ -150,9 +149,33 @@ class ClassificationModel(NetworkModelPersistence, Model, _ClassifierParams):
         names = list(self.getOrDefault("labelNames"))
         mode, out_col, pred_col = self.getOrDefault("mode"), self.getOrDefault("outputCol"), \
             self.getOrDefault("predictionCol")
-        shape = list(self.getOrDefault("inputShape"))
         th = np.asarray(self.getOrDefault("thresholds"), dtype=np.float64)
         th = np.repeat(th, len(names)) if th.size == 1 else th
+        scored = self._score_torch(df) if self.getOrDefault("engine") == "torch" else self._score_bigdl(df)
+        if pred_col:
+            if mode == "multilabel":
+                scored = scored.withColumn(pred_col, F.transform(
+                    out_col, lambda p, i: (p >= F.element_at(F.array(*[F.lit(float(t)) for t in th]), i + 1))
+                    .cast("int")))
+            else:
+                scored = scored.withColumn(pred_col, F.expr(
+                    f"array_position({out_col}, array_max({out_col})) - 1").cast("int"))
+        if self.getOrDefault("labelColumns"):
+            for k, name in enumerate(names):
+                scored = scored.withColumn(f"{out_col}_{name}", F.col(out_col)[k])
+        return scored
+
+    def _score_bigdl(self, df):
+        """``df`` with the probability column: BigDL's NNModel in the executors' JVMs."""
+        from bigdl.dllib.nnframes import NNModel
+        from pyspark.sql import functions as F
+        from pyspark.sql import types as T
+
+        from ..transforms.features import ToFeatures
+
+        in_col, out_col, mode = self.getOrDefault("inputCol"), self.getOrDefault("outputCol"), \
+            self.getOrDefault("mode")
+        shape = list(self.getOrDefault("inputShape"))
         feats = "__features"
         x = ToFeatures(inputCol=in_col, outputCol=feats).transform(df.filter(F.col(in_col).isNotNull()))
         x = _sized_features(x, feats, shape, "ClassificationModel")
@@ -169,19 +192,50 @@ class ClassificationModel(NetworkModelPersistence, Model, _ClassifierParams):
             return pd.Series([None if s is None else _probabilities(np.asarray(s, np.float64), mode).tolist()
                               for s in scores])
 
-        scored = scored.withColumn(out_col, probs("__scores")).drop("__scores")
-        if pred_col:
-            if mode == "multilabel":
-                scored = scored.withColumn(pred_col, F.transform(
-                    out_col, lambda p, i: (p >= F.element_at(F.array(*[F.lit(float(t)) for t in th]), i + 1))
-                    .cast("int")))
-            else:
-                scored = scored.withColumn(pred_col, F.expr(
-                    f"array_position({out_col}, array_max({out_col})) - 1").cast("int"))
-        if self.getOrDefault("labelColumns"):
-            for k, name in enumerate(names):
-                scored = scored.withColumn(f"{out_col}_{name}", F.col(out_col)[k])
-        return scored
+        return scored.withColumn(out_col, probs("__scores")).drop("__scores")
+
+    def _score_torch(self, df):
+        """``df`` with the probability column: batches scored in the Python workers, the network cached per worker."""
+        from pyspark.sql import types as T
+
+        from .._arrow import arrow_schema, read_tensor, replace_columns
+        from .engines.torch import cached_network, state_bytes, weights_digest
+
+        in_col, out_col, mode = self.getOrDefault("inputCol"), self.getOrDefault("outputCol"), \
+            self.getOrDefault("mode")
+        shape = tuple(self.getOrDefault("inputShape"))
+        head, tail = _size_message("ClassificationModel", shape)
+        schema = T.StructType([f for f in df.schema.fields if f.name != out_col]
+                              + [T.StructField(out_col, T.ArrayType(T.DoubleType()), True)])
+        a_schema = arrow_schema(schema)
+        shipped = df.sparkSession.sparkContext.broadcast(
+            (self._network_spec, state_bytes(self._network), weights_digest(self._network)))
+
+        def run(batches):
+            import pyarrow as pa
+            import torch
+
+            net = cached_network(*shipped.value)
+            for b in batches:
+                col = b.column(b.schema.get_field_index(in_col))
+                rows, xs = [], []
+                for i in range(b.num_rows):
+                    t = read_tensor(col, i)
+                    if t is None:  # rows without an image pass through with a null probability
+                        continue
+                    if t[0].size != int(np.prod(shape)):
+                        raise ConfigError(f"{head}{t[0].size}{tail}")
+                    rows.append(i)
+                    xs.append(np.asarray(t[0], np.float32).reshape(shape))
+                out = [None] * b.num_rows
+                if xs:
+                    with torch.no_grad():
+                        logits = net(torch.from_numpy(np.stack(xs))).numpy().astype(np.float64)
+                    for i, s in zip(rows, logits):
+                        out[i] = _probabilities(s, mode).tolist()
+                yield replace_columns(b, a_schema, {out_col: pa.array(out, pa.list_(pa.float64()))})
+
+        return df.mapInArrow(run, schema)
 
 
 def _probabilities(scores: np.ndarray, mode: str) -> np.ndarray:
@@ -255,8 +309,11 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                           TypeConverters.toString)
     summaryDir = param("summaryDir", "folder for TensorBoard train/validation summaries ('' for none)",
                        TypeConverters.toString)
-    initModelPath = param("initModelPath", "BigDL model file to start from instead of a new network ('' for none)",
-                          TypeConverters.toString)
+    initModelPath = param("initModelPath", "BigDL model file to start from instead of a new network ('' for none; "
+                                           "engine 'bigdl' only)", TypeConverters.toString)
+    numRanks = param("numRanks", "torch engine: training processes (0 = one per Spark task slot)", TypeConverters.toInt)
+    cacheMemoryMB = param("cacheMemoryMB", "torch engine: memory per rank for its decoded rows before they spill "
+                                           "to local disk", TypeConverters.toFloat)
 
     @keyword_only
     def __init__(self, *, inputCol="image", labelCol="label", outputCol="probability", predictionCol="prediction",
@@ -264,14 +321,16 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                  topology="densenet121", growthRate=0, blockConfig=None, filters=None, dropout=0.0,
                  labelWeighting="chexnet", classBalancing=False, optimizer="adam", learningRate=1e-3,
                  lrSchedule="constant", lrDecay=0.0, momentum=0.9, maxEpoch=10, earlyStoppingPatience=0,
-                 checkpointDir="", summaryDir="", initModelPath="", maxRetries=2):
+                 checkpointDir="", summaryDir="", initModelPath="", maxRetries=2, engine="bigdl", numRanks=0,
+                 cacheMemoryMB=4096.0):
         super().__init__()
         self._setDefault(inputCol="image", labelCol="label", outputCol="probability", predictionCol="prediction",
                          mode="multilabel", labelNames=[], inputShape=[1, 224, 224], batchSize=16,
                          validationIndicatorCol="", topology="densenet121", growthRate=0, blockConfig=[], filters=[],
                          dropout=0.0, labelWeighting="chexnet", classBalancing=False, optimizer="adam",
                          learningRate=1e-3, lrSchedule="constant", lrDecay=0.0, momentum=0.9, maxEpoch=10,
-                         earlyStoppingPatience=0, checkpointDir="", summaryDir="", initModelPath="", maxRetries=2)
+                         earlyStoppingPatience=0, checkpointDir="", summaryDir="", initModelPath="", maxRetries=2,
+                         engine="bigdl", numRanks=0, cacheMemoryMB=4096.0)
         self._set(**self._input_kwargs)
         self.history: list[dict] = []
 
@@ -285,7 +344,13 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
 
     def _validate(self) -> None:
         from ..models.classifiers import TOPOLOGIES
+        from ..models.network import check_engine
 
+        check_engine("ClassificationEstimator", self._get("engine"))
+        if self._get("engine") == "torch" and self._get("initModelPath"):
+            raise ConfigError("ClassificationEstimator: initModelPath is a BigDL model file; it needs engine='bigdl'")
+        if self._get("numRanks") < 0 or self._get("cacheMemoryMB") < 0:
+            raise ConfigError("ClassificationEstimator: numRanks and cacheMemoryMB must be >= 0")
         if self._get("mode") not in MODES:
             raise ConfigError(f"ClassificationEstimator: mode must be one of {MODES}, got {self._get('mode')!r}")
         n = len(self._get("labelNames"))
@@ -304,16 +369,11 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
             raise ConfigError("ClassificationEstimator: earlyStoppingPatience must be >= 0")
 
     # -------------------------------------------------------------- pieces ---
-    def _build_network(self):
-        from ..models.classifiers import TOPOLOGIES, build_topology
+    def _network_params(self) -> dict:
+        """``build_network`` keywords beyond the topology's own (the same for both engines)."""
+        from ..models.classifiers import TOPOLOGIES
 
-        path = self._get("initModelPath")
-        if path:
-            from bigdl.dllib.keras.models import load_model
-
-            return load_model(path)
-        name = self._get("topology")
-        builder = TOPOLOGIES[name][0].__name__
+        builder = TOPOLOGIES[self._get("topology")][0].__name__
         over = {}
         if builder == "densenet2d":
             if self._get("growthRate"):
@@ -324,7 +384,18 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
             over["filters"] = tuple(self._get("filters"))
         if builder in ("densenet2d", "cnn3d"):
             over["dropout"] = self._get("dropout")
-        return build_topology(name, len(self._get("labelNames")), self._get("inputShape"), **over)
+        return over
+
+    def _build_network(self):
+        from ..models.network import build_network
+
+        path = self._get("initModelPath")
+        if path:
+            from bigdl.dllib.keras.models import load_model
+
+            return load_model(path)
+        return build_network(self._get("topology"), "bigdl", n_outputs=len(self._get("labelNames")),
+                             input_shape=self._get("inputShape"), **self._network_params())
 
     def _labels(self, df, label_col: str):
         """``df`` with a float ``label`` column in BigDL's form, checked."""
@@ -344,7 +415,8 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                 raise ConfigError(f"ClassificationEstimator: every {label_col!r} must be a class index in 0..{n - 1}")
         return df.withColumn("label", lab)
 
-    def _criterion(self, train, total: int):
+    def _loss_weights(self, train, total: int) -> dict:
+        """The loss's weights from the training rows' ``label`` column (BigDL's form), for either engine."""
         from pyspark.sql import functions as F
 
         n = len(self._get("labelNames"))
@@ -355,17 +427,23 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                 wp, wn = chexnet_weights(positives, total)
             else:
                 wp, wn = np.ones(n, np.float32), np.ones(n, np.float32)
-            return weighted_bce_loss(n, wp, wn), {"positives": positives, "pos_weights": wp.tolist(),
-                                                  "neg_weights": wn.tolist()}
-        from bigdl.dllib.nn.criterion import CrossEntropyCriterion
-
+            return {"positives": positives, "pos_weights": wp.tolist(), "neg_weights": wn.tolist()}
         counts = {int(r["label"]) - 1: r["count"] for r in train.groupBy("label").count().collect()}
         freq = np.array([counts.get(k, 0) for k in range(n)], dtype=np.float64)
         w = None
         if self._get("classBalancing"):
             w = np.where(freq > 0, total / (n * np.maximum(freq, 1)), 0.0).astype(np.float32)
-        return CrossEntropyCriterion(w), {"class_counts": freq.tolist(),
-                                          "class_weights": None if w is None else w.tolist()}
+        return {"class_counts": freq.tolist(), "class_weights": None if w is None else w.tolist()}
+
+    def _criterion(self, weights: dict):
+        """The BigDL criterion of :meth:`_loss_weights`' weights."""
+        n = len(self._get("labelNames"))
+        if self._get("mode") == "multilabel":
+            return weighted_bce_loss(n, weights["pos_weights"], weights["neg_weights"])
+        from bigdl.dllib.nn.criterion import CrossEntropyCriterion
+
+        w = weights["class_weights"]
+        return CrossEntropyCriterion(None if w is None else np.asarray(w, np.float32))
 
     def _training_network(self, network):
         if self._get("mode") == "multiclass":
@@ -378,8 +456,9 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
         seq.add(Activation("sigmoid"))
         return seq
 
-    def _model(self, network) -> ClassificationModel:
-        return ClassificationModel(network=network, inputCol=self._get("inputCol"), outputCol=self._get("outputCol"),
+    def _model(self, network, network_spec=None) -> ClassificationModel:
+        return ClassificationModel(network=network, network_spec=network_spec, engine=self._get("engine"),
+                                   inputCol=self._get("inputCol"), outputCol=self._get("outputCol"),
                                    predictionCol=self._get("predictionCol"), mode=self._get("mode"),
                                    labelNames=self._get("labelNames"), inputShape=self._get("inputShape"),
                                    batchSize=self._get("batchSize"))
@@ -387,41 +466,55 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
     def _validation_auroc(self, network, val) -> dict:
         from pyspark.sql import functions as F
 
-        from ..metrics.classification import auroc_per_label
-        from ..metrics.evaluators import label_matrix
+        from ..metrics.classification import validation_auroc
 
-        scored = self._model(network).setPredictionCol("").setOutputCol("__p").transform(val)
+        scored = self._model(network).setEngine("bigdl").setPredictionCol("").setOutputCol("__p").transform(val)
         # numbers only; rows without an image come back unscored and do not count
         rows = scored.select("__p", "__y").filter(F.col("__p").isNotNull()).collect()
-        n = len(self._get("labelNames"))
-        if rows:
-            per = auroc_per_label(*label_matrix([r["__p"] for r in rows], [r["__y"] for r in rows]))
-        else:  # binary multiclass: one AUROC
-            per = [float("nan")] * (1 if self._get("mode") == "multiclass" and n == 2 else n)
-        finite = [v for v in per if np.isfinite(v)]
-        return {"val_auroc": float(np.mean(finite)) if finite else float("nan"), "val_auroc_per_label": per}
+        return validation_auroc([r["__p"] for r in rows], [r["__y"] for r in rows], self._get("mode"),
+                                len(self._get("labelNames")))
 
     # ------------------------------------------------------------------ fit ---
     def _fit(self, df):
-        return fit_with_retries("ClassificationEstimator", self._fit_once, df, self._get("checkpointDir"), self._get("maxRetries"))
+        return fit_with_retries("ClassificationEstimator", self._fit_once, df, self._get("checkpointDir"),
+                                self._get("maxRetries"))
+
+    def _loop_args(self) -> dict:
+        return dict(max_epoch=self._get("maxEpoch"), metric="val_auroc", tag="AUC", app="classification",
+                    checkpoint_dir=self._get("checkpointDir"), summary_dir=self._get("summaryDir"),
+                    patience=self._get("earlyStoppingPatience"), select_best=True)
+
+    def _check_rows(self, n_train: int) -> None:
+        if n_train == 0:
+            raise ConfigError("ClassificationEstimator: no training rows")
+        if n_train < self._get("batchSize"):  # BigDL fails on a mini-batch larger than the data
+            raise ConfigError(f"ClassificationEstimator: {n_train} training rows but batchSize "
+                              f"{self._get('batchSize')}; lower batchSize or add data")
 
     def _fit_once(self, df):
-        from bigdl.dllib.nnframes import NNEstimator
-        from bigdl.dllib.optim.optimizer import TrainSummary
-        from pyspark import StorageLevel
-        from pyspark.sql import functions as F
-
-        from ..transforms.features import ToFeatures
-        from .tfevents import ScalarWriter
-
         self._validate()
         in_col, label_col, vcol = self._get("inputCol"), self._get("labelCol"), self._get("validationIndicatorCol")
         for c in (in_col, label_col) + ((vcol,) if vcol else ()):
             if c not in df.columns:
                 raise ConfigError(f"ClassificationEstimator: column {c!r} not found; "
                                   f"the DataFrame has {sorted(df.columns)}")
-        shape = list(self._get("inputShape"))
         base = self._labels(df.select(*[c for c in (in_col, label_col, vcol) if c]), label_col)
+        fit = self._fit_torch if self._get("engine") == "torch" else self._fit_bigdl
+        network, spec, self.history, best, stats = fit(base)
+        model = self._model(network, spec)
+        model.history = list(self.history)
+        model.training_stats = {**stats, "best_epoch": best.get("epoch")}
+        return model
+
+    def _fit_bigdl(self, base):
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        from ..transforms.features import ToFeatures
+        from .engines.bigdl import BigDLEngine, make_optim
+
+        in_col, label_col, vcol = self._get("inputCol"), self._get("labelCol"), self._get("validationIndicatorCol")
+        shape = list(self._get("inputShape"))
         feats = ToFeatures(inputCol=in_col, outputCol="features").transform(base) \
             .filter(F.col("features").isNotNull())
         train = feats.filter(~F.col(vcol)) if vcol else feats
@@ -431,79 +524,66 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
             # rows without an input would score null and be skipped each epoch: left out once, counted
             val = base.filter(F.col(vcol) & F.col(in_col).isNotNull()).select(in_col, F.col(label_col).alias("__y")) \
                 .persist(StorageLevel.MEMORY_AND_DISK)
-        n_train = train.count()
-        n_val = val.count() if val is not None else 0  # materialises the persisted validation rows once
-        if n_train == 0:
-            raise ConfigError("ClassificationEstimator: no training rows")
-        if n_train < self._get("batchSize"):  # BigDL fails on a mini-batch larger than the data
-            raise ConfigError(f"ClassificationEstimator: {n_train} training rows but batchSize "
-                              f"{self._get('batchSize')}; lower batchSize or add data")
-        _check_feature_size(train, "features", shape, "ClassificationEstimator")  # on the persisted rows
-        if vcol:
-            _check_feature_size(feats.filter(F.col(vcol)), "features", shape, "ClassificationEstimator")
-        criterion, stats = self._criterion(train, n_train)
-        ckdir, sumdir = self._get("checkpointDir"), self._get("summaryDir")
-        got = load_checkpoint(ckdir) if ckdir else None
-        # the best validation epoch's network (weights and batch-norm statistics) is kept as a saved model
-        tmpdir = None if ckdir else tempfile.mkdtemp(prefix="bigdl-medimg-best-")
-        best_path = os.path.join(ckdir or tmpdir, "best_model")
-        best = {"epoch": 0, "val_auroc": -np.inf}
-        if got:
-            network, optim, state = got
-            start, self.history = int(state["epoch"]), list(state.get("history", []))
-            best = state.get("best", best)
-        else:
-            network, optim, start, self.history = self._build_network(), None, 0, []
-        if optim is None:
-            iters = max(1, n_train // self._get("batchSize"))
-            optim = make_optim(self._get("optimizer"), self._get("learningRate"), self._get("lrSchedule"),
-                               self._get("lrDecay"), self._get("momentum"), iters * self._get("maxEpoch"))
-        writer = ScalarWriter(os.path.join(sumdir, "classification", "validation")) if sumdir and val else None
-        patience, stale = self._get("earlyStoppingPatience"), 0
-        if self.history and val is not None:
-            stale = self.history[-1]["epoch"] - int(best.get("epoch", 0))
-        train_net = self._training_network(network)
-        for epoch in range(start + 1, self._get("maxEpoch") + 1):
-            if patience and stale >= patience:
-                break
-            t0 = time.time()
-            est = NNEstimator(train_net, criterion, shape, self._label_size()) \
-                .setBatchSize(self._get("batchSize")).setOptimMethod(optim).setMaxEpoch(epoch)
-            if sumdir:
-                est.setTrainSummary(TrainSummary(sumdir, "classification"))
-            fit_one_epoch(df, est, train, EpochProgress(
-                os.path.join(sumdir, "classification", "train") if sumdir else None, epoch, self._get("maxEpoch"),
-                n_train, self._get("batchSize"), [r["seconds"] for r in self.history]), strict=bool(ckdir))
-            record = {"epoch": epoch, "images": n_train, "seconds": round(time.time() - t0, 1)}
+        try:
+            n_train = train.count()
+            n_val = val.count() if val is not None else 0  # materialises the persisted validation rows once
+            self._check_rows(n_train)
+            _check_feature_size(train, "features", shape, "ClassificationEstimator")  # on the persisted rows
+            if vcol:
+                _check_feature_size(feats.filter(F.col(vcol)), "features", shape, "ClassificationEstimator")
+            weights = self._loss_weights(train, n_train)
+            engine = BigDLEngine(
+                base, build_network=self._build_network, training_network=self._training_network,
+                criterion=self._criterion(weights), feature_shape=shape, label_shape=self._label_size(),
+                epoch_data=lambda epoch: (train, n_train, lambda: None),
+                validate=(lambda net: self._validation_auroc(net, val)) if val is not None else None,
+                make_optim=lambda iters: make_optim(self._get("optimizer"), self._get("learningRate"),
+                                                    self._get("lrSchedule"), self._get("lrDecay"),
+                                                    self._get("momentum"), iters * self._get("maxEpoch")),
+                batch_size=self._get("batchSize"), max_epoch=self._get("maxEpoch"), count_key="images",
+                app="classification", summary_dir=self._get("summaryDir"), checkpoint_dir=self._get("checkpointDir"))
+            try:
+                history, best = train_epochs(engine, report=lambda r: log.info(epoch_line(r, self._get("maxEpoch"))),
+                                             **self._loop_args())
+            finally:
+                engine.close()
+        finally:
+            train.unpersist()
             if val is not None:
-                record.update(self._validation_auroc(network, val))
-                if writer:
-                    writer.add_scalar("AUC", record["val_auroc"], epoch)
-                if record["val_auroc"] > best["val_auroc"]:
-                    best, stale = {"epoch": epoch, "val_auroc": record["val_auroc"]}, 0
-                    network.saveModel(best_path, over_write=True)
-                else:
-                    stale += 1
-            record["driver_heap_mb"] = driver_heap_mb(df.sparkSession.sparkContext)
-            log.info(epoch_line(record, self._get("maxEpoch")))
-            if ckdir:
-                save_checkpoint(ckdir, epoch, network, optim, {"history": self.history + [record], "best": best})
-            self.history.append(record)
-        train.unpersist()
-        if val is not None:
-            val.unpersist()
-        last = self.history[-1]["epoch"] if self.history else 0
-        if best["epoch"] and best["epoch"] != last and os.path.exists(best_path):
-            from bigdl.dllib.keras.models import load_model
+                val.unpersist()
+        return engine.network, None, history, best, {**weights, "train_images": n_train, "val_images": n_val}
 
-            network = load_model(best_path)  # the best validation epoch, not the last
-        if tmpdir:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-        model = self._model(network)
-        model.history = list(self.history)
-        model.training_stats = {**stats, "best_epoch": best.get("epoch"), "train_images": n_train,
-                                "val_images": n_val}
-        return model
+    def _fit_torch(self, base):
+        import functools
+
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        from .engines.torch import ClassificationTask, build_torch_network, fit_on_ranks, load_state_bytes, network_spec
+
+        in_col, label_col, vcol = self._get("inputCol"), self._get("labelCol"), self._get("validationIndicatorCol")
+        is_val = F.col(vcol) if vcol else F.lit(False)
+        rows = base.filter(F.col(in_col).isNotNull()).select(
+            F.col(in_col).alias("__x"), F.col(label_col).alias("__y"), is_val.alias("__val"), "label") \
+            .persist(StorageLevel.MEMORY_AND_DISK)  # the upstream decode runs once; the ranks read these rows
+        try:
+            tally = rows.select(F.sum((~F.col("__val")).cast("int")).alias("t"),
+                                F.sum(F.col("__val").cast("int")).alias("v")).first()
+            n_train, n_val = int(tally["t"] or 0), int(tally["v"] or 0)
+            self._check_rows(n_train)
+            weights = self._loss_weights(rows.filter(~F.col("__val")), n_train)
+            net_spec = network_spec(self._get("topology"), len(self._get("labelNames")), self._get("inputShape"),
+                                    self._network_params())
+            spec = dict(owner="ClassificationEstimator", params={p.name: self.getOrDefault(p) for p in self.params},
+                        network=net_spec, loss_weights=weights, count_key="images", validating=n_val > 0,
+                        epoch_line=functools.partial(epoch_line, max_epoch=self._get("maxEpoch")), **self._loop_args())
+            weights_bytes, info = fit_on_ranks(rows.drop("label"), spec, ClassificationTask, self._get("numRanks"))
+        finally:
+            rows.unpersist()
+        net = load_state_bytes(build_torch_network(net_spec), weights_bytes).eval()
+        return net, net_spec, info["history"], info["best"], {
+            **weights, "train_images": n_train, "val_images": n_val, "ranks": info["world"],
+            "rank_weight_digests": info["digests"], "spilled_arrays": info["spilled"]}
 
     def _label_size(self) -> list[int]:
         return [len(self._get("labelNames"))] if self._get("mode") == "multilabel" else [1]

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 
-__all__ = ["EpochProgress", "format_seconds", "epoch_line"]
+__all__ = ["EpochProgress", "RunFollower", "format_seconds", "epoch_line"]
 
 log = logging.getLogger("bigdl_medimg.progress")
 
@@ -114,3 +114,53 @@ def epoch_line(record: dict, max_epoch: int) -> str:
     if "driver_heap_mb" in record:
         parts.append(f"driver heap {record['driver_heap_mb']} MB")
     return " | ".join(parts)
+
+
+class RunFollower:
+    """Context manager that logs the lines a torch fit's rank 0 appends to ``path`` (JSON lines with ``line``).
+
+    The ranks run inside one Spark stage; this is how their progress reaches the
+    driver's console while it runs.  Where the file is not visible to the driver
+    (executors on other hosts without a shared folder), only the epoch records
+    returned at the end are logged.
+    """
+
+    def __init__(self, path: str, interval: float = 0.5):
+        self.path, self.interval = path, interval
+        self._stop = threading.Event()
+        self._thread = None
+        self._offset = 0
+        self.lines = 0
+
+    def _drain(self) -> None:
+        import json
+
+        try:
+            with open(self.path) as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except OSError:
+            return
+        done = chunk.rfind("\n") + 1  # a line being written is read next time
+        self._offset += len(chunk[:done].encode())
+        for raw in chunk[:done].splitlines():
+            try:
+                log.info(json.loads(raw)["line"])
+                self.lines += 1
+            except (ValueError, KeyError):
+                continue
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._drain()
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._run, name="bigdl-medimg-ranks", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._drain()
+        return False

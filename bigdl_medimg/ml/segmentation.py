@@ -1,12 +1,14 @@
-"""Segmentation model stage: sliding-window inference with a BigDL network, on executors.
+"""Segmentation model stage: sliding-window inference on executors, with a BigDL or a torch network.
 
 :class:`SegmentationModel` turns an image tensor column into a label-mask
-tensor column on the same grid and affine.  Volumes of any size are cut into
-overlapping tiles on executors (``mapInArrow``), BigDL's ``NNModel`` scores
-the tiles inside the executors' JVMs, and each volume is blended back
-(softmax per tile, Gaussian or constant weights) and arg-maxed on an
-executor; no volume passes through the driver.  The network is held by the
-stage and written next to its Params by ``save``.
+tensor column on the same grid and affine.  With ``engine="bigdl"`` volumes
+of any size are cut into overlapping tiles on executors (``mapInArrow``),
+BigDL's ``NNModel`` scores the tiles inside the executors' JVMs, and each
+volume is blended back (softmax per tile, Gaussian or constant weights) and
+arg-maxed on an executor.  With ``engine="torch"`` each volume is tiled,
+scored and blended inside one Python task (no per-tile rows), by a network
+each Python worker builds once.  No volume passes through the driver.  The
+network is held by the stage and written next to its Params by ``save``.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pyspark.ml import Model
 from pyspark.ml.param import TypeConverters
 
 from ..errors import ConfigError
-from ..transforms._stage import param, with_accessors
+from ..params import param, with_accessors
 from ._persist import NetworkModelPersistence
 
 __all__ = ["SegmentationModel"]
@@ -45,20 +47,28 @@ class SegmentationModel(NetworkModelPersistence, Model):
     overlap = param("overlap", "overlap between neighbouring tiles, in [0, 1)", TypeConverters.toFloat)
     blendMode = param("blendMode", "'gaussian' or 'constant' tile weights", TypeConverters.toString)
     batchSize = param("batchSize", "tiles per inference batch", TypeConverters.toInt)
+    engine = param("engine", "engine of the network: 'bigdl' or 'torch'", TypeConverters.toString)
 
     @keyword_only
-    def __init__(self, *, network=None, inputCol="image", outputCol="segmentation", probabilityCol="",
-                 patchShape=None, nClasses=None, inChannels=1, overlap=0.5, blendMode="gaussian", batchSize=8):
+    def __init__(self, *, network=None, network_spec=None, inputCol="image", outputCol="segmentation",
+                 probabilityCol="", patchShape=None, nClasses=None, inChannels=1, overlap=0.5, blendMode="gaussian",
+                 batchSize=8, engine="bigdl"):
         super().__init__()
         self._setDefault(inputCol="image", outputCol="segmentation", probabilityCol="", inChannels=1, overlap=0.5,
-                         blendMode="gaussian", batchSize=8)
+                         blendMode="gaussian", batchSize=8, engine="bigdl")
         kwargs = dict(self._input_kwargs)
         self._network = kwargs.pop("network", None)
+        self._network_spec = kwargs.pop("network_spec", None)
         self._set(**kwargs)
 
     def _validate(self) -> None:
+        from ..models.network import check_engine
+
         if self._network is None:
             raise ConfigError("SegmentationModel has no network; build it with SegmentationEstimator or load it")
+        check_engine("SegmentationModel", self.getOrDefault("engine"))
+        if self.getOrDefault("engine") == "torch" and not self._network_spec:
+            raise ConfigError("SegmentationModel: a torch network needs its network_spec (topology and Params)")
         for name in ("patchShape", "nClasses"):
             if not self.isDefined(name) or self.getOrDefault(name) is None:
                 raise ConfigError(f"SegmentationModel: {name} is required")
@@ -85,6 +95,8 @@ class SegmentationModel(NetworkModelPersistence, Model):
         in_col = self.getOrDefault("inputCol")
         if in_col not in df.columns:
             raise ConfigError(f"SegmentationModel: column {in_col!r} not found; the DataFrame has {sorted(df.columns)}")
+        if self.getOrDefault("engine") == "torch":
+            return self._transform_torch(df)
         patch = tuple(self.getOrDefault("patchShape"))
         n_classes, chans = self.getOrDefault("nClasses"), self.getOrDefault("inChannels")
         overlap, mode = self.getOrDefault("overlap"), self.getOrDefault("blendMode")
@@ -172,3 +184,45 @@ class SegmentationModel(NetworkModelPersistence, Model):
             stitched = stitched.withColumnRenamed("__prob", prob_col)
         base = keyed.drop(*[c for c in (out_col, prob_col) if c and c in keyed.columns])
         return base.join(stitched, on="__key", how="left").drop("__key")
+
+    def _transform_torch(self, df):
+        """Each volume tiled, scored and blended in one Python task; the network cached per worker."""
+        from pyspark.sql import types as T
+
+        from .._arrow import arrow_schema, null_array, read_tensor, replace_columns, tensor_array
+        from ..tensor import tensor_type
+        from .engines.torch import cached_network, predict_volume, state_bytes, weights_digest
+
+        patch = tuple(self.getOrDefault("patchShape"))
+        chans, overlap = self.getOrDefault("inChannels"), self.getOrDefault("overlap")
+        mode, batch = self.getOrDefault("blendMode"), self.getOrDefault("batchSize")
+        in_col, out_col, prob_col = self.getOrDefault("inputCol"), self.getOrDefault("outputCol"), \
+            self.getOrDefault("probabilityCol")
+        outs = [out_col] + ([prob_col] if prob_col else [])
+        fields = [f for f in df.schema.fields if f.name not in outs]
+        schema = T.StructType(fields + [T.StructField(c, tensor_type(), True) for c in outs])
+        a_schema = arrow_schema(schema)
+        t_type = a_schema.field(out_col).type
+        shipped = df.sparkSession.sparkContext.broadcast(
+            (self._network_spec, state_bytes(self._network), weights_digest(self._network)))
+
+        def run(batches):
+            net = cached_network(*shipped.value)
+            for b in batches:
+                for i in range(b.num_rows):
+                    row = b.slice(i, 1)
+                    t = read_tensor(row.column(row.schema.get_field_index(in_col)), 0)
+                    if t is None:  # rows without an image pass through with null outputs
+                        yield replace_columns(row, a_schema, {c: null_array(t_type) for c in outs})
+                        continue
+                    arr, aff, _ = t
+                    vol = arr if arr.ndim == 4 else arr[np.newaxis]
+                    if vol.ndim != 4 or vol.shape[0] != chans:
+                        raise ConfigError(f"SegmentationModel expects {chans}-channel 3-D images, got shape {arr.shape}")
+                    prob = predict_volume(net, vol, patch, overlap, batch, mode)
+                    new = {out_col: tensor_array(np.argmax(prob, axis=0).astype(np.uint8), aff, t_type)}
+                    if prob_col:
+                        new[prob_col] = tensor_array(np.ascontiguousarray(prob), aff, t_type)
+                    yield replace_columns(row, a_schema, new)
+
+        return df.mapInArrow(run, schema)

@@ -19,8 +19,6 @@ on integer labels, a fifth of the label memory).
 from __future__ import annotations
 
 import logging
-import os
-import time
 
 import numpy as np
 from pyspark import keyword_only
@@ -29,10 +27,9 @@ from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError
-from ..transforms._stage import param, with_accessors
-from ._training import (check_optim, driver_heap_mb, fit_one_epoch, fit_with_retries, from_preset, latest_checkpoint, load_checkpoint,
-                        load_preset_section, make_optim, save_checkpoint)
-from .progress import EpochProgress, epoch_line
+from ..params import param, with_accessors
+from .progress import epoch_line
+from .training import check_optim, fit_with_retries, from_preset, latest_checkpoint, load_preset_section, train_epochs
 
 __all__ = ["SegmentationEstimator", "dice_ce_loss", "load_preset", "volume_dice"]
 
@@ -120,20 +117,27 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
     summaryDir = param("summaryDir", "folder for TensorBoard train/validation summaries ('' for none)",
                        TypeConverters.toString)
     seed = param("seed", "seed of patch sampling", TypeConverters.toInt)
+    engine = param("engine", "learning engine: 'bigdl' (BigDL's distributed optimiser) or 'torch' (PyTorch DDP on "
+                             "a Spark barrier stage)", TypeConverters.toString)
+    numRanks = param("numRanks", "torch engine: training processes (0 = one per Spark task slot)", TypeConverters.toInt)
+    cacheMemoryMB = param("cacheMemoryMB", "torch engine: memory per rank for its decoded rows before they spill "
+                                           "to local disk", TypeConverters.toFloat)
 
     @keyword_only
     def __init__(self, *, inputCol="image", maskCol="mask", outputCol="segmentation", validationIndicatorCol="",
                  nClasses=5, classNames=None, classWeights=None, loss="dice_ce", diceSmooth=1.0,
                  patchShape=(16, 32, 32), patchesPerImage=8, posFraction=0.7, depth=2, baseFilters=8, dropout=0.0,
                  batchNorm=True, optimizer="adam", learningRate=2e-3, lrSchedule="inverse", lrDecay=1e-4, momentum=0.9,
-                 batchSize=16, maxEpoch=10, overlap=0.5, checkpointDir="", summaryDir="", seed=0, maxRetries=2):
+                 batchSize=16, maxEpoch=10, overlap=0.5, checkpointDir="", summaryDir="", seed=0, maxRetries=2,
+                 engine="bigdl", numRanks=0, cacheMemoryMB=4096.0):
         super().__init__()
         self._setDefault(inputCol="image", maskCol="mask", outputCol="segmentation", validationIndicatorCol="",
                          nClasses=5, classNames=[], classWeights=[], loss="dice_ce", diceSmooth=1.0,
                          patchShape=[16, 32, 32], patchesPerImage=8, posFraction=0.7, depth=2, baseFilters=8,
                          dropout=0.0, batchNorm=True, optimizer="adam", learningRate=2e-3,
                          lrSchedule="inverse", lrDecay=1e-4, momentum=0.9, batchSize=16, maxEpoch=10, overlap=0.5,
-                         checkpointDir="", summaryDir="", seed=0, maxRetries=2)
+                         checkpointDir="", summaryDir="", seed=0, maxRetries=2, engine="bigdl", numRanks=0,
+                         cacheMemoryMB=4096.0)
         self._set(**self._input_kwargs)
         self.history: list[dict] = []
 
@@ -146,7 +150,12 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
         return self.getOrDefault(name)
 
     def _validate(self) -> None:
+        from ..models.network import check_engine
         from ..models.unet3d import check_patch_shape
+
+        check_engine("SegmentationEstimator", self._get("engine"))
+        if self._get("numRanks") < 0 or self._get("cacheMemoryMB") < 0:
+            raise ConfigError("SegmentationEstimator: numRanks and cacheMemoryMB must be >= 0")
 
         n = self._get("nClasses")
         if n < 2:
@@ -169,6 +178,8 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
 
     # -------------------------------------------------------------- pieces ---
     def _optim(self, iterations_per_epoch: int):
+        from .engines.bigdl import make_optim
+
         return make_optim(self._get("optimizer"), self._get("learningRate"), self._get("lrSchedule"),
                           self._get("lrDecay"), self._get("momentum"), iterations_per_epoch * self._get("maxEpoch"))
 
@@ -221,35 +232,29 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                                                                          for k in range(n)])))
         return p.select("features", one_hot.alias("label"))
 
-    def _model(self, network):
+    def _model(self, network, network_spec=None):
         from .segmentation import SegmentationModel
 
-        return SegmentationModel(network=network, inputCol=self._get("inputCol"), outputCol=self._get("outputCol"),
+        return SegmentationModel(network=network, network_spec=network_spec, inputCol=self._get("inputCol"), outputCol=self._get("outputCol"),
                                  patchShape=self._get("patchShape"), nClasses=self._get("nClasses"),
-                                 overlap=self._get("overlap"), batchSize=self._get("batchSize"))
+                                 overlap=self._get("overlap"), batchSize=self._get("batchSize"),
+                                 engine=self._get("engine"))
 
-    # ---------------------------------------------------------- checkpoints ---
+    def _network_params(self) -> dict:
+        """``build_network`` keywords of the U-Net (the same for both engines)."""
+        return dict(depth=self._get("depth"), base_filters=self._get("baseFilters"), dropout=self._get("dropout"),
+                    batch_norm=self._get("batchNorm"))
+
     latest_checkpoint = staticmethod(latest_checkpoint)
-
-    def _resume(self, folder: str):
-        got = load_checkpoint(folder)
-        if got is None:
-            return None
-        network, optim, state = got
-        return network, optim, int(state["epoch"]), list(state.get("history", []))
 
     # ------------------------------------------------------------------ fit ---
     def _fit(self, df):
-        return fit_with_retries("SegmentationEstimator", self._fit_once, df, self._get("checkpointDir"), self._get("maxRetries"))
+        return fit_with_retries("SegmentationEstimator", self._fit_once, df, self._get("checkpointDir"),
+                                self._get("maxRetries"))
 
     def _fit_once(self, df):
-        from bigdl.dllib.nnframes import NNEstimator
-        from bigdl.dllib.optim.optimizer import TrainSummary
         from pyspark import StorageLevel
         from pyspark.sql import functions as F
-
-        from ..models.unet3d import unet3d
-        from .tfevents import ScalarWriter
 
         self._validate()
         for c in (self._get("inputCol"), self._get("maskCol")):
@@ -268,54 +273,81 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
         if stats["skipped_volumes"]:
             log.warning("SegmentationEstimator: %d of %d volume(s) have no image or no mask (unreadable upstream: "
                         "see the reader's error column) and are left out", stats["skipped_volumes"], stats["volumes"])
-        train, val = df, None
-        if vcol:
-            train, val = df.filter(~F.col(vcol)), df.filter(F.col(vcol))
-        patch, n_classes = tuple(self._get("patchShape")), self._get("nClasses")
-        ckdir, sumdir = self._get("checkpointDir"), self._get("summaryDir")
-        resumed = self._resume(ckdir) if ckdir else None
-        if resumed:
-            network, optim, start, self.history = resumed
-        else:
-            network = unet3d(n_classes, patch, depth=self._get("depth"), base_filters=self._get("baseFilters"),
-                             dropout=self._get("dropout"), batch_norm=self._get("batchNorm"))
-            optim, start, self.history = None, 0, []
-        writer = ScalarWriter(os.path.join(sumdir, "segmentation", "validation")) if sumdir and val is not None else None
-        for epoch in range(start + 1, self._get("maxEpoch") + 1):
-            t0 = time.time()
-            data = self._patches(train, epoch).persist(StorageLevel.MEMORY_AND_DISK)
-            n = data.count()
-            if n == 0:
-                raise ConfigError("SegmentationEstimator: no training patches (no rows with both image and mask)")
-            if n < self._get("batchSize"):  # BigDL fails on a mini-batch larger than the data
-                raise ConfigError(f"SegmentationEstimator: {n} training patches but batchSize "
-                                  f"{self._get('batchSize')}; lower batchSize or raise patchesPerImage")
-            if optim is None:
-                optim = self._optim(max(1, n // self._get("batchSize")))
-            est = NNEstimator(self._training_network(network), self._criterion(), [1, *patch], self._label_shape()) \
-                .setBatchSize(self._get("batchSize")).setOptimMethod(optim).setMaxEpoch(epoch)
-            if sumdir:
-                est.setTrainSummary(TrainSummary(sumdir, "segmentation"))
-            try:
-                fit_one_epoch(df, est, data, EpochProgress(
-                    os.path.join(sumdir, "segmentation", "train") if sumdir else None, epoch, self._get("maxEpoch"),
-                    n, self._get("batchSize"), [r["seconds"] for r in self.history]), strict=bool(ckdir))
-            finally:
-                data.unpersist()
-            record = {"epoch": epoch, "patches": n, "seconds": round(time.time() - t0, 1)}
-            if val is not None:
-                scored = self._model(network).setOutputCol("__pred").transform(val)
-                dice = volume_dice(scored, "__pred", self._get("maskCol"), n_classes)
-                record.update(val_dice=dice["mean"], val_dice_per_class=dice["per_class"])
-                if writer:
-                    writer.add_scalar("Dice", dice["mean"], epoch)
-            record["driver_heap_mb"] = driver_heap_mb(df.sparkSession.sparkContext)
-            log.info(epoch_line(record, self._get("maxEpoch")))
-            if ckdir:
-                save_checkpoint(ckdir, epoch, network, optim, {"history": self.history + [record]})
-            self.history.append(record)
-        df.unpersist()
-        model = self._model(network)
+        spec = None
+        try:
+            if self._get("engine") == "torch":
+                network, spec, self.history, extra = self._fit_torch(df.filter(~missing), vcol)
+                stats.update(extra)
+            else:
+                network, self.history = self._fit_bigdl(df, vcol)
+        finally:
+            df.unpersist()
+        model = self._model(network, spec)
         model.history = list(self.history)
         model.training_stats = stats
         return model
+
+    def _loop_args(self) -> dict:
+        return dict(max_epoch=self._get("maxEpoch"), metric="val_dice", tag="Dice", app="segmentation",
+                    checkpoint_dir=self._get("checkpointDir"), summary_dir=self._get("summaryDir"))
+
+    def _fit_bigdl(self, df, vcol: str):
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        from ..models.network import build_network
+        from .engines.bigdl import BigDLEngine
+
+        train, val = (df.filter(~F.col(vcol)), df.filter(F.col(vcol))) if vcol else (df, None)
+        patch, n_classes = tuple(self._get("patchShape")), self._get("nClasses")
+
+        def epoch_data(epoch):
+            data = self._patches(train, epoch).persist(StorageLevel.MEMORY_AND_DISK)
+            n = data.count()
+            if n == 0:
+                data.unpersist()
+                raise ConfigError("SegmentationEstimator: no training patches (no rows with both image and mask)")
+            if n < self._get("batchSize"):  # BigDL fails on a mini-batch larger than the data
+                data.unpersist()
+                raise ConfigError(f"SegmentationEstimator: {n} training patches but batchSize "
+                                  f"{self._get('batchSize')}; lower batchSize or raise patchesPerImage")
+            return data, n, data.unpersist
+
+        def validate(network):
+            scored = self._model(network).setEngine("bigdl").setOutputCol("__pred").transform(val)
+            dice = volume_dice(scored, "__pred", self._get("maskCol"), n_classes)
+            return {"val_dice": dice["mean"], "val_dice_per_class": dice["per_class"]}
+
+        engine = BigDLEngine(
+            df, build_network=lambda: build_network("unet3d", "bigdl", n_outputs=n_classes, input_shape=[1, *patch],
+                                                    **self._network_params()),
+            training_network=self._training_network, criterion=self._criterion(), feature_shape=[1, *patch],
+            label_shape=self._label_shape(), epoch_data=epoch_data, validate=validate if val is not None else None,
+            make_optim=self._optim, batch_size=self._get("batchSize"), max_epoch=self._get("maxEpoch"),
+            count_key="patches", app="segmentation", summary_dir=self._get("summaryDir"),
+            checkpoint_dir=self._get("checkpointDir"))
+        try:
+            history, _best = train_epochs(engine, report=lambda r: log.info(epoch_line(r, self._get("maxEpoch"))),
+                                          **self._loop_args())
+        finally:
+            engine.close()
+        return engine.network, history
+
+    def _fit_torch(self, rows, vcol: str):
+        import functools
+
+        from pyspark.sql import functions as F
+
+        from .engines.torch import SegmentationTask, build_torch_network, fit_on_ranks, load_state_bytes, network_spec
+
+        rows = rows.select(F.col(self._get("inputCol")).alias("__x"), F.col(self._get("maskCol")).alias("__y"),
+                           (F.col(vcol) if vcol else F.lit(False)).alias("__val"))
+        net_spec = network_spec("unet3d", self._get("nClasses"), [1, *self._get("patchShape")], self._network_params())
+        spec = dict(owner="SegmentationEstimator", params={p.name: self.getOrDefault(p) for p in self.params},
+                    network=net_spec,
+                    count_key="patches", validating=bool(vcol), select_best=False, patience=0,
+                    epoch_line=functools.partial(epoch_line, max_epoch=self._get("maxEpoch")), **self._loop_args())
+        weights, info = fit_on_ranks(rows, spec, SegmentationTask, self._get("numRanks"))
+        net = load_state_bytes(build_torch_network(net_spec), weights).eval()
+        return net, net_spec, info["history"], {
+            "ranks": info["world"], "rank_weight_digests": info["digests"], "spilled_arrays": info["spilled"]}

@@ -1,8 +1,12 @@
-"""Network builders on BigDL's Keras-style API (imported lazily: they need a running BigDL engine)."""
+"""Network builders: BigDL's Keras-style API and the same networks in PyTorch.
+
+Imported lazily: the BigDL builders need a running BigDL engine, the torch
+networks need torch (never imported by ``import bigdl_medimg``).
+"""
 from __future__ import annotations
 
 from .._lazy import lazy_getattr
 
-__all__ = ["unet3d"]
+__all__ = ["build_network", "unet3d"]
 
-__getattr__ = lazy_getattr(__name__, globals(), {"unet3d": ".unet3d"})
+__getattr__ = lazy_getattr(__name__, globals(), {"unet3d": ".unet3d", "build_network": ".network"})

@@ -11,41 +11,18 @@ null output and an ``error`` text instead of a failed job.
 """
 from __future__ import annotations
 
-import zlib
 from typing import Callable
 
-import numpy as np
 from pyspark import keyword_only  # noqa: F401  (re-exported for the stage modules)
 from pyspark.ml import Transformer
-from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError, MedImgError, one_line
+from ..params import param, with_accessors
+from .array import row_seed
 
-__all__ = ["TensorStage", "param", "with_accessors", "row_seed", "row_error"]
-
-
-def param(name: str, doc: str, conv) -> Param:
-    """A class-level Param (pyspark.ml convention)."""
-    return Param(Params._dummy(), name, doc, typeConverter=conv)
-
-
-def with_accessors(cls):
-    """Add camelCase ``setX``/``getX`` for every Param of ``cls`` and its bases (as pyspark.ml classes have)."""
-    params = {name: value for klass in reversed(cls.__mro__) for name, value in vars(klass).items()
-              if isinstance(value, Param)}
-    for name in params:
-        cap = name[0].upper() + name[1:]
-        if not hasattr(cls, "set" + cap):
-            setattr(cls, "set" + cap, lambda self, v, _n=name: self._set(**{_n: v}))
-        if not hasattr(cls, "get" + cap):
-            setattr(cls, "get" + cap, lambda self, _n=name: self.getOrDefault(_n))
-    return cls
-
-
-def row_seed(seed: int, data: bytes) -> np.random.Generator:
-    """A generator determined by the stage seed and the row's own bytes (stable across retries)."""
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(data)])
+__all__ = ["TensorStage", "row_seed", "row_error"]
 
 
 def row_error(stage: str, exc: BaseException) -> str:

@@ -9,6 +9,7 @@ they interpolate.
 """
 from __future__ import annotations
 
+import zlib
 from typing import Sequence
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..tensor import spacing_from_affine
 
-__all__ = ["spatial_ndim", "resample", "crop_or_pad", "crop_foreground", "foreground_box", "resize_image",
+__all__ = ["row_seed", "spatial_ndim", "resample", "crop_or_pad", "crop_foreground", "foreground_box", "resize_image",
            "intensity_window", "zscore_normalize", "percentile_scale", "patch_starts", "extract_patch",
            "translate", "index_map_affine"]
 
@@ -370,3 +371,11 @@ def extract_patch(arr: np.ndarray, start: Sequence[int], patch: Sequence[int]) -
     nd = len(start)
     sl = (slice(None),) * (arr.ndim - nd) + tuple(slice(s, s + p) for s, p in zip(start, patch))
     return np.ascontiguousarray(arr[sl])
+
+
+def row_seed(seed: int, data: bytes | None = None, crc: int | None = None) -> np.random.Generator:
+    """A generator determined by the stage seed and the row's own bytes (stable across retries).
+
+    ``crc`` (``zlib.crc32`` of the bytes) stands in for ``data`` where the bytes are no longer kept.
+    """
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(data) if crc is None else int(crc)])

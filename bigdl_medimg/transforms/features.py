@@ -9,7 +9,7 @@ from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError
-from ._stage import param, with_accessors
+from ..params import param, with_accessors
 
 __all__ = ["ToFeatures", "FromFeatures"]
 

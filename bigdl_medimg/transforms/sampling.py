@@ -1,15 +1,37 @@
 """Training-time stages: patch sampling and augmentation (seeded, reproducible per row)."""
 from __future__ import annotations
 
+import numpy as np
 from pyspark import keyword_only
 from pyspark.ml.param import TypeConverters
 
 from ..errors import ConfigError
+from ..params import param, with_accessors
 from . import array as A
-from ._stage import TensorStage, param, row_error, row_seed, with_accessors
+from ._stage import TensorStage, row_error, row_seed
 from .augment import AugmentConfig, augment
 
-__all__ = ["PatchSampler", "Augment"]
+__all__ = ["PatchSampler", "Augment", "sample_patches"]
+
+
+def sample_patches(image: np.ndarray, mask: np.ndarray | None, patch, n: int, pos_fraction: float,
+                   rng: np.random.Generator) -> list[tuple[tuple[int, ...], bool]]:
+    """Start indices of ``n`` training patches of ``image`` (``[(start, centred_on_foreground), ...]``).
+
+    The one sampler of the library: :class:`PatchSampler` runs it per row, and
+    the torch engine on its ranks, with the same generator (``row_seed`` of the
+    stage seed and the image bytes), so both draw the same patches.
+    """
+    nd = len(patch)
+    if nd != A.spatial_ndim(image):
+        raise ConfigError(f"patchShape {list(patch)} does not match the image's spatial shape {image.shape}")
+    sp_shape = image.shape[image.ndim - nd:]
+    lab = None
+    if mask is not None:
+        if mask.shape[mask.ndim - nd:] != sp_shape:
+            raise ConfigError(f"mask grid {mask.shape} differs from image grid {image.shape}")
+        lab = mask.reshape((-1,) + sp_shape).max(axis=0)
+    return A.patch_starts(sp_shape, list(patch), n, pos_fraction, lab, rng)
 
 
 @with_accessors
@@ -71,16 +93,7 @@ class PatchSampler(TensorStage):
         has_err = err_col in df.columns
 
         def patches_of(arr, aff, marr, raw):
-            nd = len(patch)
-            if nd != A.spatial_ndim(arr):
-                raise ConfigError(f"patchShape {patch} does not match the image's spatial shape {arr.shape}")
-            sp_shape = arr.shape[arr.ndim - nd:]
-            lab = None
-            if marr is not None:
-                if marr.shape[marr.ndim - nd:] != sp_shape:
-                    raise ConfigError(f"mask grid {marr.shape} differs from image grid {arr.shape}")
-                lab = marr.reshape((-1,) + sp_shape).max(axis=0)
-            return A.patch_starts(sp_shape, patch, n, frac, lab, row_seed(seed, raw))
+            return sample_patches(arr, marr, patch, n, frac, row_seed(seed, raw))
 
         def run(batches):
             import pyarrow as pa

@@ -16,7 +16,8 @@ from pyspark.ml.param import TypeConverters
 
 from ..errors import ConfigError
 from . import array as A
-from ._stage import TensorStage, param, with_accessors
+from ..params import param, with_accessors
+from ._stage import TensorStage
 from .orientation import reorient
 
 __all__ = ["Reorient", "Resample", "IntensityWindow", "ZScoreNormalize", "PercentileScale", "CropOrPad", "CropAroundLabel",

@@ -1,0 +1,579 @@
+"""The torch engine: PyTorch DistributedDataParallel (gloo) on a Spark barrier stage.
+
+:func:`fit_on_ranks` runs the whole fit as one barrier stage
+(``mapInArrow(..., barrier=True)``): one task per rank, the rendezvous
+address and port exchanged with ``BarrierTaskContext.allGather``, then
+``torch.distributed`` over gloo.  Each rank receives its share of the rows
+once, keeps them decoded in memory (spilling to local disk above a budget,
+:class:`ShardStore`) and runs the library's one training loop
+(:func:`~bigdl_medimg.ml.training.train_epochs`) with a :class:`TorchEngine`:
+segmentation patches are re-sampled on the rank every epoch by the same
+sampler and seeds as the BigDL engine; validation rows are scored on the rank
+that holds them and the scores gathered, so every rank takes the same
+best-epoch and early-stopping decisions.  Rank 0 writes checkpoints,
+TensorBoard summaries and progress lines; it returns the trained weights as the
+stage's only row.  Nothing else reaches the driver.
+
+Threads: one rank per Spark task slot, each with ``spark.task.cpus`` torch
+threads (Spark sets ``OMP_NUM_THREADS`` to the same in Python workers).
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..training import EpochEngine, lr_factor
+
+__all__ = ["TorchEngine", "ShardStore", "SegmentationTask", "ClassificationTask", "fit_on_ranks", "state_bytes",
+           "load_state_bytes", "weights_digest", "network_spec", "build_torch_network", "cached_network",
+           "predict_volume", "dice_ce_loss", "weighted_bce_loss"]
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------ losses ---
+def dice_ce_loss(logits, onehot, class_weights, smooth: float = 1.0):
+    """Weighted cross-entropy + (1 - mean foreground soft Dice) per sample, batch mean (as the BigDL criterion)."""
+    import torch
+
+    p = torch.softmax(logits, 1).flatten(2)  # (N, C, V)
+    t = onehot.flatten(2)
+    wt = t * class_weights.view(1, -1, 1)
+    ce = -(wt * torch.log(p.clamp(1e-7, 1.0))).sum((1, 2)) / (wt.sum((1, 2)) + 1e-7)
+    inter = (p * t).sum(2)
+    dice = (2 * inter + smooth) / (p.sum(2) + t.sum(2) + smooth + 1e-7)
+    return (ce + 1.0 - dice[:, 1:].mean(1)).mean()
+
+
+def weighted_bce_loss(logits, y, wp, wn):
+    """``-mean_k(w+_k y log p + w-_k (1-y) log(1-p))`` per sample on sigmoid outputs, batch mean."""
+    import torch
+
+    p = torch.sigmoid(logits).clamp(1e-7, 1 - 1e-7)
+    return -(y * wp * torch.log(p) + (1 - y) * wn * torch.log(1 - p)).mean(1).mean()
+
+
+# ---------------------------------------------------------------- weights ---
+def state_bytes(module) -> bytes:
+    """A module's ``state_dict`` (weights and batch-norm statistics) as ``torch.save`` bytes."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(module.state_dict(), buf)
+    return buf.getvalue()
+
+
+def load_state_bytes(module, data: bytes):
+    """Load ``state_bytes`` output into ``module``; returns the module."""
+    import torch
+
+    module.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+    return module
+
+
+def weights_digest(module) -> str:
+    """SHA-256 over every parameter and buffer, in ``state_dict`` order (equal weights, equal digests)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def network_spec(topology: str, n_outputs: int, input_shape, params: dict) -> dict:
+    """What rebuilds a torch network: :func:`~bigdl_medimg.models.build_network`'s arguments (JSON-able)."""
+    return {"topology": topology, "n_outputs": int(n_outputs), "input_shape": [int(v) for v in input_shape],
+            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}}
+
+
+def build_torch_network(spec: dict):
+    """A fresh torch network from a :func:`network_spec`."""
+    from ...models.network import build_network
+
+    params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec["params"].items()}
+    return build_network(spec["topology"], "torch", n_outputs=spec["n_outputs"], input_shape=spec["input_shape"],
+                         **params)
+
+
+_CACHE: dict = {}
+
+
+def cached_network(spec: dict, weights: bytes, digest: str):
+    """The network with these weights, built once per Python worker (inference in ``eval`` mode)."""
+    net = _CACHE.get(digest)
+    if net is None:
+        import torch
+
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        net = load_state_bytes(build_torch_network(spec), weights).eval()
+        _CACHE.clear()  # one model per worker: a new model replaces the last
+        _CACHE[digest] = net
+    return net
+
+
+# ------------------------------------------------------------------ shards ---
+class ShardStore:
+    """A rank's decoded rows: arrays in memory up to ``budget_mb``, then ``.npy`` files on local disk (memory-mapped)."""
+
+    def __init__(self, budget_mb: float, spill_dir: str | None = None):
+        self.budget = float(budget_mb) * 2 ** 20
+        self.used = 0
+        self.spilled = 0
+        self._dir = None
+        self._spill_root = spill_dir
+        self.items: list[dict] = []
+
+    def _keep(self, arr: np.ndarray):
+        arr = np.array(arr, copy=True)  # the Arrow buffers it was read from are released after the batch
+        if self.used + arr.nbytes <= self.budget:
+            self.used += arr.nbytes
+            return arr
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="bigdl-medimg-shard-", dir=self._spill_root)
+        path = os.path.join(self._dir, f"{self.spilled}.npy")
+        np.save(path, arr)
+        self.spilled += 1
+        return np.load(path, mmap_mode="r")
+
+    def add(self, **fields) -> None:
+        """Keep one row: arrays are stored (or spilled), other values kept as they are."""
+        self.items.append({k: self._keep(v) if isinstance(v, np.ndarray) else v for k, v in fields.items()})
+
+    def close(self) -> None:
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ engine ---
+class TorchEngine(EpochEngine):
+    """One rank's side of a DDP fit: network, optimiser, schedule and the task's data.
+
+    ``task`` (:class:`~bigdl_medimg.ml.engines.torch_tasks.SegmentationTask` or
+    ``ClassificationTask``) builds the network, yields an epoch's samples,
+    computes the loss and scores the validation rows; the engine does
+    everything that is the same for both.
+    """
+
+    def __init__(self, task, spec: dict, rank: int, world: int):
+        self.task, self.spec, self.rank, self.world = task, spec, int(rank), int(world)
+        p = spec["params"]
+        self.batch = max(1, int(p["batchSize"]) // self.world)  # per rank; the global batch is batchSize
+        self.validating = task.validating
+        self.iteration = 0
+        self.net = self.ddp = self.opt = None
+        self._best = None
+        self._scalars = None
+        self._total_iterations = None
+        sumdir = spec.get("summary_dir")
+        if sumdir and self.rank == 0:
+            from ..tfevents import ScalarWriter
+
+            self._scalars = ScalarWriter(os.path.join(sumdir, spec["app"], "train"))
+
+    # ------------------------------------------------------------ building ---
+    def build(self) -> None:
+        import torch
+        from torch.nn.parallel import DistributedDataParallel
+
+        torch.manual_seed(int(self.spec["params"].get("seed", 0)))
+        self.net = self.task.network()
+        self.ddp = DistributedDataParallel(self.net)  # broadcasts rank 0's initial weights
+        p = self.spec["params"]
+        if p["optimizer"] == "adam":
+            self.opt = torch.optim.Adam(self.net.parameters(), lr=p["learningRate"], eps=1e-8)
+        else:
+            m = float(p["momentum"])
+            self.opt = torch.optim.SGD(self.net.parameters(), lr=p["learningRate"], momentum=m, nesterov=m > 0)
+        self.iteration = 0
+
+    def load(self, checkpoint: Path, state: dict) -> None:
+        import torch
+
+        self.build()
+        self.net.load_state_dict(torch.load(checkpoint / "model.pt", map_location="cpu", weights_only=True))
+        saved = torch.load(checkpoint / "optim.pt", map_location="cpu", weights_only=True)
+        self.opt.load_state_dict(saved["optimizer"])
+        self.iteration = int(saved["iteration"])
+
+    def _set_lr(self) -> None:
+        p = self.spec["params"]
+        f = lr_factor(p["lrSchedule"], float(p["lrDecay"]), self.iteration, self._total_iterations or 1)
+        for g in self.opt.param_groups:
+            g["lr"] = float(p["learningRate"]) * f
+
+    def _sync_buffers(self) -> None:
+        """Rank 0's batch-norm statistics on every rank (each rank's last forward updated its own)."""
+        import torch.distributed as dist
+
+        for b in self.net.buffers():
+            dist.broadcast(b.data, 0)
+
+    # -------------------------------------------------------------- epochs ---
+    def fit_epoch(self, epoch: int, history: list[dict]) -> dict:
+        import torch
+        import torch.distributed as dist
+
+        from ..progress import EpochProgress
+
+        x, y = self.task.epoch_samples(epoch)
+        counts = torch.tensor([len(x)], dtype=torch.long)
+        dist.all_reduce(counts)
+        total = int(counts.item())
+        if total == 0:
+            from ...errors import ConfigError
+
+            raise ConfigError(f"{self.spec['owner']}: no training samples on any rank")
+        iters = max(1, -(-total // (self.batch * self.world)))
+        if self._total_iterations is None:
+            self._total_iterations = iters * int(self.spec["params"]["maxEpoch"])
+        # every rank runs the same number of steps (DDP needs it); a rank with fewer samples repeats some
+        rng = np.random.default_rng([int(self.spec["params"].get("seed", 0)), epoch, self.rank])
+        order = rng.permutation(len(x)) if len(x) else np.zeros(0, np.int64)
+        if len(order) == 0:
+            raise RuntimeError(f"rank {self.rank} holds no training rows; use fewer ranks than training rows")
+        order = np.resize(order, iters * self.batch)
+        progress = EpochProgress(None, epoch, int(self.spec["params"]["maxEpoch"]), total,
+                                 self.batch * self.world, [r["seconds"] for r in history])
+        progress.t0 = t0 = last_line = time.time()
+        self.ddp.train()
+        for it in range(iters):
+            idx = np.sort(order[it * self.batch:(it + 1) * self.batch])
+            xb = torch.from_numpy(np.ascontiguousarray(x[idx], dtype=np.float32))
+            yb = self.task.target(y, idx)
+            self._set_lr()
+            self.opt.zero_grad(set_to_none=True)
+            loss = self.task.loss(self.ddp(xb), yb)
+            loss.backward()
+            self.opt.step()
+            self.iteration += 1
+            if self.rank == 0:
+                now = time.time()
+                if self._scalars:
+                    self._scalars.add_scalar("Loss", float(loss.item()), self.iteration)
+                    self._scalars.add_scalar("Throughput", self.batch * self.world * (it + 1) / max(now - t0, 1e-9),
+                                             self.iteration)
+                if now - last_line >= self.spec.get("progress_seconds", 10.0):
+                    last_line = now
+                    self.spec["say"](progress.line(it + 1, float(loss.item()), now))
+        self._sync_buffers()
+        return {self.spec["count_key"]: total}
+
+    def validate(self) -> dict:
+        import torch.distributed as dist
+
+        self.net.eval()
+        mine = self.task.score_validation(self.net)
+        everyone = [None] * self.world
+        dist.all_gather_object(everyone, mine)
+        return self.task.validation_record([s for part in everyone for s in part])
+
+    # ---------------------------------------------------------- snapshots ---
+    def save(self, folder: Path) -> None:
+        import torch
+
+        torch.save(self.net.state_dict(), folder / "model.pt")
+        torch.save({"optimizer": self.opt.state_dict(), "iteration": self.iteration}, folder / "optim.pt")
+
+    def keep_best(self) -> None:
+        self._best = copy.deepcopy(self.net.state_dict())
+        ckdir = self.spec.get("checkpoint_dir")
+        if ckdir and self.rank == 0:  # a resumed fit finds the best epoch of the run before it
+            import torch
+
+            torch.save(self._best, Path(ckdir) / "best_model.pt.tmp")
+            os.replace(Path(ckdir) / "best_model.pt.tmp", Path(ckdir) / "best_model.pt")
+
+    def restore_best(self) -> None:
+        import torch
+
+        if self._best is None:
+            path = Path(self.spec.get("checkpoint_dir") or "") / "best_model.pt"
+            if not self.spec.get("checkpoint_dir") or not path.is_file():
+                return
+            self._best = torch.load(path, map_location="cpu", weights_only=True)
+        self.net.load_state_dict(self._best)
+
+
+# ------------------------------------------------------------- the stage ---
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(spec: dict, make_task):
+    """The barrier task of one rank: rows -> shard -> rendezvous -> the training loop -> weights (rank 0)."""
+
+    def run(batches):
+        import pyarrow as pa
+        import torch
+        import torch.distributed as dist
+        from pyspark import BarrierTaskContext
+
+        from ..training import train_epochs
+
+        ctx = BarrierTaskContext.get()
+        rank, infos = ctx.partitionId(), ctx.getTaskInfos()
+        world = len(infos)
+        torch.set_num_threads(max(1, int(ctx.cpus())))
+        store = ShardStore(spec["params"].get("cacheMemoryMB", 4096), spill_dir=spec.get("spill_dir"))
+        task = make_task(spec, store)
+        for batch in batches:
+            task.add_rows(batch)
+        progress_file = spec.get("progress_file")
+
+        def say(line: str) -> None:
+            if rank == 0 and progress_file:
+                try:
+                    with open(progress_file, "a") as f:
+                        f.write(json.dumps({"line": line}) + "\n")
+                except OSError:  # the driver's folder is not visible from this executor: no live lines
+                    pass
+
+        spec["say"] = say
+        host = infos[0].address.rsplit(":", 1)[0]
+        port = ctx.allGather(str(_free_port() if rank == 0 else 0))[0]
+        dist.init_process_group("gloo", init_method=f"tcp://{host}:{port}", rank=rank, world_size=world)
+        try:
+            engine = TorchEngine(task, spec, rank, world)
+            history, best = train_epochs(
+                engine, max_epoch=spec["params"]["maxEpoch"], metric=spec["metric"], tag=spec["tag"],
+                checkpoint_dir=spec.get("checkpoint_dir", ""), summary_dir=spec.get("summary_dir", ""),
+                app=spec["app"], patience=spec.get("patience", 0), select_best=spec.get("select_best", False),
+                writer=rank == 0, report=lambda rec: say(spec["epoch_line"](rec)))
+            digest = weights_digest(engine.net)
+            digests = ctx.allGather(digest)
+            weights = state_bytes(engine.net) if rank == 0 else None
+            info = json.dumps({"history": history, "best": best, "digests": digests, "world": world,
+                               "rows": task.counts(), "spilled": store.spilled})
+        finally:
+            dist.destroy_process_group()
+            store.close()
+        yield pa.RecordBatch.from_arrays([pa.array([rank], pa.int32()), pa.array([weights], pa.binary()),
+                                          pa.array([info], pa.string())], names=["rank", "weights", "info"])
+
+    return run
+
+
+def fit_on_ranks(rows, spec: dict, make_task, ranks: int = 0) -> tuple[bytes, dict]:
+    """Run a torch fit over ``rows`` (the task's columns plus ``__val``) as one barrier stage.
+
+    ``ranks`` = 0 takes one rank per task slot (``defaultParallelism``).
+    Returns rank 0's weights (``state_bytes``) and its info: history, best
+    epoch, every rank's weights digest, world size and row counts.
+    """
+    from pyspark.sql import types as T
+
+    from ..progress import RunFollower
+
+    spark = rows.sparkSession
+    world = int(ranks) or int(spark.sparkContext.defaultParallelism)
+    n = rows.count()
+    world = max(1, min(world, n))
+    schema = T.StructType([T.StructField("rank", T.IntegerType()), T.StructField("weights", T.BinaryType()),
+                           T.StructField("info", T.StringType())])
+    folder = tempfile.mkdtemp(prefix="bigdl-medimg-torch-")
+    spec = dict(spec, progress_file=os.path.join(folder, "progress.jsonl"),
+                progress_seconds=float(os.environ.get("BIGDL_MEDIMG_PROGRESS_SECONDS", 10.0)))
+    try:
+        with RunFollower(spec["progress_file"]):
+            out = rows.repartition(world).mapInArrow(_rank_main(spec, make_task), schema, barrier=True).collect()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    head = [r for r in out if r["rank"] == 0][0]
+    return bytes(head["weights"]), json.loads(head["info"])
+
+
+# ------------------------------------------------------------------- tasks ---
+class _Rows:
+    """Indexable stack of a shard's arrays: ``rows[idx]`` -> one batch array."""
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def __len__(self):
+        return len(self.arrays)
+
+    def __getitem__(self, idx):
+        return np.stack([self.arrays[int(i)] for i in idx])
+
+
+class SegmentationTask:
+    """The segmentation estimator's side of a torch fit: patches, Dice + CE loss, validation Dice."""
+
+    def __init__(self, spec: dict, store: ShardStore):
+        self.spec, self.p, self.store = spec, spec["params"], store
+        self.patch = tuple(int(v) for v in self.p["patchShape"])
+        self.n_classes = int(self.p["nClasses"])
+        w = self.p["classWeights"] or [1.0] * self.n_classes
+        import torch
+
+        self.weights = torch.tensor(w, dtype=torch.float32)
+        self.train, self.val = [], []
+        self.validating = bool(spec.get("validating"))
+
+    def add_rows(self, batch) -> None:
+        import zlib
+
+        from ..._arrow import read_tensor
+
+        for i in range(batch.num_rows):
+            img = read_tensor(batch.column(batch.schema.get_field_index("__x")), i)
+            mask = read_tensor(batch.column(batch.schema.get_field_index("__y")), i)
+            is_val = bool(batch.column(batch.schema.get_field_index("__val"))[i].as_py())
+            if img is None or mask is None:
+                continue
+            self.store.add(image=img[0], mask=mask[0], crc=zlib.crc32(img[2]), val=is_val)
+        self.train = [r for r in self.store.items if not r["val"]]
+        self.val = [r for r in self.store.items if r["val"]]
+
+    def counts(self) -> dict:
+        return {"train": len(self.train), "val": len(self.val)}
+
+    def network(self):
+        return build_torch_network(self.spec["network"])
+
+    def epoch_samples(self, epoch: int):
+        """This rank's patches of ``epoch``: the sampler and seeds of the BigDL engine's ``PatchSampler``."""
+        from ...transforms import array as A
+        from ...transforms.sampling import sample_patches
+
+        seed = int(self.p["seed"]) * 100003 + epoch
+        xs, ys = [], []
+        for r in self.train:
+            for start, _fg in sample_patches(r["image"], r["mask"], self.patch, int(self.p["patchesPerImage"]),
+                                             float(self.p["posFraction"]), A.row_seed(seed, crc=r["crc"])):
+                x = A.extract_patch(r["image"], start, self.patch).astype(np.float32)
+                xs.append(x.reshape((1,) + self.patch))
+                ys.append(A.extract_patch(r["mask"], start, self.patch).reshape(self.patch).astype(np.int64))
+        if not xs:
+            return np.zeros((0, 1) + self.patch, np.float32), np.zeros((0,) + self.patch, np.int64)
+        return np.stack(xs), np.stack(ys)
+
+    def target(self, y, idx):
+        import torch
+
+        return torch.from_numpy(y[idx])
+
+    def loss(self, logits, y):
+        import torch.nn.functional as F
+
+        if self.p["loss"] == "ce":
+            return F.cross_entropy(logits, y, weight=self.weights)
+        onehot = F.one_hot(y, self.n_classes).permute(0, 4, 1, 2, 3).float()
+        return dice_ce_loss(logits, onehot, self.weights, float(self.p["diceSmooth"]))
+
+    def score_validation(self, net) -> list:
+        from ...metrics.functional import dice_per_class
+
+        return [dice_per_class(np.argmax(predict_volume(net, r["image"], self.patch, float(self.p["overlap"]),
+                                                        int(self.p["batchSize"])), axis=0),
+                               r["mask"].reshape(r["mask"].shape[-3:]), self.n_classes).tolist()
+                for r in self.val]
+
+    def validation_record(self, scores: list) -> dict:
+        from ...metrics.functional import mean_dice_record
+
+        return mean_dice_record(scores, self.n_classes)
+
+
+def predict_volume(net, image: np.ndarray, patch, overlap: float, batch: int, mode: str = "gaussian") -> np.ndarray:
+    """Class probabilities ``(classes, D, H, W)`` of a ``(D, H, W)`` or ``(C, D, H, W)`` volume: tiles scored
+    with softmax and blended, in this process (what the torch SegmentationModel runs per volume)."""
+    import torch
+
+    from ..inference import sliding_window_predict
+
+    vol = image if image.ndim == 4 else image[np.newaxis]
+
+    def predict(x):
+        with torch.no_grad():
+            return torch.softmax(net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))), 1).numpy()
+
+    return sliding_window_predict(vol, predict, patch, overlap, mode, batch)
+
+
+class ClassificationTask:
+    """The classification estimator's side of a torch fit: images, weighted BCE or CE, validation AUROC."""
+
+    def __init__(self, spec: dict, store: ShardStore):
+        import torch
+
+        self.spec, self.p, self.store = spec, spec["params"], store
+        self.shape = tuple(int(v) for v in self.p["inputShape"])
+        self.mode = self.p["mode"]
+        lw = spec["loss_weights"]
+        self.wp = torch.tensor(lw.get("pos_weights") or [1.0], dtype=torch.float32)
+        self.wn = torch.tensor(lw.get("neg_weights") or [1.0], dtype=torch.float32)
+        cw = lw.get("class_weights")
+        self.class_weights = None if cw is None else torch.tensor(cw, dtype=torch.float32)
+        self.train_x, self.train_y, self.val = [], [], []
+        self.validating = bool(spec.get("validating"))
+
+    def add_rows(self, batch) -> None:
+        from ..._arrow import read_tensor
+
+        for i in range(batch.num_rows):
+            img = read_tensor(batch.column(batch.schema.get_field_index("__x")), i)
+            if img is None:
+                continue
+            label = batch.column(batch.schema.get_field_index("__y"))[i].as_py()
+            x = self.store._keep(np.asarray(img[0], np.float32).reshape(self.shape))
+            if batch.column(batch.schema.get_field_index("__val"))[i].as_py():
+                self.val.append((x, label))
+            else:
+                self.train_x.append(x)
+                self.train_y.append(label)
+
+    def counts(self) -> dict:
+        return {"train": len(self.train_x), "val": len(self.val)}
+
+    def network(self):
+        return build_torch_network(self.spec["network"])
+
+    def epoch_samples(self, epoch: int):
+        return _Rows(self.train_x), self.train_y
+
+    def target(self, y, idx):
+        import torch
+
+        if self.mode == "multilabel":
+            return torch.tensor(np.asarray([y[int(i)] for i in idx], np.float32))
+        return torch.tensor([int(y[int(i)]) for i in idx], dtype=torch.long)
+
+    def loss(self, logits, y):
+        import torch.nn.functional as F
+
+        if self.mode == "multilabel":
+            return weighted_bce_loss(logits, y, self.wp, self.wn)
+        return F.cross_entropy(logits, y, weight=self.class_weights)
+
+    def score_validation(self, net) -> list:
+        import torch
+
+        out, bs = [], int(self.p["batchSize"])
+        for i in range(0, len(self.val), bs):
+            chunk = self.val[i:i + bs]
+            with torch.no_grad():
+                logits = net(torch.from_numpy(np.stack([x for x, _ in chunk])))
+            probs = torch.sigmoid(logits) if self.mode == "multilabel" else torch.softmax(logits, 1)
+            out += [(p, lab) for p, (_, lab) in zip(probs.numpy().astype(np.float64).tolist(), chunk)]
+        return out
+
+    def validation_record(self, scores: list) -> dict:
+        from ...metrics.classification import validation_auroc
+
+        return validation_auroc([s for s, _ in scores], [y for _, y in scores], self.mode,
+                                len(self.p["labelNames"]))

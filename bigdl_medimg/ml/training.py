@@ -1,0 +1,242 @@
+"""Pieces every estimator and engine shares: optimiser settings, retries, checkpoints, presets."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = {"adam": ("constant", "inverse"), "sgd": ("constant", "inverse", "poly", "exponential")}
+
+
+def check_optim(owner: str, optimizer: str, schedule: str) -> None:
+    """ConfigError unless ``schedule`` is available with ``optimizer``."""
+    if optimizer not in SCHEDULES:
+        raise ConfigError(f"{owner}: optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    if schedule not in SCHEDULES[optimizer]:
+        raise ConfigError(f"{owner}: lrSchedule {schedule!r} is not available with {optimizer} "
+                          f"(adam: constant, inverse; sgd: also poly, exponential; poly needs sgd)")
+
+
+def is_job_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed Spark job (an executor lost, a task failing repeatedly), not a usage error."""
+    if isinstance(exc, ConfigError):
+        return False
+    if getattr(exc, "job_failure", False):  # engines mark their own interruptions (lost replicas)
+        return True
+    try:
+        from py4j.protocol import Py4JJavaError
+        from pyspark.errors.exceptions.captured import CapturedException
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, (Py4JJavaError, CapturedException))
+
+
+def fit_with_retries(owner: str, fit_once, df, checkpoint_dir: str, max_retries: int):
+    """``fit_once(df)``; when a Spark job fails (an executor killed mid-epoch) or executors were lost while an
+    epoch trained (:class:`~bigdl_medimg.ml.engines.bigdl.ReplicasLost`), re-run it up to ``max_retries`` times: ``fit_once`` resumes from the
+    newest checkpoint in ``checkpoint_dir``.
+
+    What a retry loses: the iterations of the interrupted epoch (the epoch is
+    re-run from the checkpoint written after the previous one).  What it keeps:
+    the network weights, the optimiser's state (learning-rate schedule position
+    and Adam moments, saved with each checkpoint) and the training history.
+    Without ``checkpoint_dir`` there is nothing to resume from and the failure
+    is raised.
+    """
+    attempt = 0
+    while True:
+        try:
+            return fit_once(df)
+        except Exception as exc:
+            if not checkpoint_dir or attempt >= max_retries or not is_job_failure(exc):
+                raise
+            attempt += 1
+            ck = latest_checkpoint(checkpoint_dir)
+            first = " ".join(str(exc).split())[:300]
+            log.warning("%s: training was interrupted (%s); retry %d of %d resumes from %s", owner, first,
+                        attempt, max_retries, ck.name if ck else "the start (no checkpoint yet)")
+
+
+def latest_checkpoint(folder: str) -> Path | None:
+    """The newest complete ``epoch_NNNN`` checkpoint in ``folder`` (None when there is none)."""
+    if not folder or not os.path.isdir(folder):
+        return None
+    done = sorted(p for p in Path(folder).glob("epoch_*") if (p / "state.json").is_file())
+    return done[-1] if done else None
+
+
+def save_checkpoint(folder: str, epoch: int, save_fn, state: dict, keep: int = 2) -> Path:
+    """Write ``epoch_NNNN`` atomically: ``save_fn(tmp_folder)`` writes the engine's network and optimiser,
+    then ``state.json``; keep the last ``keep`` checkpoints."""
+    target = Path(folder) / f"epoch_{epoch:04d}"
+    tmp = Path(folder) / f".epoch_{epoch:04d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_fn(tmp)
+    (tmp / "state.json").write_text(json.dumps({"epoch": epoch, **state}))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)  # a checkpoint exists whole or not at all
+    for old in sorted(Path(folder).glob("epoch_*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def read_checkpoint(folder: str) -> tuple[Path, dict] | None:
+    """``(checkpoint folder, state)`` of the newest checkpoint in ``folder``, or None."""
+    ck = latest_checkpoint(folder)
+    if ck is None:
+        return None
+    return ck, json.loads((ck / "state.json").read_text())
+
+
+def lr_factor(schedule: str, decay: float, iteration: int, total_iterations: int) -> float:
+    """The learning-rate multiplier after ``iteration`` iterations, as BigDL's schedules compute it.
+
+    ``inverse``: 1 / (1 + decay * iteration); ``poly``: (1 - it/total)^decay;
+    ``exponential``: decay^(iteration / (total/10)); ``constant``: 1.
+    """
+    if schedule == "inverse":
+        return 1.0 / (1.0 + decay * iteration)
+    if schedule == "poly":
+        total = max(1, total_iterations)
+        return max(0.0, 1.0 - min(iteration, total) / total) ** decay
+    if schedule == "exponential":
+        return decay ** (iteration / max(1, total_iterations // 10))
+    return 1.0
+
+
+def load_preset_section(name: str, section: str = "estimator") -> dict:
+    """A section of ``conf/tasks/<name>.yaml``."""
+    import yaml
+
+    from ..session import conf_dir
+
+    path = conf_dir() / "tasks" / f"{name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in (conf_dir() / "tasks").glob("*.yaml"))
+        raise ConfigError(f"unknown task preset {name!r}; available: {', '.join(names)}")
+    data = yaml.safe_load(path.read_text()) or {}
+    return dict(data.get(section, {}) or {})
+
+
+def from_preset(cls, name: str, overrides: dict):
+    params = load_preset_section(name)
+    params.update(overrides)
+    unknown = [k for k in params if not cls().hasParam(k)]
+    if unknown:
+        raise ConfigError(f"preset {name!r}: unknown Params {unknown}")
+    return cls(**params)
+
+
+# ------------------------------------------------------------------ the loop ---
+class EpochEngine:
+    """What the training loop needs of an engine (BigDL on the driver, or torch inside a rank).
+
+    ``validating`` says whether :meth:`validate` has rows to score.
+    """
+
+    validating = False
+
+    def build(self) -> None:
+        """Create a fresh network and optimiser."""
+        raise NotImplementedError
+
+    def load(self, checkpoint: Path, state: dict) -> None:
+        """Restore the network and optimiser from a checkpoint folder."""
+        raise NotImplementedError
+
+    def fit_epoch(self, epoch: int, history: list[dict]) -> dict:
+        """Train one epoch; the history record's counts (``patches`` or ``images``)."""
+        raise NotImplementedError
+
+    def validate(self) -> dict:
+        """Score the validation rows with the current network: the record's metric entries."""
+        raise NotImplementedError
+
+    def save(self, folder: Path) -> None:
+        """Write the network and optimiser into ``folder`` (a checkpoint being written)."""
+        raise NotImplementedError
+
+    def keep_best(self) -> None:
+        """Remember the current network as the best one so far."""
+        raise NotImplementedError
+
+    def restore_best(self) -> None:
+        """Make the remembered best network the current one."""
+        raise NotImplementedError
+
+    def extras(self) -> dict:
+        """More entries for an epoch's record (driver heap, ...)."""
+        return {}
+
+
+def train_epochs(engine: EpochEngine, *, max_epoch: int, metric: str, tag: str, checkpoint_dir: str = "",
+                 summary_dir: str = "", app: str = "", patience: int = 0, select_best: bool = False,
+                 writer: bool = True, report=None) -> tuple[list[dict], dict]:
+    """Train ``engine`` epoch by epoch: the one loop of every estimator and engine.
+
+    Resumes after the newest complete checkpoint in ``checkpoint_dir`` (network,
+    optimiser, history and best epoch); each epoch trains, then scores the
+    validation rows (``metric``, larger is better, also written as TensorBoard
+    scalar ``tag`` under ``<summary_dir>/<app>/validation``), writes a
+    checkpoint and a history record.  ``patience`` > 0 stops after that many
+    epochs without a better validation score; ``select_best`` returns the best
+    validation epoch's network rather than the last.  ``writer`` is False on
+    the ranks that must not write files (all but rank 0 of a torch fit).
+    ``report(record)`` is told each finished epoch.
+
+    Returns
+    -------
+    (history, best) : list of dict, dict
+        ``best`` is ``{"epoch": e, metric: value}`` (epoch 0 when nothing was validated).
+    """
+    from .tfevents import ScalarWriter
+
+    best = {"epoch": 0, metric: float("-inf")}
+    got = read_checkpoint(checkpoint_dir) if checkpoint_dir else None
+    if got:
+        ck, state = got
+        engine.load(ck, state)
+        start, history = int(state["epoch"]), list(state.get("history", []))
+        best = state.get("best", best)
+        log.info("resuming from %s (epoch %d)", ck, start)
+    else:
+        engine.build()
+        start, history = 0, []
+    validating = engine.validating
+    scalars = ScalarWriter(os.path.join(summary_dir, app, "validation")) \
+        if summary_dir and validating and writer else None
+    stale = history[-1]["epoch"] - int(best.get("epoch", 0)) if history and validating else 0
+    for epoch in range(start + 1, int(max_epoch) + 1):
+        if patience and stale >= patience:
+            break
+        t0 = time.time()
+        record = {"epoch": epoch, **engine.fit_epoch(epoch, history)}
+        record["seconds"] = round(time.time() - t0, 1)
+        if validating:
+            record.update(engine.validate())
+            if scalars:
+                scalars.add_scalar(tag, record[metric], epoch)
+            if record[metric] > best[metric]:
+                best, stale = {"epoch": epoch, metric: record[metric]}, 0
+                if select_best:
+                    engine.keep_best()
+            else:
+                stale += 1
+        record.update(engine.extras())
+        if report is not None:
+            report(record)
+        if checkpoint_dir and writer:
+            save_checkpoint(checkpoint_dir, epoch, engine.save, {"history": history + [record], "best": best})
+        history.append(record)
+    last = history[-1]["epoch"] if history else 0
+    if select_best and best.get("epoch") and best["epoch"] != last:
+        engine.restore_best()  # the best validation epoch, not the last
+    return history, best
