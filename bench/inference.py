@@ -29,22 +29,16 @@ def _volume():
     return np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
 
 
-def bigdl_worker(args) -> dict:
+def _time_model(spark, model) -> dict:
+    """Seconds for ``model`` to segment the volume, after a warm-up on a small one (workers, imports, network)."""
     import numpy as np
-
-    from bigdl_medimg import get_spark
-    from bigdl_medimg.ml import SegmentationModel
-    from bigdl_medimg.models import unet3d
-    from bigdl_medimg.tensor import from_numpy, tensor_type
     from pyspark.sql import types as T
 
-    spark = get_spark(master=args.master)
-    net = unet3d(N_CLASSES, PATCH, **NET)
-    model = SegmentationModel(network=net, patchShape=list(PATCH), nClasses=N_CLASSES, overlap=OVERLAP,
-                              batchSize=BATCH)
+    from bigdl_medimg.tensor import from_numpy, tensor_type
+
     schema = T.StructType([T.StructField("image", tensor_type())])
     small = spark.createDataFrame([(from_numpy(np.zeros((32, 64, 64), np.float32)),)], schema)
-    model.transform(small).write.format("noop").mode("overwrite").save()  # warm-up: workers, imports, model
+    model.transform(small).write.format("noop").mode("overwrite").save()
     df = spark.createDataFrame([(from_numpy(_volume(), np.eye(4)),)], schema)
     t0 = time.perf_counter()
     out = model.transform(df).select("segmentation.shape").collect()
@@ -54,15 +48,43 @@ def bigdl_worker(args) -> dict:
     return {"seconds": dt, "volumes_per_s": 1 / dt}
 
 
+def bigdl_worker(args) -> dict:
+    from bigdl_medimg import get_spark
+    from bigdl_medimg.ml import SegmentationModel
+    from bigdl_medimg.models import unet3d
+
+    spark = get_spark(master=args.master)
+    net = unet3d(N_CLASSES, PATCH, **NET)
+    model = SegmentationModel(network=net, patchShape=list(PATCH), nClasses=N_CLASSES, overlap=OVERLAP,
+                              batchSize=BATCH)
+    return _time_model(spark, model)
+
+
+def torch_engine_worker(args) -> dict:
+    """The torch SegmentationModel: the volume tiled, scored and blended in one Python task with all cores."""
+    from bigdl_medimg import get_spark
+    from bigdl_medimg.ml import SegmentationModel
+    from bigdl_medimg.ml.engines.torch import network_spec
+    from bigdl_medimg.models import build_network
+
+    # one volume is one task: it gets both cores (spark.task.cpus sets the worker's OMP_NUM_THREADS)
+    spark = get_spark(master=args.master, conf={"spark.task.cpus": str(args.threads)})
+    spec = network_spec("unet3d", N_CLASSES, [1, *PATCH], NET)
+    net = build_network("unet3d", "torch", n_outputs=N_CLASSES, input_shape=[1, *PATCH], **NET).eval()
+    model = SegmentationModel(network=net, network_spec=spec, patchShape=list(PATCH), nClasses=N_CLASSES,
+                              overlap=OVERLAP, batchSize=BATCH, engine="torch")
+    return _time_model(spark, model)
+
+
 def torch_worker(args) -> dict:
     import numpy as np
     import torch
 
-    import torch_models as tm
     from bigdl_medimg.ml.inference import blend_weights, window_starts
+    from bigdl_medimg.models import build_network
 
     torch.set_num_threads(args.threads)
-    net = tm.UNet3d(N_CLASSES, 1, **NET).eval()
+    net = build_network("unet3d", "torch", n_outputs=N_CLASSES, input_shape=[1, *PATCH], **NET).eval()
     vol = _volume()
     w = torch.from_numpy(blend_weights(PATCH, "gaussian"))
 
@@ -92,25 +114,32 @@ def torch_worker(args) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--worker", choices=["bigdl", "torch"])
+    ap.add_argument("--worker", choices=["bigdl", "torch", "torch_engine"])
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     if args.worker:
-        emit(bigdl_worker(args) if args.worker == "bigdl" else torch_worker(args))
+        emit({"bigdl": bigdl_worker, "torch": torch_worker, "torch_engine": torch_engine_worker}[args.worker](args))
         return {}
     here = str(Path(__file__).resolve())
     ours = run_measured([here, "--worker", "bigdl"])
+    engine = run_measured([here, "--worker", "torch_engine"])
     peer = run_measured([here, "--worker", "torch"])
     ratio = ours["volumes_per_s"] / peer["volumes_per_s"] if "error" not in ours and "error" not in peer else None
+    t_ratio = engine["volumes_per_s"] / peer["volumes_per_s"] if "error" not in engine and "error" not in peer \
+        else None
     res = {"shape": SHAPE, "patch": PATCH, "overlap": OVERLAP, "batch": BATCH, "bigdl": ours, "torch": peer,
-           "ratio": ratio}
+           "torch_engine": engine, "ratio": ratio, "torch_engine_ratio": t_ratio}
     text = (f"Sliding-window inference, {'x'.join(map(str, SHAPE))} volume, {'x'.join(map(str, PATCH))} windows, "
             f"overlap {OVERLAP}, {peer.get('tiles', '?')} tiles (target >= 0.8x); ratio "
-            f"{'-' if ratio is None else f'{ratio:.2f}x'}\n\n")
+            f"{'-' if ratio is None else f'{ratio:.2f}x'}; torch engine (target >= 0.9x) "
+            f"{'-' if t_ratio is None else f'{t_ratio:.2f}x'}\n\n")
     text += table(["run", "seconds", "driver peak", "JVM peak", "largest worker peak"], [
         ["SegmentationModel (BigDL, local[2])", _s(ours), mb(ours.get("rss", {}).get("driver_python")),
          mb(ours.get("rss", {}).get("jvm")), mb(ours.get("rss", {}).get("python_worker"))],
+        ["SegmentationModel (torch engine, local[2], one task with 2 threads)", _s(engine),
+         mb(engine.get("rss", {}).get("driver_python")), mb(engine.get("rss", {}).get("jvm")),
+         mb(engine.get("rss", {}).get("python_worker"))],
         ["PyTorch, 2 threads", _s(peer), mb(peer.get("rss", {}).get("driver_python")), "-", "-"]])
     print(text)
     res["table"] = text

@@ -52,6 +52,13 @@ def summary(results: dict) -> dict:
         t[f"scaling_{sc['model']}_local2_over_local1 (>= 1.8)"] = None if sc["speedup"] is None else round(
             sc["speedup"], 3)
     t["inference_vs_pytorch (>= 0.8)"] = None if inf["ratio"] is None else round(inf["ratio"], 3)
+    for e in tr.get("torch_engine", []):
+        name = {"unet": "unet", "densenet": "densenet"}[e["model"]]
+        t[f"torch_training_{name} (>= 1.0)"] = None if e["ratio"] is None else round(e["ratio"], 3)
+        t[f"torch_scaling_{name} (>= 1.8)"] = None if e["scaling"] is None else round(e["scaling"], 3)
+        t[f"torch_fit_seconds_{name}"] = _num(e["local2"], "fit_seconds")
+    t["torch_inference (>= 0.9)"] = None if inf.get("torch_engine_ratio") is None else round(
+        inf["torch_engine_ratio"], 3)
     out["transforms_memory_task_ratio (< 4)"] = {k: round(v["task_ratio"], 2)
                                                   for k, v in results["transforms_memory"]["stages"].items()
                                                   if v.get("task_ratio") is not None}
@@ -63,6 +70,7 @@ def summary(results: dict) -> dict:
         "ingest pydicom loop": {k: v >> 20 for k, v in ing["ingest"]["pydicom"].get("rss", {}).items()},
         "inference BigDL": {k: v >> 20 for k, v in inf["bigdl"].get("rss", {}).items()},
         "inference PyTorch": {k: v >> 20 for k, v in inf["torch"].get("rss", {}).items()},
+        "inference torch engine": {k: v >> 20 for k, v in inf.get("torch_engine", {}).get("rss", {}).items()},
         **{f"training {r['model']} {r['lever']} BigDL": {k: v >> 20 for k, v in r["bigdl"].get("rss", {}).items()}
            for r in tr["runs"]},
     }
@@ -76,7 +84,7 @@ def main() -> int:
     results["transforms_memory"] = transforms_memory.main(["--json", str(OUT / "transforms_memory.json")])
     print("\n== ingest and series assembly vs a pydicom loop")
     results["ingest"] = ingest.main([])
-    print("\n== training throughput vs PyTorch (BigDL levers tried), scaling")
+    print("\n== training throughput vs PyTorch (BigDL levers tried, the torch engine), scaling")
     results["training"] = training.main([])
     print("\n== sliding-window inference vs PyTorch")
     results["inference"] = inference.main([])

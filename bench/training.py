@@ -123,7 +123,8 @@ def torch_worker(args) -> dict:
     import numpy as np
     import torch
 
-    import torch_models as tm
+    from bigdl_medimg.ml.engines.torch import dice_ce_loss, weighted_bce_loss
+    from bigdl_medimg.models import build_network
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -131,15 +132,15 @@ def torch_worker(args) -> dict:
     b = args.batch
     x = torch.randn(b, *cfg["shape"])
     if args.model == "unet":
-        net = tm.UNet3d(cfg["outputs"], cfg["shape"][0], **UNET)
+        net = build_network("unet3d", "torch", n_outputs=cfg["outputs"], input_shape=cfg["shape"], **UNET)
         cls = torch.randint(0, cfg["outputs"], (b, *cfg["shape"][1:]))
         y = torch.nn.functional.one_hot(cls, cfg["outputs"]).permute(0, 4, 1, 2, 3).float()
         w = torch.tensor(CLASS_WEIGHTS)
-        loss_fn = lambda out: tm.dice_ce_loss(out, y, w)  # noqa: E731
+        loss_fn = lambda out: dice_ce_loss(out, y, w)  # noqa: E731
     else:
-        net = tm.DenseNet2d(cfg["outputs"], cfg["shape"][0], **DENSENET)
+        net = build_network("densenet_small", "torch", n_outputs=cfg["outputs"], input_shape=cfg["shape"])
         y = (torch.rand(b, cfg["outputs"]) < 0.2).float()
-        loss_fn = lambda out: tm.weighted_bce_loss(out, y, 0.8, 0.2)  # noqa: E731
+        loss_fn = lambda out: weighted_bce_loss(out, y, 0.8, 0.2)  # noqa: E731
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     net.train()
 
@@ -157,6 +158,54 @@ def torch_worker(args) -> dict:
         step()
         times.append(time.perf_counter() - t0)
     return {"samples_per_s": b / float(np.median(times)), "iterations": args.iterations}
+
+
+def torch_engine_worker(args) -> dict:
+    """The library's torch engine (DDP ranks on a Spark barrier stage) through the estimators."""
+    import numpy as np
+    from pyspark.sql import types as T
+
+    from bigdl_medimg import get_spark
+    from bigdl_medimg.ml import ClassificationEstimator, SegmentationEstimator
+    from bigdl_medimg.ml.tfevents import read_scalars
+    from bigdl_medimg.tensor import from_numpy, tensor_type
+
+    spark = get_spark(master=args.master)
+    cfg = MODELS[args.model]
+    rng = np.random.default_rng(0)
+    sumdir = tempfile.mkdtemp(prefix="bench-summary-")
+    common = dict(batchSize=args.batch, maxEpoch=args.epochs, learningRate=1e-3, optimizer="adam",
+                  lrSchedule="constant", summaryDir=sumdir, engine="torch")
+    if args.model == "unet":  # one patch per volume, the whole volume: the same samples as the peer's
+        rows = [(from_numpy(rng.standard_normal(cfg["shape"][1:]).astype(np.float32), np.eye(4)),
+                 from_numpy(rng.integers(0, cfg["outputs"], cfg["shape"][1:]).astype(np.uint8), np.eye(4)))
+                for _ in range(args.samples)]
+        df = spark.createDataFrame(rows, T.StructType([T.StructField("image", tensor_type()),
+                                                        T.StructField("mask", tensor_type())]))
+        est = SegmentationEstimator(nClasses=cfg["outputs"], patchShape=cfg["shape"][1:], patchesPerImage=1,
+                                    posFraction=0.0, classWeights=CLASS_WEIGHTS, depth=UNET["depth"],
+                                    baseFilters=UNET["base_filters"], batchNorm=UNET["batch_norm"], **common)
+        app = "segmentation"
+    else:
+        rows = [(from_numpy(rng.standard_normal(cfg["shape"]).astype(np.float32), np.eye(4)),
+                 (rng.random(cfg["outputs"]) < 0.2).astype(float).tolist()) for _ in range(args.samples)]
+        df = spark.createDataFrame(rows, T.StructType([T.StructField("image", tensor_type()),
+                                                        T.StructField("label", T.ArrayType(T.DoubleType()))]))
+        est = ClassificationEstimator(labelNames=[f"l{k}" for k in range(cfg["outputs"])], inputShape=cfg["shape"],
+                                      topology="densenet_small", labelWeighting="none", **common)
+        app = "classification"
+    df = df.repartition(args.partitions).cache()
+    df.count()
+    t0 = time.perf_counter()
+    model = est.fit(df)
+    wall = time.perf_counter() - t0
+    thr = [v for _, v, _ in read_scalars(f"{sumdir}/{app}/train").get("Throughput", [])]
+    per_epoch = len(thr) // max(1, args.epochs)
+    steady = [v for i, v in enumerate(thr) if i % per_epoch >= 2] if per_epoch > 4 else thr
+    spark.stop()
+    return {"samples_per_s": float(np.median(steady)) if steady else None, "iterations": len(thr),
+            "ranks": model.training_stats["ranks"], "wall_samples_per_s": args.samples * args.epochs / wall,
+            "fit_seconds": wall}
 
 
 def _args(model, worker, **kw) -> list[str]:
@@ -182,7 +231,7 @@ LEVERS = [
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--worker", choices=["bigdl", "torch"])
+    ap.add_argument("--worker", choices=["bigdl", "torch", "torch_engine"])
     ap.add_argument("--model", choices=sorted(MODELS), default="unet")
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--threads", type=int, default=2)
@@ -200,7 +249,7 @@ def main(argv=None) -> dict:
     if args.worker:
         args.batch = args.batch or MODELS[args.model]["batch"]
         args.samples = args.samples or max(MODELS[args.model]["samples"], args.batch * 8)
-        emit(bigdl_worker(args) if args.worker == "bigdl" else torch_worker(args))
+        emit({"bigdl": bigdl_worker, "torch": torch_worker, "torch_engine": torch_engine_worker}[args.worker](args))
         return {}
 
     results = {"models": {k: {**v, **({"unet": UNET, "densenet": DENSENET}[k])} for k, v in MODELS.items()},
@@ -230,6 +279,17 @@ def main(argv=None) -> dict:
         scaling.append({"model": model, "bigdl_local1": one, "bigdl_local2": two, "speedup": s,
                         "torch_1_thread": t1, "torch_speedup": ts})
     results["scaling"] = scaling
+    # the torch engine: the same networks, batch and samples through the estimators, local[2] and local[1]
+    engine_runs = []
+    for model in ("unet", "densenet"):
+        peer = next(x["torch"] for x in results["runs"] if x["model"] == model and x["lever"].startswith("default"))
+        two = run_measured(_args(model, "torch_engine", epochs=2))
+        one = run_measured(_args(model, "torch_engine", epochs=2, master="local[1]", partitions=1))
+        ok = all(r.get("samples_per_s") for r in (two, one)) and "samples_per_s" in peer
+        engine_runs.append({"model": model, "local2": two, "local1": one, "peer": peer,
+                            "ratio": two["samples_per_s"] / peer["samples_per_s"] if ok else None,
+                            "scaling": two["samples_per_s"] / one["samples_per_s"] if ok else None})
+    results["torch_engine"] = engine_runs
     text = "Training throughput (samples/s; BigDL local[2] vs PyTorch 2 threads; target >= 1.0x)\n\n"
     text += table(["model", "BigDL set-up", "BigDL", "PyTorch", "ratio", "JVM peak", "driver peak",
                    "PyTorch peak"], rows)
@@ -238,6 +298,15 @@ def main(argv=None) -> dict:
                   [[s["model"], _sps(s["bigdl_local1"]), _sps(s["bigdl_local2"]),
                     "-" if s["speedup"] is None else f"{s['speedup']:.2f}x", _sps(s["torch_1_thread"]),
                     "-" if s["torch_speedup"] is None else f"{s['torch_speedup']:.2f}x"] for s in scaling])
+    text += "\n\nTorch engine (DDP ranks on a barrier stage, through the estimators; samples/s; targets: local[2] vs " \
+            "PyTorch 2 threads >= 1.0x, local[2] / local[1] >= 1.8x)\n\n"
+    text += table(["model", "engine local[2]", "PyTorch 2 threads", "ratio", "engine local[1]", "scaling",
+                   "fit wall (2 epochs, local[2])", "engine peak (JVM + workers)"],
+                  [[e["model"], _sps(e["local2"]), _sps(e["peer"]), "-" if e["ratio"] is None else f"{e['ratio']:.2f}x",
+                    _sps(e["local1"]), "-" if e["scaling"] is None else f"{e['scaling']:.2f}x",
+                    "-" if "fit_seconds" not in e["local2"] else f"{e['local2']['fit_seconds']:.1f} s",
+                    mb((e["local2"].get("rss", {}).get("jvm") or 0) + (e["local2"].get("rss", {}).get("python_worker")
+                                                                       or 0))] for e in engine_runs])
     print(text)
     results["table"] = text
     write_json("training", results)

@@ -40,6 +40,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--val-fraction", type=float, default=0.125)
     ap.add_argument("--master", default=None)
+    ap.add_argument("--engine", default="bigdl", choices=["bigdl", "torch"],
+                    help="learning engine: BigDL (default) or PyTorch DDP on the executors")
     args = ap.parse_args(argv)
 
     from pyspark.sql import functions as F
@@ -77,7 +79,8 @@ def main(argv=None) -> int:
     df = df.withColumn("is_val", F.col("split") == "val") \
         .repartition(spark.sparkContext.defaultParallelism).cache()
     overrides = {"inputShape": [1, size, size], "labelCol": "labels", "validationIndicatorCol": "is_val",
-                 "checkpointDir": str(out / "checkpoints"), "summaryDir": str(out / "summaries")}
+                 "checkpointDir": str(out / "checkpoints"), "summaryDir": str(out / "summaries"),
+                 "engine": args.engine}
     for key, val in (("topology", args.topology), ("maxEpoch", args.epochs), ("batchSize", args.batch),
                      ("learningRate", args.lr)):
         if val is not None:

@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     ap.add_argument("--shape", default="24,96,96")
     ap.add_argument("--epochs", type=int, default=None, help="override the preset's maxEpoch")
     ap.add_argument("--master", default=None)
+    ap.add_argument("--engine", default="bigdl", choices=["bigdl", "torch"],
+                    help="learning engine: BigDL (default) or PyTorch DDP on the executors")
     args = ap.parse_args(argv)
 
     from pyspark.sql import functions as F
@@ -51,6 +53,7 @@ def main(argv=None) -> int:
     val = norm.transform(load_synth_knee(spark, folders["val"])).withColumn("is_val", F.lit(True))
     test = norm.transform(load_synth_knee(spark, folders["test"]))
     overrides = {"maxEpoch": args.epochs} if args.epochs else {}
+    overrides["engine"] = args.engine
     est = SegmentationEstimator.from_preset("knee_cartilage", validationIndicatorCol="is_val",
                                             checkpointDir=str(out / "checkpoints"), summaryDir=str(out / "summaries"),
                                             **overrides)

@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="override the classifier preset's maxEpoch")
     ap.add_argument("--whole-volume", action="store_true", help="classify the whole volume (no segmentation stage)")
     ap.add_argument("--master", default=None)
+    ap.add_argument("--engine", default="bigdl", choices=["bigdl", "torch"],
+                    help="learning engine: BigDL (default) or PyTorch DDP on the executors")
     args = ap.parse_args(argv)
 
     from pyspark.ml import PipelineModel
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
         else:
             t_seg = time.time()
             seg_est = SegmentationEstimator.from_preset(
-                "knee_cartilage", **({"maxEpoch": args.seg_epochs} if args.seg_epochs else {}))
+                "knee_cartilage", engine=args.engine, **({"maxEpoch": args.seg_epochs} if args.seg_epochs else {}))
             seg = seg_est.fit(data.filter(~F.col("is_val")).limit(args.seg_train))
             seg_s = time.time() - t_seg
             seg.write().overwrite().save(str(out / "segmentation_model"))
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
                    CropAroundLabel(maskCol="seg_pred", outputCol="roi", foundCol="meniscus_found", **roi_params)]
     est = ClassificationEstimator.from_preset(
         "meniscus_tear", inputCol=roi_col, labelCol="tear", validationIndicatorCol="is_val",
-        checkpointDir=str(out / "checkpoints"), summaryDir=str(out / "summaries"),
+        checkpointDir=str(out / "checkpoints"), summaryDir=str(out / "summaries"), engine=args.engine,
         **overrides, **({"maxEpoch": args.epochs} if args.epochs else {}))
     t_fit = time.time()
     clf = est.fit(data)

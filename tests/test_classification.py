@@ -202,7 +202,7 @@ def test_user_supplied_bigdl_model_file_for_inference_and_as_a_start(spark, ches
 @pytest.mark.slow
 def test_multiclass_mode_resume_and_early_stopping(spark, chest, tmp_path, monkeypatch):
     from bigdl_medimg.ml import ClassificationEstimator
-    from bigdl_medimg.ml import classification as mod
+    from bigdl_medimg.ml.engines import bigdl as mod
 
     ck = tmp_path / "ck"
     kw = dict(labelCol="cardio", mode="multiclass", labelNames=["normal", "cardiomegaly"], inputShape=[1, 64, 64],

@@ -88,6 +88,20 @@ def _executor_pids() -> dict[str, int]:
     return pids
 
 
+def _example_on_cluster(cluster, tmp_path, *args):
+    """(event-log folder, run folder, spark-submit command) of the ChestX-ray14 example on the cluster."""
+    events = tmp_path / "events"
+    events.mkdir()
+    out = tmp_path / "chest"
+    cmd = [str(Path(sys.executable).parent / "spark-submit"), "--master", cluster["url"],
+           "--jars", ",".join(bigdl_jars()), "--driver-memory", "2g", "--executor-memory", "2g",
+           "--executor-cores", "1", "--total-executor-cores", "2",
+           "--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir={events.as_uri()}",
+           "--conf", f"spark.pyspark.python={sys.executable}",
+           str(ROOT / "examples" / "chest_xray14.py"), "--out", str(out), *args]
+    return events, out, cmd
+
+
 @pytest.mark.slow
 def test_spark_submit_training_on_both_executors_survives_killed_executors(cluster, spark, tmp_path):
     """The ChestX-ray14 example through spark-submit on the cluster; an executor is SIGKILLed during
@@ -99,16 +113,8 @@ def test_spark_submit_training_on_both_executors_survives_killed_executors(clust
     then used."""
     import signal
 
-    events = tmp_path / "events"
-    events.mkdir()
-    out = tmp_path / "chest"
-    cmd = [str(Path(sys.executable).parent / "spark-submit"), "--master", cluster["url"],
-           "--jars", ",".join(bigdl_jars()), "--driver-memory", "2g", "--executor-memory", "2g",
-           "--executor-cores", "1", "--total-executor-cores", "2",
-           "--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir={events.as_uri()}",
-           "--conf", f"spark.pyspark.python={sys.executable}",
-           str(ROOT / "examples" / "chest_xray14.py"), "--out", str(out), "--patients", "48", "--size", "64",
-           "--topology", "densenet_tiny", "--epochs", "3", "--batch", "4"]  # ~17 iterations per epoch
+    events, out, cmd = _example_on_cluster(cluster, tmp_path, "--patients", "48", "--size", "64", "--topology",
+                                           "densenet_tiny", "--epochs", "3", "--batch", "4")  # ~17 iterations/epoch
     log_path = tmp_path / "submit.log"
     # (executor killed, during the epoch after this checkpoint); both original executors go, "1" first
     plan = [("1", 1), ("0", 2)]
@@ -173,3 +179,60 @@ def test_spark_submit_training_on_both_executors_survives_killed_executors(clust
     scored = model.transform(PercentileScale(lower=0.5, upper=99.5).transform(ResizeImage(size=[64, 64])
                                                                                .transform(images))).collect()
     assert len(scored) == 6 and all(len(r.probability) == 14 and 0 <= min(r.probability) for r in scored)
+
+
+@pytest.mark.slow
+def test_torch_engine_trains_on_both_executors_and_survives_a_killed_executor(cluster, tmp_path):
+    """The same example with ``--engine torch``: one DDP rank per executor inside a barrier stage.  An
+    executor is SIGKILLed during epoch 2; Spark re-runs the whole barrier stage once a replacement
+    executor is up, and the ranks resume from epoch 1's checkpoint (the history they return keeps the
+    epoch-1 record written before the kill) and finish."""
+    import signal
+
+    events, out, cmd = _example_on_cluster(cluster, tmp_path, "--patients", "96", "--size", "128", "--topology",
+                                           "densenet_small", "--epochs", "3", "--batch", "4", "--engine", "torch")
+    log_path = tmp_path / "submit.log"
+    before, killed = None, False
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=cluster["env"])
+        try:
+            from bigdl_medimg.ml.tfevents import read_scalars
+
+            deadline = time.time() + 600
+            summary = out / "summaries" / "classification" / "train"
+            done = out / "checkpoints" / "epoch_0001" / "state.json"
+            while time.time() < deadline and proc.poll() is None and not killed:
+                if done.exists():
+                    state = json.loads(done.read_text())
+                    per_epoch = -(-state["history"][0]["images"] // 4)
+                    steps = [s for s, _v, _t in read_scalars(str(summary)).get("Loss", [])]
+                    if steps and max(steps) >= per_epoch + 2:
+                        before = state["history"][0]
+                        pids = _executor_pids()
+                        assert "1" in pids, pids
+                        os.kill(pids["1"], signal.SIGKILL)
+                        killed = True
+                time.sleep(0.05)
+            proc.wait(timeout=900)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log_path.read_text()
+    assert killed, text[-3000:]
+    assert proc.returncode == 0, text[-4000:]
+    state = json.loads((out / "checkpoints" / "epoch_0003" / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
+    assert state["history"][0] == before  # epoch 1 was not trained again: the ranks resumed from its checkpoint
+    log = [json.loads(line) for f in events.iterdir() for line in f.read_text().splitlines()]
+    stages = [e["Stage Info"] for e in log if e["Event"] == "SparkListenerStageSubmitted"]
+    barrier = {s["Stage ID"] for s in stages if any(r.get("Barrier") for r in s.get("RDD Info", []))}
+    assert barrier, "no barrier stage in the event log"
+    attempts = {(e["Stage Info"]["Stage ID"], e["Stage Info"]["Stage Attempt ID"]) for e in log
+                if e["Event"] == "SparkListenerStageSubmitted" and e["Stage Info"]["Stage ID"] in barrier}
+    assert len(attempts) >= 2, attempts  # the barrier stage ran again after the kill
+    ends = [e for e in log if e["Event"] == "SparkListenerTaskEnd" and e["Stage ID"] in barrier]
+    ran_on = {e["Task Info"]["Executor ID"] for e in ends if e["Task End Reason"]["Reason"] == "Success"}
+    assert len(ran_on) == 2, ran_on  # the finishing attempt's two ranks, on two executors
+    assert any(e["Task Info"]["Executor ID"] == "1" for e in ends), "no rank ran on the killed executor"
+    result = json.loads((out / "result.json").read_text())
+    assert result["epochs"] == 3

@@ -79,13 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--spark", action="store_true", help="generate cases on Spark executors")
     spark_opts(syn)
 
-    tr = sub.add_parser("train", help="train a task's model with BigDL and save it as a PipelineModel")
+    tr = sub.add_parser("train", help="train a task's model (BigDL or torch engine) and save it as a PipelineModel")
     tr.add_argument("--task", required=True, choices=["knee_cartilage", "meniscus_tear", "chest_xray14"])
     tr.add_argument("--data", required=True, help="the task's data folder (see README, 'Tasks')")
     tr.add_argument("--out", required=True, help="run folder: model/, checkpoints/, summaries/, train.json")
     tr.add_argument("--config", help="a task YAML overriding the preset (same sections)")
     tr.add_argument("--epochs", type=int, help="override estimator.maxEpoch")
     tr.add_argument("--batch-size", type=int, help="override estimator.batchSize")
+    tr.add_argument("--engine", choices=["bigdl", "torch"],
+                    help="override estimator.engine: BigDL (default) or PyTorch DDP on the executors")
     tr.add_argument("--seg-model", help="meniscus_tear: a knee_cartilage model folder for stage 1 "
                                         "(default: train one first)")
     spark_opts(tr)
@@ -99,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--kind", choices=["series", "nifti"], help="input images (default: detected)")
         if name == "evaluate":
             sp.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+        sp.add_argument("--engine", choices=["bigdl", "torch"],
+                        help="check that the model runs on this engine (a model runs on the one it was trained with)")
         spark_opts(sp)
 
     rep = sub.add_parser("report", help="one HTML file with plots from saved results and BigDL summaries")
@@ -263,8 +267,8 @@ def cmd_train(args) -> int:
 
     from .. import tasks
 
-    overrides = {"estimator": {k: v for k, v in (("maxEpoch", args.epochs), ("batchSize", args.batch_size))
-                               if v is not None}}
+    overrides = {"estimator": {k: v for k, v in (("maxEpoch", args.epochs), ("batchSize", args.batch_size),
+                                                 ("engine", args.engine)) if v is not None}}
     cfg = tasks.task_config(args.task, args.config, overrides)
     if args.seg_model and args.task != "meniscus_tear":
         raise MedImgError("--seg-model only applies to --task meniscus_tear")
@@ -280,12 +284,25 @@ def cmd_train(args) -> int:
     return EXIT_OK
 
 
+def _check_engine(args) -> None:
+    """``--engine`` on evaluate/predict: the saved model must have been trained with it."""
+    from ..tasks import load_task
+
+    if not args.engine:
+        return
+    trained = ((load_task(args.model).get("config") or {}).get("estimator") or {}).get("engine", "bigdl")
+    if trained != args.engine:
+        raise MedImgError(f"--engine {args.engine}: the model in {args.model} was trained with engine {trained!r}; "
+                          "a model runs on the engine it was trained with")
+
+
 def cmd_evaluate(args) -> int:
     import json
 
     from .. import tasks
 
     _check_inputs(args)
+    _check_engine(args)
     _progress_logging()
     metrics = tasks.evaluate(_spark(args), args.model, args.data, args.out, split=args.split, kind=args.kind)
     print(json.dumps(metrics, indent=1, default=float))
@@ -299,6 +316,7 @@ def cmd_predict(args) -> int:
     from .. import tasks
 
     _check_inputs(args)
+    _check_engine(args)
     _progress_logging()
     outputs = tasks.predict(_spark(args), args.model, args.data, args.out, kind=args.kind)
     print(json.dumps(outputs, indent=1, default=str))

@@ -20,7 +20,7 @@ from typing import Sequence
 from ..errors import ConfigError
 from .unet3d import batch_norm_5d
 
-__all__ = ["densenet2d", "resnet2d", "cnn3d", "build_topology", "TOPOLOGIES"]
+__all__ = ["densenet2d", "resnet2d", "cnn3d", "build_topology", "check_densenet", "TOPOLOGIES"]
 
 
 def _conv_bn_relu_2d(x, n, k, stride=1):
@@ -29,6 +29,18 @@ def _conv_bn_relu_2d(x, n, k, stride=1):
     x = Convolution2D(n, k, k, subsample=(stride, stride), border_mode="same", bias=False)(x)
     x = BatchNormalization(dim_ordering="th")(x)
     return Activation("relu")(x)
+
+
+def check_densenet(n_outputs: int, input_shape, growth_rate: int, block_config, init_features: int,
+                   compression: float) -> tuple[int, int, int]:
+    """``(channels, height, width)`` after checking DenseNet settings (both engines' builders call it)."""
+    c, h, w = (int(v) for v in input_shape)
+    if n_outputs < 1 or growth_rate < 1 or not block_config or init_features < 1 or not 0 < compression <= 1:
+        raise ConfigError("densenet2d: n_outputs, growth_rate, init_features >= 1; block_config non-empty; "
+                          "0 < compression <= 1")
+    if min(h, w) < 4 * 2 ** len(block_config):
+        raise ConfigError(f"densenet2d: input {h}x{w} is too small for {len(block_config)} blocks")
+    return c, h, w
 
 
 def densenet2d(n_outputs: int, input_shape: Sequence[int] = (1, 224, 224), *, growth_rate: int = 32,
@@ -40,12 +52,7 @@ def densenet2d(n_outputs: int, input_shape: Sequence[int] = (1, 224, 224), *, gr
                                           Dropout, GlobalAveragePooling2D, Input, MaxPooling2D)
     from bigdl.dllib.keras.models import Model
 
-    c, h, w = (int(v) for v in input_shape)
-    if n_outputs < 1 or growth_rate < 1 or not block_config or init_features < 1 or not 0 < compression <= 1:
-        raise ConfigError("densenet2d: n_outputs, growth_rate, init_features >= 1; block_config non-empty; "
-                          "0 < compression <= 1")
-    if min(h, w) < 4 * 2 ** len(block_config):
-        raise ConfigError(f"densenet2d: input {h}x{w} is too small for {len(block_config)} blocks")
+    c, h, w = check_densenet(n_outputs, input_shape, growth_rate, block_config, init_features, compression)
     inp = Input(shape=(c, h, w))
     x = _conv_bn_relu_2d(inp, init_features, 7, stride=2)
     x = MaxPooling2D((3, 3), strides=(2, 2), border_mode="same")(x)

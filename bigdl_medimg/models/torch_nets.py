@@ -7,8 +7,10 @@
   :mod:`~bigdl_medimg.models.classifiers`; output: ``(N, outputs)`` logits.
 
 Where the architecture is the same the parameter counts equal the BigDL
-builders' (tested).  Batch-norm settings follow BigDL's Keras defaults
-(epsilon 1e-3, moving-average momentum 0.99, which is torch's 0.01).  Importing
+builders' (tested).  Batch-norm settings are BigDL's Keras defaults as BigDL
+runs them: epsilon 1e-3 and momentum 0.99, which BigDL (like Torch7) applies as
+``running = 0.01 running + 0.99 batch``, torch's own convention for the same
+number, so inference uses statistics close to the last training batches'.  Importing
 this module imports torch: the library imports it only when
 ``engine="torch"`` is asked for.
 """
@@ -20,11 +22,12 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .classifiers import check_densenet
 from .unet3d import check_patch_shape
 
 __all__ = ["UNet3d", "DenseNet2d", "ResNet2d", "CNN3d"]
 
-BN_EPS, BN_MOMENTUM = 1e-3, 0.01
+BN_EPS, BN_MOMENTUM = 1e-3, 0.99
 
 
 def _bn(dims: int, n: int) -> nn.Module:
@@ -104,12 +107,7 @@ class DenseNet2d(nn.Module):
                  block_config: Sequence[int] = (6, 12, 24, 16), init_features: int = 64, bn_size: int = 4,
                  compression: float = 0.5, dropout: float = 0.0):
         super().__init__()
-        c, h, w = (int(v) for v in input_shape)
-        if n_outputs < 1 or growth_rate < 1 or not block_config or init_features < 1 or not 0 < compression <= 1:
-            raise ConfigError("densenet2d: n_outputs, growth_rate, init_features >= 1; block_config non-empty; "
-                              "0 < compression <= 1")
-        if min(h, w) < 4 * 2 ** len(block_config):
-            raise ConfigError(f"densenet2d: input {h}x{w} is too small for {len(block_config)} blocks")
+        c, _h, _w = check_densenet(n_outputs, input_shape, growth_rate, block_config, init_features, compression)
         layers = _conv_bn_relu(c, init_features, 7, 2) + [nn.MaxPool2d(3, 2, padding=1)]
         n = init_features
         for b, count in enumerate(block_config):

@@ -135,7 +135,8 @@ class ShardStore:
         self._spill_root = spill_dir
         self.items: list[dict] = []
 
-    def _keep(self, arr: np.ndarray):
+    def keep(self, arr: np.ndarray):
+        """``arr`` copied into memory, or spilled to a memory-mapped ``.npy`` file once the budget is used."""
         arr = np.array(arr, copy=True)  # the Arrow buffers it was read from are released after the batch
         if self.used + arr.nbytes <= self.budget:
             self.used += arr.nbytes
@@ -149,7 +150,7 @@ class ShardStore:
 
     def add(self, **fields) -> None:
         """Keep one row: arrays are stored (or spilled), other values kept as they are."""
-        self.items.append({k: self._keep(v) if isinstance(v, np.ndarray) else v for k, v in fields.items()})
+        self.items.append({k: self.keep(v) if isinstance(v, np.ndarray) else v for k, v in fields.items()})
 
     def close(self) -> None:
         if self._dir:
@@ -184,6 +185,11 @@ class TorchEngine(EpochEngine):
 
     # ------------------------------------------------------------ building ---
     def build(self) -> None:
+        self._agree(0)  # before any collective of the network's own
+        self.build_network()
+
+    def build_network(self) -> None:
+        """A fresh network (rank 0's initial weights on every rank), optimiser and iteration count."""
         import torch
         from torch.nn.parallel import DistributedDataParallel
 
@@ -201,11 +207,25 @@ class TorchEngine(EpochEngine):
     def load(self, checkpoint: Path, state: dict) -> None:
         import torch
 
-        self.build()
+        self._agree(int(state["epoch"]))
+        self.build_network()
         self.net.load_state_dict(torch.load(checkpoint / "model.pt", map_location="cpu", weights_only=True))
         saved = torch.load(checkpoint / "optim.pt", map_location="cpu", weights_only=True)
         self.opt.load_state_dict(saved["optimizer"])
         self.iteration = int(saved["iteration"])
+
+    def _agree(self, epoch: int) -> None:
+        """Every rank must start from the same epoch: the checkpoint folder has to be one they all see."""
+        import torch.distributed as dist
+
+        seen = [None] * self.world
+        dist.all_gather_object(seen, epoch)
+        if len(set(seen)) > 1:
+            from ...errors import ConfigError
+
+            raise ConfigError(f"{self.spec['owner']}: the ranks found different checkpoints in checkpointDir "
+                              f"(epochs {seen}); with engine='torch' it must be a folder every executor sees "
+                              "(a shared file system)")
 
     def _set_lr(self) -> None:
         p = self.spec["params"]
@@ -246,7 +266,7 @@ class TorchEngine(EpochEngine):
         order = np.resize(order, iters * self.batch)
         progress = EpochProgress(None, epoch, int(self.spec["params"]["maxEpoch"]), total,
                                  self.batch * self.world, [r["seconds"] for r in history])
-        progress.t0 = t0 = last_line = time.time()
+        progress.t0 = t_last = last_line = time.time()
         self.ddp.train()
         for it in range(iters):
             idx = np.sort(order[it * self.batch:(it + 1) * self.batch])
@@ -260,10 +280,11 @@ class TorchEngine(EpochEngine):
             self.iteration += 1
             if self.rank == 0:
                 now = time.time()
-                if self._scalars:
+                if self._scalars:  # per iteration, as BigDL's TrainSummary records them
                     self._scalars.add_scalar("Loss", float(loss.item()), self.iteration)
-                    self._scalars.add_scalar("Throughput", self.batch * self.world * (it + 1) / max(now - t0, 1e-9),
+                    self._scalars.add_scalar("Throughput", self.batch * self.world / max(now - t_last, 1e-9),
                                              self.iteration)
+                t_last = now
                 if now - last_line >= self.spec.get("progress_seconds", 10.0):
                     last_line = now
                     self.spec["say"](progress.line(it + 1, float(loss.item()), now))
@@ -292,6 +313,7 @@ class TorchEngine(EpochEngine):
         if ckdir and self.rank == 0:  # a resumed fit finds the best epoch of the run before it
             import torch
 
+            Path(ckdir).mkdir(parents=True, exist_ok=True)
             torch.save(self._best, Path(ckdir) / "best_model.pt.tmp")
             os.replace(Path(ckdir) / "best_model.pt.tmp", Path(ckdir) / "best_model.pt")
 
@@ -530,7 +552,7 @@ class ClassificationTask:
             if img is None:
                 continue
             label = batch.column(batch.schema.get_field_index("__y"))[i].as_py()
-            x = self.store._keep(np.asarray(img[0], np.float32).reshape(self.shape))
+            x = self.store.keep(np.asarray(img[0], np.float32).reshape(self.shape))
             if batch.column(batch.schema.get_field_index("__val"))[i].as_py():
                 self.val.append((x, label))
             else:
