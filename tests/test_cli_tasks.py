@@ -82,6 +82,32 @@ def test_knee_train_evaluate_predict_and_report(spark, knee_data, knee_run, caps
 
 
 @pytest.mark.slow
+def test_knee_with_the_torch_engine_from_the_command_line(spark, knee_data, capsys):
+    root, folder = knee_data
+    run = root / "knee-torch"
+    assert main(["train", "--task", "knee_cartilage", "--data", str(folder), "--out", str(run),
+                 "--config", str(root / "knee.yaml"), "--engine", "torch", "--epochs", "2"]) == 0
+    info = json.loads((run / "model" / "task.json").read_text())
+    assert info["config"]["estimator"]["engine"] == "torch"
+    train = json.loads((run / "train.json").read_text())
+    assert train["epochs"] == 2 and 0 <= train["val_dice"] <= 1
+    stage = json.loads(next((run / "model" / "pipeline" / "stages").glob("*SegmentationModel*/metadata/part-*"))
+                       .read_text())
+    assert stage["paramMap"]["engine"] == "torch"
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(run / "model"), "--data", str(folder), "--out", str(root / "te"),
+                 "--engine", "torch"]) == 0
+    metrics = json.loads((root / "te" / "metrics.json").read_text())
+    assert metrics["volumes"] >= 1 and metrics["not_scored"] == 0 and len(metrics["dice"]) == 4
+    # a model runs on the engine it was trained with: asking for the other one is a one-line usage error
+    capsys.readouterr()
+    assert main(["predict", "--model", str(run / "model"), "--data", str(folder / "dicom"),
+                 "--out", str(root / "tp"), "--engine", "bigdl"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trained with engine 'torch'" in err
+
+
+@pytest.mark.slow
 def test_meniscus_two_stage_from_the_command_line(spark, knee_data, knee_run, capsys, monkeypatch):
     root, folder = knee_data
     monkeypatch.setenv("BIGDL_MEDIMG_PROGRESS_SECONDS", "0.2")  # epochs here last ~2 s
