@@ -170,12 +170,13 @@ def torch_engine_worker(args) -> dict:
     from bigdl_medimg.ml.tfevents import read_scalars
     from bigdl_medimg.tensor import from_numpy, tensor_type
 
-    spark = get_spark(master=args.master)
+    # --task-cpus 2 with one rank: one process with both cores instead of one rank per core
+    spark = get_spark(master=args.master, conf={"spark.task.cpus": str(args.task_cpus)})
     cfg = MODELS[args.model]
     rng = np.random.default_rng(0)
     sumdir = tempfile.mkdtemp(prefix="bench-summary-")
     common = dict(batchSize=args.batch, maxEpoch=args.epochs, learningRate=1e-3, optimizer="adam",
-                  lrSchedule="constant", summaryDir=sumdir, engine="torch")
+                  lrSchedule="constant", summaryDir=sumdir, engine="torch", numRanks=args.ranks)
     if args.model == "unet":  # one patch per volume, the whole volume: the same samples as the peer's
         rows = [(from_numpy(rng.standard_normal(cfg["shape"][1:]).astype(np.float32), np.eye(4)),
                  from_numpy(rng.integers(0, cfg["outputs"], cfg["shape"][1:]).astype(np.uint8), np.eye(4)))
@@ -242,6 +243,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--engine", default="mklblas")
     ap.add_argument("--cache", default="DRAM")
+    ap.add_argument("--ranks", type=int, default=0, help="torch engine: ranks (0 = one per task slot)")
+    ap.add_argument("--task-cpus", type=int, default=1, help="torch engine: spark.task.cpus (threads per rank)")
     ap.add_argument("--loss", default="dice_ce")
     ap.add_argument("--quick", action="store_true", help="default set-ups only (no lever sweep)")
     ap.add_argument("--json", default=None)
@@ -285,8 +288,9 @@ def main(argv=None) -> dict:
         peer = next(x["torch"] for x in results["runs"] if x["model"] == model and x["lever"].startswith("default"))
         two = run_measured(_args(model, "torch_engine", epochs=2))
         one = run_measured(_args(model, "torch_engine", epochs=2, master="local[1]", partitions=1))
+        wide = run_measured(_args(model, "torch_engine", epochs=2, ranks=1, **{"task-cpus": 2}))
         ok = all(r.get("samples_per_s") for r in (two, one)) and "samples_per_s" in peer
-        engine_runs.append({"model": model, "local2": two, "local1": one, "peer": peer,
+        engine_runs.append({"model": model, "local2": two, "local1": one, "one_rank_two_threads": wide, "peer": peer,
                             "ratio": two["samples_per_s"] / peer["samples_per_s"] if ok else None,
                             "scaling": two["samples_per_s"] / one["samples_per_s"] if ok else None})
     results["torch_engine"] = engine_runs
@@ -300,9 +304,11 @@ def main(argv=None) -> dict:
                     "-" if s["torch_speedup"] is None else f"{s['torch_speedup']:.2f}x"] for s in scaling])
     text += "\n\nTorch engine (DDP ranks on a barrier stage, through the estimators; samples/s; targets: local[2] vs " \
             "PyTorch 2 threads >= 1.0x, local[2] / local[1] >= 1.8x)\n\n"
-    text += table(["model", "engine local[2]", "PyTorch 2 threads", "ratio", "engine local[1]", "scaling",
-                   "fit wall (2 epochs, local[2])", "engine peak (JVM + workers)"],
-                  [[e["model"], _sps(e["local2"]), _sps(e["peer"]), "-" if e["ratio"] is None else f"{e['ratio']:.2f}x",
+    text += table(["model", "engine local[2] (2 ranks x 1 thread)", "1 rank x 2 threads", "PyTorch 2 threads",
+                   "ratio", "engine local[1]", "scaling", "fit wall (2 epochs, local[2])",
+                   "engine peak (JVM + workers)"],
+                  [[e["model"], _sps(e["local2"]), _sps(e["one_rank_two_threads"]), _sps(e["peer"]),
+                    "-" if e["ratio"] is None else f"{e['ratio']:.2f}x",
                     _sps(e["local1"]), "-" if e["scaling"] is None else f"{e['scaling']:.2f}x",
                     "-" if "fit_seconds" not in e["local2"] else f"{e['local2']['fit_seconds']:.1f} s",
                     mb((e["local2"].get("rss", {}).get("jvm") or 0) + (e["local2"].get("rss", {}).get("python_worker")
