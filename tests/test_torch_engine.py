@@ -43,6 +43,30 @@ def test_engine_torch_without_torch_says_how_to_install_it(monkeypatch):
         SegmentationEstimator(engine="jax")._validate()
 
 
+def test_torch_losses_equal_the_bigdl_criteria(spark):
+    """The torch engine's losses give the BigDL criteria's values on the same inputs."""
+    import torch
+
+    from bigdl_medimg.ml import dice_ce_loss as bigdl_dice_ce
+    from bigdl_medimg.ml.classification import weighted_bce_loss as bigdl_bce
+    from bigdl_medimg.ml.engines.torch import dice_ce_loss, weighted_bce_loss
+
+    rng = np.random.default_rng(3)
+    b, v, c = 3, 40, 4
+    logits = rng.normal(size=(b, c, v)).astype(np.float32)
+    onehot = np.eye(c, dtype=np.float32)[rng.integers(0, c, (b, v))].transpose(0, 2, 1).copy()
+    w = np.array([0.1, 1.0, 2.0, 0.5], np.float32)
+    ours = float(dice_ce_loss(torch.from_numpy(logits), torch.from_numpy(onehot), torch.from_numpy(w)))
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    theirs = bigdl_dice_ce(v, w).forward(onehot.transpose(0, 2, 1).copy(), p.transpose(0, 2, 1).copy())
+    assert ours == pytest.approx(theirs, rel=1e-4)
+    z = rng.normal(size=(4, 3)).astype(np.float32)
+    y = rng.integers(0, 2, (4, 3)).astype(np.float32)
+    wp, wn = np.array([0.7, 0.5, 0.9], np.float32), np.array([0.3, 0.5, 0.1], np.float32)
+    ours = float(weighted_bce_loss(torch.from_numpy(z), torch.from_numpy(y), torch.from_numpy(wp), torch.from_numpy(wn)))
+    assert ours == pytest.approx(bigdl_bce(3, wp, wn).forward(y, 1 / (1 + np.exp(-z))), rel=1e-4)
+
+
 def test_every_topology_has_equal_parameter_counts_on_both_engines(spark):
     from bigdl_medimg.models import build_network
     from bigdl_medimg.models.network import NETWORK_TOPOLOGIES, torch_parameter_count

@@ -1,4 +1,4 @@
-"""Estimators and models (Spark ML) over BigDL networks; imported lazily (they need pyspark)."""
+"""Estimators and models (Spark ML) over BigDL or torch networks; imported lazily (they need pyspark)."""
 from __future__ import annotations
 
 from .._lazy import lazy_getattr

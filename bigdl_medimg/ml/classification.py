@@ -1,4 +1,4 @@
-"""Image classification with BigDL on Spark: ClassificationEstimator and ClassificationModel.
+"""Image classification on Spark, BigDL or torch engine: ClassificationEstimator and ClassificationModel.
 
 Two modes:
 
@@ -13,7 +13,9 @@ Images come from a tensor column whose shape equals ``inputShape``
 (``(channels, *spatial)``; a channel-less image counts as one channel);
 resize or crop them upstream (``ResizeImage``, ``CropOrPad``,
 ``CropAroundLabel``).  Training runs epoch by epoch with BigDL's NNEstimator
-(synchronous SGD on the executors); after each epoch the validation rows are
+(synchronous SGD on the executors) or, with ``engine="torch"``, as PyTorch DDP
+ranks on a Spark barrier stage; both engines run the one loop of
+:func:`~bigdl_medimg.ml.training.train_epochs`: after each epoch the validation rows are
 scored and AUROC per label recorded, the best epoch's weights kept, and
 training stops early after ``earlyStoppingPatience`` epochs without
 improvement.  Checkpoints and TensorBoard summaries work as in
@@ -89,7 +91,7 @@ class _ClassifierParams:
 
 @with_accessors
 class ClassificationModel(NetworkModelPersistence, Model, _ClassifierParams):
-    """Scores images with a BigDL network: probabilities, predictions and optional per-label columns.
+    """Scores images with a BigDL or torch network: probabilities, predictions and optional per-label columns.
 
     ``thresholds`` (multilabel, one per label or one for all) turn
     probabilities into 0/1 predictions; ``labelColumns`` adds one
@@ -275,7 +277,7 @@ def _sized_features(df, col: str, shape, owner: str):
 
 @with_accessors
 class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable, _ClassifierParams):
-    """Fit a :class:`ClassificationModel` with BigDL (see the module notes)."""
+    """Fit a :class:`ClassificationModel` with BigDL or torch (see the module notes)."""
 
     labelCol = param("labelCol", "labels: array of 0/1 per label (multilabel) or class index (multiclass)",
                      TypeConverters.toString)

@@ -1,12 +1,17 @@
-"""SegmentationEstimator: train a 3-D U-Net with BigDL on Spark from image and mask columns.
+"""SegmentationEstimator: train a 3-D U-Net on Spark from image and mask columns, with BigDL or torch.
 
-Each epoch samples fresh training patches on executors (``PatchSampler``, a
-``posFraction`` share centred on foreground), trains one epoch with BigDL's
-``NNEstimator`` (synchronous SGD across the executors), then, when a
-validation split is given, segments the held-out volumes by sliding window
-and records their Dice.  Model and optimiser state are checkpointed after
-every epoch; a fit pointed at a checkpoint folder resumes after its last
-complete epoch with the optimiser's state (iteration count, Adam moments).
+Each epoch samples fresh training patches (``PatchSampler``'s sampler and
+seeds, a ``posFraction`` share centred on foreground), trains one epoch with
+synchronous SGD across the executors, then, when a validation split is given,
+segments the held-out volumes by sliding window and records their Dice.
+``engine="bigdl"`` (default) trains each epoch with BigDL's ``NNEstimator`` on
+patches sampled on the executors; ``engine="torch"`` runs the whole fit as
+PyTorch DDP ranks on a Spark barrier stage, each rank re-sampling patches from
+the volumes it holds (:mod:`bigdl_medimg.ml.engines.torch`).  Both run the one
+loop of :func:`~bigdl_medimg.ml.training.train_epochs`: model and optimiser
+state are checkpointed after every epoch, and a fit pointed at a checkpoint
+folder resumes after its last complete epoch with the optimiser's state
+(iteration count, Adam moments).
 
 Loss (``loss`` Param): ``"dice_ce"`` (default) is class-weighted cross-entropy
 plus soft Dice averaged over the foreground classes, as nnU-Net and MONAI's
@@ -14,7 +19,10 @@ plus soft Dice averaged over the foreground classes, as nnU-Net and MONAI's
 network's softmax output and one-hot labels, so it runs inside BigDL's
 distributed optimiser like a built-in criterion.  ``"ce"`` is the weighted
 cross-entropy alone (BigDL's ``TimeDistributedCriterion(CrossEntropyCriterion)``
-on integer labels, a fifth of the label memory).
+on integer labels, a fifth of the label memory).  The torch engine computes the
+same losses in torch (:func:`~bigdl_medimg.ml.engines.torch.dice_ce_loss`, tested
+equal to the BigDL criterion; ``torch.nn.functional.cross_entropy`` with the
+class weights).
 """
 from __future__ import annotations
 
@@ -80,7 +88,7 @@ def dice_ce_loss(n_voxels: int, class_weights, smooth: float = 1.0):
 
 @with_accessors
 class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
-    """Fit a :class:`~bigdl_medimg.ml.segmentation.SegmentationModel` (3-D U-Net, BigDL, Spark)."""
+    """Fit a :class:`~bigdl_medimg.ml.segmentation.SegmentationModel` (3-D U-Net on Spark; BigDL or torch engine)."""
 
     inputCol = param("inputCol", "image tensor column (intensity-normalised)", TypeConverters.toString)
     maskCol = param("maskCol", "label-mask tensor column (0 = background)", TypeConverters.toString)
