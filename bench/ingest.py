@@ -100,6 +100,18 @@ def pydicom_worker(args) -> dict:
             "decoded_bytes": int(vol.nbytes) if args.part == "series" else int(np.asarray(arr).nbytes)}
 
 
+def _idle_workers_rss(psutil) -> int:
+    """The largest idle PySpark worker's RSS (a worker exiting meanwhile, a zombie, is skipped)."""
+    peak = 0
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "pyspark" in " ".join(p.cmdline()) and "java" not in p.name():
+                peak = max(peak, p.memory_info().rss)
+        except psutil.Error:
+            continue
+    return peak
+
+
 def spark_worker(args) -> dict:
     import psutil
 
@@ -118,8 +130,7 @@ def spark_worker(args) -> dict:
     reader(spark, warm_dir).write.format("noop").mode("overwrite").save()
     idle = {}
     with RssSampler(os.getpid(), interval=0.02) as s:
-        idle = max((p.memory_info().rss for p in psutil.Process().children(recursive=True)
-                    if "pyspark" in " ".join(p.cmdline()) and "java" not in p.name()), default=0)
+        idle = _idle_workers_rss(psutil)
         t0 = time.perf_counter()
         df = reader(spark, str(spec["dir"]))
         df.write.format("noop").mode("overwrite").save()

@@ -144,7 +144,12 @@ def test_sliding_window_on_spark_equals_a_single_process_reference(spark, seg_da
         ref = predict_volume(model.network, img, tuple(SMALL["patchShape"]), 0.5, 4)
         got = to_numpy(r.prob)
         assert got.shape == (5,) + SHAPE and np.allclose(got, ref, atol=1e-5)
-        assert np.array_equal(to_numpy(r.segmentation), np.argmax(ref, axis=0))
+        seg = to_numpy(r.segmentation)
+        assert np.array_equal(seg, np.argmax(got, axis=0))
+        # the reference runs with other thread counts: float rounding may flip exact near-ties only
+        top2 = np.sort(ref, axis=0)[-2:]
+        clear = (top2[1] - top2[0]) > 1e-4
+        assert clear.mean() > 0.99 and np.array_equal(seg[clear], np.argmax(ref, axis=0)[clear])
         # and the reference is the library's tiling: every window a (4, 16, 32, 32) softmax, Gaussian-blended
         assert np.allclose(ref.sum(axis=0), 1.0, atol=1e-5)
 

@@ -389,6 +389,39 @@ def _rank_main(spec: dict, make_task):
     return run
 
 
+def _shard(rows, world: int):
+    """``rows`` in ``world`` partitions, training and validation rows each dealt out evenly.
+
+    Round-robin ``repartition`` can leave a rank without training rows when
+    there are few; here the driver deals the rows' keys (a JVM-side hash of the
+    image bytes and the validation flag: numbers only) to the ranks, and each
+    rank's rows are routed by a partition key whose hash lands on that rank's
+    partition.  Returns the sharded rows and the world size (at most one rank
+    per training row).
+    """
+    from pyspark.sql import functions as F
+
+    spark = rows.sparkSession
+    keyed = rows.withColumn("__k", F.xxhash64(F.col("__x.data")))
+    keys = keyed.groupBy("__k", "__val").count().collect()
+    train = sorted(r["__k"] for r in keys if not r["__val"])
+    val = sorted(r["__k"] for r in keys if r["__val"])
+    world = max(1, min(int(world), len(train)))
+    # a long value per rank whose Murmur3 hash (HashPartitioning's) maps to that rank's partition
+    probe = spark.range(0, 64 * world).select("id", F.expr(f"pmod(hash(id), {world})").alias("p")).collect()
+    route = {}
+    for r in probe:
+        route.setdefault(int(r["p"]), int(r["id"]))
+    if len(route) < world:  # pragma: no cover - 64 candidates per rank always cover them
+        raise RuntimeError(f"no partition key found for every one of {world} ranks")
+    deal = [(k, is_val, route[i % world]) for is_val, group in ((False, train), (True, val))
+            for i, k in enumerate(group)]
+    table = spark.createDataFrame(deal, "__k long, __val boolean, __part long")
+    shards = keyed.join(F.broadcast(table), ["__k", "__val"]).drop("__k") \
+        .repartition(world, "__part").drop("__part")
+    return shards, world
+
+
 def fit_on_ranks(rows, spec: dict, make_task, ranks: int = 0) -> tuple[bytes, dict]:
     """Run a torch fit over ``rows`` (the task's columns plus ``__val``) as one barrier stage.
 
@@ -402,8 +435,7 @@ def fit_on_ranks(rows, spec: dict, make_task, ranks: int = 0) -> tuple[bytes, di
 
     spark = rows.sparkSession
     world = int(ranks) or int(spark.sparkContext.defaultParallelism)
-    n = rows.count()
-    world = max(1, min(world, n))
+    shards, world = _shard(rows, world)
     schema = T.StructType([T.StructField("rank", T.IntegerType()), T.StructField("weights", T.BinaryType()),
                            T.StructField("info", T.StringType())])
     folder = tempfile.mkdtemp(prefix="bigdl-medimg-torch-")
@@ -411,7 +443,7 @@ def fit_on_ranks(rows, spec: dict, make_task, ranks: int = 0) -> tuple[bytes, di
                 progress_seconds=float(os.environ.get("BIGDL_MEDIMG_PROGRESS_SECONDS", 10.0)))
     try:
         with RunFollower(spec["progress_file"]):
-            out = rows.repartition(world).mapInArrow(_rank_main(spec, make_task), schema, barrier=True).collect()
+            out = shards.mapInArrow(_rank_main(spec, make_task), schema, barrier=True).collect()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     head = [r for r in out if r["rank"] == 0][0]
