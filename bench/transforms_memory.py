@@ -62,7 +62,7 @@ tracemalloc.start()
 arr, marr = to_numpy(img_v), to_numpy(mask_v)
 if isinstance(stage, PatchSampler):
     from bigdl_medimg.transforms import array as A
-    from bigdl_medimg.transforms._stage import row_seed
+    from bigdl_medimg.transforms.array import row_seed
     p = stage.getPatchShape()
     for start, fg in A.patch_starts(arr.shape, p, stage.getPatchesPerImage(), stage.getPosFraction(), marr,
                                     row_seed(0, img_v["data"])):

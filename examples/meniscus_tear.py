@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     from bigdl_medimg.export import write_dicom_seg, write_predictions
     from bigdl_medimg.ml import ClassificationEstimator, SegmentationEstimator, SegmentationModel
     from bigdl_medimg.report import ClassificationResults, write_report
-    from bigdl_medimg.ml._training import load_preset_section
+    from bigdl_medimg.ml.training import load_preset_section
     from bigdl_medimg.transforms import CropAroundLabel, PercentileScale, Reorient
 
     t0 = time.time()
