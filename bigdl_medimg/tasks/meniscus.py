@@ -53,8 +53,10 @@ def train(spark, data: str, out: str, cfg: dict, seg_model: str | None = None) -
     out_p = Path(out)
     t0 = time.time()
     if seg_model is None:  # stage 1 first, on the same cases' training split
-        knee_cfg = task_config("knee_cartilage", overrides={"split": cfg["split"],
-                                                            "estimator": dict(cfg.get("segmentation", {}))})
+        # stage 1 trains on the engine asked for (--engine), unless the segmentation section names one
+        engine = {"engine": cfg["estimator"]["engine"]} if "engine" in (cfg.get("estimator") or {}) else {}
+        stage1 = {**engine, **dict(cfg.get("segmentation", {}))}
+        knee_cfg = task_config("knee_cartilage", overrides={"split": cfg["split"], "estimator": stage1})
         seg_model = knee.train(spark, data, str(out_p / "segmentation"), knee_cfg)["model"]
     seg_info = load_task(seg_model)
     if seg_info["task"] != "knee_cartilage":
