@@ -5,7 +5,7 @@ from typing import Sequence
 
 from ..errors import ConfigError
 
-__all__ = ["build_network", "ENGINES", "NETWORK_TOPOLOGIES", "require_torch", "torch_parameter_count"]
+__all__ = ["build_network", "check_engine", "ENGINES", "NETWORK_TOPOLOGIES", "require_torch", "torch_parameter_count"]
 
 ENGINES = ("bigdl", "torch")
 
