@@ -133,7 +133,6 @@ class ShardStore:
         self.spilled = 0
         self._dir = None
         self._spill_root = spill_dir
-        self.items: list[dict] = []
 
     def keep(self, arr: np.ndarray):
         """``arr`` copied into memory, or spilled to a memory-mapped ``.npy`` file once the budget is used."""
@@ -148,10 +147,6 @@ class ShardStore:
         self.spilled += 1
         return np.load(path, mmap_mode="r")
 
-    def add(self, **fields) -> None:
-        """Keep one row: arrays are stored (or spilled), other values kept as they are."""
-        self.items.append({k: self.keep(v) if isinstance(v, np.ndarray) else v for k, v in fields.items()})
-
     def close(self) -> None:
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
@@ -161,8 +156,7 @@ class ShardStore:
 class TorchEngine(EpochEngine):
     """One rank's side of a DDP fit: network, optimiser, schedule and the task's data.
 
-    ``task`` (:class:`~bigdl_medimg.ml.engines.torch_tasks.SegmentationTask` or
-    ``ClassificationTask``) builds the network, yields an epoch's samples,
+    ``task`` (:class:`SegmentationTask` or :class:`ClassificationTask`) builds the network, yields an epoch's samples,
     computes the loss and scores the validation rows; the engine does
     everything that is the same for both.
     """
@@ -260,10 +254,9 @@ class TorchEngine(EpochEngine):
             self._total_iterations = iters * int(self.spec["params"]["maxEpoch"])
         # every rank runs the same number of steps (DDP needs it); a rank with fewer samples repeats some
         rng = np.random.default_rng([int(self.spec["params"].get("seed", 0)), epoch, self.rank])
-        order = rng.permutation(len(x)) if len(x) else np.zeros(0, np.int64)
-        if len(order) == 0:
+        if len(x) == 0:  # after the collective above, so no rank waits for this one
             raise RuntimeError(f"rank {self.rank} holds no training rows; use fewer ranks than training rows")
-        order = np.resize(order, iters * self.batch)
+        order = np.resize(rng.permutation(len(x)), iters * self.batch)
         progress = EpochProgress(None, epoch, int(self.spec["params"]["maxEpoch"]), total,
                                  self.batch * self.world, [r["seconds"] for r in history])
         progress.t0 = t_last = last_line = time.time()
@@ -489,9 +482,8 @@ class SegmentationTask:
             is_val = bool(batch.column(batch.schema.get_field_index("__val"))[i].as_py())
             if img is None or mask is None:
                 continue
-            self.store.add(image=img[0], mask=mask[0], crc=zlib.crc32(img[2]), val=is_val)
-        self.train = [r for r in self.store.items if not r["val"]]
-        self.val = [r for r in self.store.items if r["val"]]
+            row = {"image": self.store.keep(img[0]), "mask": self.store.keep(mask[0]), "crc": zlib.crc32(img[2])}
+            (self.val if is_val else self.train).append(row)
 
     def counts(self) -> dict:
         return {"train": len(self.train), "val": len(self.val)}
