@@ -66,7 +66,47 @@ def _data(spark, model: str, n: int, partitions: int):
     return df
 
 
+# OpenMP/MKL thread pinning for the BigDL JVM (set before it starts): one MKL thread per BigDL replica, each
+# pinned to its own core, no spin-waiting between the two Spark jobs of an iteration
+PINNING = {"KMP_AFFINITY": "granularity=fine,compact,1,0", "OMP_NUM_THREADS": "1", "KMP_BLOCKTIME": "0"}
+
+
+def _breakdown(log_text: str) -> dict:
+    """Median seconds per iteration of each part DistriOptimizer's DEBUG metrics summary reports.
+
+    Per iteration BigDL logs ``Trained N records in S seconds`` (the wall of the iteration's two Spark jobs)
+    and, at DEBUG, a ``Metrics Summary``: ``get weights average`` (fetching the weight partitions),
+    ``computing time average`` (forward + backward on the replicas), ``aggregrateGradientParition average
+    executor`` (summing the gradient partitions) and ``send weights average``; the rest of the wall is Spark
+    scheduling (job and task launch, accumulators, the driver's broadcast) = job overhead.
+    """
+    import re
+
+    import numpy as np
+
+    walls = [float(m) for m in re.findall(r"Trained [\d.]+ records in ([\d.eE-]+) seconds", log_text)]
+    parts: dict[str, list[float]] = {}
+    for block in log_text.split("========== Metrics Summary ==========")[1:]:
+        for line in block.split("=====")[0].splitlines():
+            m = re.match(r"\s*(.+?) : ([\d.eE-]+) s\s*$", line)
+            if m:
+                parts.setdefault(m.group(1), []).append(float(m.group(2)))
+    skip = 2  # warm-up iterations
+    out = {"iteration": float(np.median(walls[skip:])) if len(walls) > skip else None}
+    for key, name in (("get weights average", "get_weights"), ("computing time average", "compute"),
+                      ("aggregrateGradientParition average executor", "aggregate_gradients"),
+                      ("send weights average", "send_weights")):
+        vals = parts.get(key, [])
+        out[name] = float(np.median(vals[skip:])) if len(vals) > skip else None
+    if out["iteration"] and out["compute"] is not None:
+        known = sum(v for k, v in out.items() if k != "iteration" and v)
+        out["spark_overhead"] = max(0.0, out["iteration"] - known)
+    return out
+
+
 def bigdl_worker(args) -> dict:
+    import os
+
     import numpy as np
     from bigdl.dllib.nnframes import NNEstimator
     from bigdl.dllib.optim.optimizer import Adam, TrainSummary
@@ -74,12 +114,30 @@ def bigdl_worker(args) -> dict:
     from bigdl_medimg import get_spark
     from bigdl_medimg.ml.tfevents import read_scalars
 
+    if args.pin:
+        os.environ.update(PINNING)
+    log_path = None
+    if args.breakdown:  # the JVM inherits fd 2: its log lines land in a file this worker parses
+        log_path = tempfile.mktemp(prefix="bench-bigdl-", suffix=".log")
+        os.dup2(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
     java_opts = f"-Dbigdl.engineType={args.engine}"
     spark = get_spark(master=args.master, conf={"spark.driver.extraJavaOptions": java_opts,
                                                 "spark.executor.extraJavaOptions": java_opts})
+    if args.breakdown:
+        jvm = spark.sparkContext._jvm
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+            "com.intel.analytics.bigdl.dllib.optim", jvm.org.apache.logging.log4j.Level.DEBUG)
     cfg = MODELS[args.model]
     df = _data(spark, args.model, args.samples or cfg["samples"], args.partitions)
-    if args.model == "unet":
+    if args.model == "densenet" and args.graph:  # BigDL's nn graph API, the form mkldnn converts
+        from bigdl.dllib.nn.criterion import BCECriterion
+
+        from bigdl_medimg.models.classifiers import densenet2d_graph
+
+        net = densenet2d_graph(cfg["outputs"], cfg["shape"], mkldnn=args.engine == "mkldnn", **DENSENET)
+        crit = BCECriterion()
+        label_shape = [cfg["outputs"]]
+    elif args.model == "unet":
         from bigdl_medimg.ml.segmentation_estimator import SegmentationEstimator
         from bigdl_medimg.models import unet3d
 
@@ -109,14 +167,24 @@ def bigdl_worker(args) -> dict:
     if args.cache != "DRAM":
         est.setDataCacheLevel(args.cache, 2)
     t0 = time.perf_counter()
-    est.fit(df)
+    if args.fit_per_epoch:  # what the library's loop does: one NNEstimator fit per epoch, same optimiser
+        optim = Adam(learningrate=1e-3)
+        for epoch in range(1, args.epochs + 1):
+            NNEstimator(net, crit, cfg["shape"], label_shape).setBatchSize(args.batch).setOptimMethod(optim) \
+                .setMaxEpoch(epoch).setTrainSummary(TrainSummary(sumdir, "bench")).fit(df)
+    else:
+        est.fit(df)
     wall = time.perf_counter() - t0
     thr = [v for _, v, _ in read_scalars(f"{sumdir}/bench/train").get("Throughput", [])]
     steady = thr[2:] if len(thr) > 4 else thr
     n = df.count()
     spark.stop()
-    return {"samples_per_s": float(np.median(steady)) if steady else None, "iterations": len(thr),
-            "wall_samples_per_s": n * args.epochs / wall, "fit_seconds": wall}
+    out = {"samples_per_s": float(np.median(steady)) if steady else None, "iterations": len(thr),
+           "wall_samples_per_s": n * args.epochs / wall, "fit_seconds": wall}
+    if log_path:
+        out["breakdown"] = _breakdown(open(log_path, errors="replace").read())
+        os.unlink(log_path)
+    return out
 
 
 def torch_worker(args) -> dict:
@@ -210,9 +278,10 @@ def torch_engine_worker(args) -> dict:
 
 
 def _args(model, worker, **kw) -> list[str]:
+    """Command line of one worker run; a value of ``""`` is a flag."""
     out = [str(Path(__file__).resolve()), "--worker", worker, "--model", model]
     for k, v in kw.items():
-        out += [f"--{k}", str(v)]
+        out += [f"--{k}"] + ([] if v == "" else [str(v)])
     return out
 
 
@@ -224,10 +293,18 @@ LEVERS = [
     ("4 partitions", "unet", {"partitions": 4}),
     ("DISK_AND_DRAM cache", "unet", {"cache": "DISK_AND_DRAM"}),
     ("engine mkldnn", "unet", {"engine": "mkldnn"}),
+    ("thread pinning (KMP_AFFINITY, OMP_NUM_THREADS=1, KMP_BLOCKTIME=0)", "unet", {"pin": ""}),
     ("default: mklblas, batch 16, 2 partitions, DRAM cache", "densenet", {}),
     ("batch 64", "densenet", {"batch": 64}),
-    ("engine mkldnn", "densenet", {"engine": "mkldnn"}),
+    ("engine mkldnn (Keras model)", "densenet", {"engine": "mkldnn"}),
+    ("nn graph API model (JoinTable(2, 0)), mklblas", "densenet", {"graph": ""}),
+    ("nn graph API model, engine mkldnn (input nchw)", "densenet", {"graph": "", "engine": "mkldnn"}),
+    ("nn graph API model, engine mkldnn, batch 64", "densenet", {"graph": "", "engine": "mkldnn", "batch": 64}),
+    ("thread pinning (KMP_AFFINITY, OMP_NUM_THREADS=1, KMP_BLOCKTIME=0)", "densenet", {"pin": ""}),
 ]
+# epochs: 3 one-epoch NNEstimator fits (the library's loop) vs one fit of 3 epochs; wall samples/s
+EPOCH_LEVERS = [("one fit of 3 epochs", {"epochs": 3}), ("3 fits of one epoch (the library)", {"epochs": 3,
+                                                                                                "fit-per-epoch": ""})]
 
 
 def main(argv=None) -> dict:
@@ -246,6 +323,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--ranks", type=int, default=0, help="torch engine: ranks (0 = one per task slot)")
     ap.add_argument("--task-cpus", type=int, default=1, help="torch engine: spark.task.cpus (threads per rank)")
     ap.add_argument("--loss", default="dice_ce")
+    ap.add_argument("--pin", action="store_true", help="BigDL: pin OpenMP/MKL threads (KMP_AFFINITY...)")
+    ap.add_argument("--breakdown", action="store_true", help="BigDL: parse DistriOptimizer's DEBUG metrics")
+    ap.add_argument("--graph", action="store_true", help="BigDL DenseNet written with the nn graph API")
+    ap.add_argument("--fit-per-epoch", action="store_true", help="BigDL: one NNEstimator fit per epoch")
     ap.add_argument("--quick", action="store_true", help="default set-ups only (no lever sweep)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -270,6 +351,15 @@ def main(argv=None) -> dict:
         rows.append([model, label, _sps(r), _sps(t), "-" if ratio is None else f"{ratio:.2f}x",
                      mb(r.get("rss", {}).get("jvm")), mb(r.get("rss", {}).get("driver_python")),
                      mb(t.get("rss", {}).get("driver_python"))])
+    # where an iteration's time goes (DistriOptimizer's DEBUG metrics), and one fit spanning epochs vs the loop
+    breakdown, epochs = [], []
+    for model in ("unet", "densenet"):
+        r = run_measured(_args(model, "bigdl", breakdown=""))
+        breakdown.append({"model": model, **(r.get("breakdown") or {"error": r.get("cause") or r.get("error")})})
+        for label, opts in EPOCH_LEVERS:
+            r = run_measured(_args(model, "bigdl", **opts))
+            epochs.append({"model": model, "lever": label, "run": r})
+    results["breakdown"], results["epochs"] = breakdown, epochs
     # scaling: the default U-Net and DenseNet set-ups on one core
     scaling = []
     for model in ("unet", "densenet"):
@@ -297,6 +387,19 @@ def main(argv=None) -> dict:
     text = "Training throughput (samples/s; BigDL local[2] vs PyTorch 2 threads; target >= 1.0x)\n\n"
     text += table(["model", "BigDL set-up", "BigDL", "PyTorch", "ratio", "JVM peak", "driver peak",
                    "PyTorch peak"], rows)
+    text += "\n\nWhere a BigDL iteration goes (default set-up; median seconds per iteration from DistriOptimizer's " \
+            "DEBUG metrics; overhead = iteration wall minus the parts: Spark job and task launch)\n\n"
+    text += table(["model", "iteration", "get weights", "forward + backward", "aggregate gradients", "send weights",
+                   "Spark overhead"],
+                  [[b["model"]] + (["failed: " + str(b["error"])[:80]] if "error" in b else
+                                   [_sec(b.get(k)) for k in ("iteration", "get_weights", "compute",
+                                                             "aggregate_gradients", "send_weights",
+                                                             "spark_overhead")]) for b in breakdown])
+    text += "\n\nEpochs: one NNEstimator fit over 3 epochs vs 3 fits of one epoch (what the loop does to validate " \
+            "and checkpoint each epoch); wall samples/s over the whole fit, caching included\n\n"
+    text += table(["model", "set-up", "wall samples/s", "fit seconds"],
+                  [[e["model"], e["lever"], "-" if "error" in e["run"] else f"{e['run']['wall_samples_per_s']:.1f}",
+                    "-" if "error" in e["run"] else f"{e['run']['fit_seconds']:.1f}"] for e in epochs])
     text += "\n\nScaling (samples/s; target local[2] / local[1] >= 1.8x)\n\n"
     text += table(["model", "BigDL local[1]", "BigDL local[2]", "speed-up", "PyTorch 1 thread", "PyTorch speed-up"],
                   [[s["model"], _sps(s["bigdl_local1"]), _sps(s["bigdl_local2"]),
@@ -317,6 +420,10 @@ def main(argv=None) -> dict:
     results["table"] = text
     write_json("training", results)
     return results
+
+
+def _sec(v) -> str:
+    return "-" if v is None else f"{v:.3f} s"
 
 
 def _sps(r: dict) -> str:

@@ -207,7 +207,7 @@ def test_multiclass_mode_resume_and_early_stopping(spark, chest, tmp_path, monke
     ck = tmp_path / "ck"
     kw = dict(labelCol="cardio", mode="multiclass", labelNames=["normal", "cardiomegaly"], inputShape=[1, 64, 64],
               topology="densenet_tiny", validationIndicatorCol="is_val", batchSize=16, learningRate=3e-3,
-              classBalancing=True, checkpointDir=str(ck))
+              classBalancing=True, checkpointDir=ck.as_uri())  # a Hadoop-style file: URI, as hdfs:// would be
     real = mod.fit_one_epoch
     calls = []
 
@@ -221,7 +221,7 @@ def test_multiclass_mode_resume_and_early_stopping(spark, chest, tmp_path, monke
     with pytest.raises(RuntimeError, match="executor lost"):
         ClassificationEstimator(maxEpoch=3, **kw).fit(chest[0])
     monkeypatch.setattr(mod, "fit_one_epoch", real)
-    assert ClassificationEstimator.latest_checkpoint(str(ck)).name == "epoch_0002"
+    assert ClassificationEstimator.latest_checkpoint(str(ck)).endswith("/epoch_0002")
     model = ClassificationEstimator(maxEpoch=3, **kw).fit(chest[0])
     assert [r["epoch"] for r in model.history] == [1, 2, 3]
     assert model.training_stats["class_weights"] is not None

@@ -100,7 +100,7 @@ def torch_seg(spark, seg_data, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("torch-seg")
     est = SegmentationEstimator(validationIndicatorCol="is_val", maxEpoch=TORCH_EPOCHS, engine="torch",
-                                checkpointDir=str(root / "ck"), summaryDir=str(root / "summ"),
+                                checkpointDir=(root / "ck").as_uri(), summaryDir=str(root / "summ"),
                                 **{**SMALL, "patchesPerImage": 16})
     return est, est.fit(seg_data[0]), root
 
@@ -133,15 +133,23 @@ def test_two_rank_fit_ends_with_identical_weights_and_segments_unseen_volumes(sp
 
 @pytest.mark.slow
 def test_sliding_window_on_spark_equals_a_single_process_reference(spark, seg_data, torch_seg):
-    from bigdl_medimg.ml.engines.torch import predict_volume
+    import torch
+
+    from bigdl_medimg.ml.inference import sliding_window_predict
 
     _est, model, _root = torch_seg
+    net = model.network.eval()
+
+    def scores(x):  # the plain numpy tiling and blending, the network called directly
+        with torch.no_grad():
+            return torch.softmax(net(torch.from_numpy(np.ascontiguousarray(x, np.float32))), 1).numpy()
+
     rows = model.setProbabilityCol("prob").transform(seg_data[1]).select("image", "prob", "segmentation").collect()
     model.setProbabilityCol("")
     assert len(rows) == 2
     for r in rows:
         img = to_numpy(r.image)
-        ref = predict_volume(model.network, img, tuple(SMALL["patchShape"]), 0.5, 4)
+        ref = sliding_window_predict(img[np.newaxis], scores, tuple(SMALL["patchShape"]), 0.5, "gaussian", 4)
         got = to_numpy(r.prob)
         assert got.shape == (5,) + SHAPE and np.allclose(got, ref, atol=1e-5)
         seg = to_numpy(r.segmentation)

@@ -52,7 +52,7 @@ def deidentify_files(spark, path, out: str, *, deidentify=None, key=None, dates:
         import pyarrow as pa
 
         from ..errors import DicomReadError
-        from ..export._fs import join, write_bytes
+        from ..io.files import join, write_bytes
         from ..io.dicom import parse_dicom
         from .profile import deidentify_dataset, quarantine_reason
 

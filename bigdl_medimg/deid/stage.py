@@ -2,6 +2,7 @@
 
 import os
 import re
+from typing import Self
 
 from pyspark import keyword_only
 from pyspark.ml import Transformer
@@ -9,7 +10,7 @@ from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError
-from ..params import param, with_accessors
+from ..params import param
 from .profile import DATE_MODES, SECONDARY_CAPTURE_CLASSES, Pseudonymizer
 
 __all__ = ["Deidentify", "KEY_ENV", "scrub_paths"]
@@ -42,7 +43,6 @@ def scrub_paths(text, paths, label):
     return out
 
 
-@with_accessors
 class Deidentify(Transformer, DefaultParamsReadable, DefaultParamsWritable):
     """De-identify reader output (PS3.15 Basic Profile on metadata columns) and flag burned-in images.
 
@@ -203,6 +203,55 @@ class Deidentify(Transformer, DefaultParamsReadable, DefaultParamsWritable):
                 else:
                     out = out.withColumn("path", udf_str(pseudo.path_label)(F.col("path")))
         return out.drop(raw_patient) if patient_col in cols else out
+
+    def setKeyEnv(self, value: str) -> Self:
+        """Set :py:attr:`keyEnv`: environment variable holding the key."""
+        return self._set(keyEnv=value)
+
+    def getKeyEnv(self) -> str:
+        """The value of :py:attr:`keyEnv` (set or default): environment variable holding the key."""
+        return self.getOrDefault(self.keyEnv)
+
+    def setDates(self, value: str) -> Self:
+        """Set :py:attr:`dates`: 'shift' (per-patient offset) or 'remove'."""
+        return self._set(dates=value)
+
+    def getDates(self) -> str:
+        """The value of :py:attr:`dates` (set or default): 'shift' (per-patient offset) or 'remove'."""
+        return self.getOrDefault(self.dates)
+
+    def setMaxShiftDays(self, value: int) -> Self:
+        """Set :py:attr:`maxShiftDays`: largest date shift in days."""
+        return self._set(maxShiftDays=value)
+
+    def getMaxShiftDays(self) -> int:
+        """The value of :py:attr:`maxShiftDays` (set or default): largest date shift in days."""
+        return self.getOrDefault(self.maxShiftDays)
+
+    def setPathMode(self, value: str) -> Self:
+        """Set :py:attr:`pathMode`: 'hash', 'drop' or 'keep'."""
+        return self._set(pathMode=value)
+
+    def getPathMode(self) -> str:
+        """The value of :py:attr:`pathMode` (set or default): 'hash', 'drop' or 'keep'."""
+        return self.getOrDefault(self.pathMode)
+
+    def setPatientCol(self, value: str) -> Self:
+        """Set :py:attr:`patientCol`: column identifying the patient for date shifts."""
+        return self._set(patientCol=value)
+
+    def getPatientCol(self) -> str:
+        """The value of :py:attr:`patientCol` (set or default): column identifying the patient for date shifts."""
+        return self.getOrDefault(self.patientCol)
+
+    def setQuarantineCol(self, value: str) -> Self:
+        """Set :py:attr:`quarantineCol`: column receiving the quarantine reason ('' for none)."""
+        return self._set(quarantineCol=value)
+
+    def getQuarantineCol(self) -> str:
+        """The value of :py:attr:`quarantineCol` (set or default): column receiving the quarantine reason ('' for none).
+        """
+        return self.getOrDefault(self.quarantineCol)
 
 
 def _remap_series_key(pseudo: Pseudonymizer, key: str) -> str:

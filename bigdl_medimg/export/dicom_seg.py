@@ -106,11 +106,11 @@ def _series_headers(paths: Sequence[str]):
 
     from ..io.dicom import dicom_metadata
     from ..io.series import plan_series
-    from . import _fs
+    from ..io import files
 
     by_path, records = {}, []
     for p in paths:
-        with _fs.open_input(p) as f:
+        with files.open_input(p) as f:
             ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
         by_path[p] = ds
         records.append(dict(dicom_metadata(ds), path=p, error=None, has_pixels=True))
@@ -155,7 +155,7 @@ def write_dicom_seg(df, outDir: str, segmentLabels, *, maskCol: str = "segmentat
 
     from ..errors import ExportError, one_line
     from ..tensor import get_affine, to_numpy
-    from . import _fs
+    from ..io import files
     from .masks import to_reference_grid
 
     if mode not in ("permissive", "failfast"):
@@ -184,7 +184,7 @@ def write_dicom_seg(df, outDir: str, segmentLabels, *, maskCol: str = "segmentat
                               property_types=propertyTypes, uid_seed=f"{run_id}/{key}")
         buf = io.BytesIO()
         seg.save_as(buf)
-        path = _fs.write_bytes(_fs.join(outDir, _fs.safe_name(key) + ".seg.dcm"), buf.getvalue())
+        path = files.write_bytes(files.join(outDir, files.safe_name(key) + ".seg.dcm"), buf.getvalue())
         return {"path": path, "sop_instance_uid": str(seg.SOPInstanceUID),
                 "series_instance_uid": str(seg.SeriesInstanceUID), "frames": int(seg.NumberOfFrames)}
 

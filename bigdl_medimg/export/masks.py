@@ -58,7 +58,7 @@ def write_nifti_masks(df, outDir: str, *, maskCol: str = "segmentation", nameCol
         giving each file its name (made file-name safe).
     outDir : str
         Local path or URI (``file:``, ``hdfs://``, ``s3a://``; see
-        :mod:`bigdl_medimg.export._fs`).
+        :mod:`bigdl_medimg.io.files`).
     referenceCol : str, optional
         A tensor column holding the source image: the mask is put back on
         its grid (nearest neighbour, undoing reorientation or resampling) and
@@ -78,7 +78,7 @@ def write_nifti_masks(df, outDir: str, *, maskCol: str = "segmentation", nameCol
 
     from ..errors import ExportError, one_line
     from ..tensor import get_affine, spatial_shape, to_numpy
-    from . import _fs
+    from ..io import files
 
     if mode not in ("permissive", "failfast"):
         raise ConfigError(f"mode must be 'permissive' or 'failfast', got {mode!r}")
@@ -105,8 +105,8 @@ def write_nifti_masks(df, outDir: str, *, maskCol: str = "segmentation", nameCol
                         ref_aff = get_affine(ref)
                         mask = to_reference_grid(mask, aff, spatial_shape(ref["shape"]), ref_aff)
                         aff = ref_aff
-                    target = _fs.join(outDir, _fs.safe_name(name) + suffix)
-                    path = _fs.write_bytes(target, _nifti_bytes(mask, aff, compress))
+                    target = files.join(outDir, files.safe_name(name) + suffix)
+                    path = files.write_bytes(target, _nifti_bytes(mask, aff, compress))
                 except Exception as exc:
                     err = ExportError(str(name), f"{type(exc).__name__}: {one_line(exc)}")
                     if failfast:

@@ -8,6 +8,8 @@ doubles), so those are collected.
 """
 from __future__ import annotations
 
+from typing import Self
+
 import warnings
 from typing import Sequence
 
@@ -18,7 +20,7 @@ from pyspark.ml.param import Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError
-from ..params import param, with_accessors
+from ..params import param
 from .classification import label_matrix
 
 __all__ = ["segmentation_scores", "DiceEvaluator", "SurfaceDistanceEvaluator", "MultiLabelAUCEvaluator",
@@ -134,8 +136,40 @@ class _SegmentationEvalParams(Params):
                               + (f" ({'; '.join(errors)})" if len(errors) else " (empty DataFrame)"))
         return ks, good
 
+    def setPredictionCol(self, value: str) -> Self:
+        """Set :py:attr:`predictionCol`: predicted label-mask tensor column."""
+        return self._set(predictionCol=value)
 
-@with_accessors
+    def getPredictionCol(self) -> str:
+        """The value of :py:attr:`predictionCol` (set or default): predicted label-mask tensor column."""
+        return self.getOrDefault(self.predictionCol)
+
+    def setLabelCol(self, value: str) -> Self:
+        """Set :py:attr:`labelCol`: reference label-mask tensor column."""
+        return self._set(labelCol=value)
+
+    def getLabelCol(self) -> str:
+        """The value of :py:attr:`labelCol` (set or default): reference label-mask tensor column."""
+        return self.getOrDefault(self.labelCol)
+
+    def setNumClasses(self, value: int) -> Self:
+        """Set :py:attr:`numClasses`: number of classes including background (0)."""
+        return self._set(numClasses=value)
+
+    def getNumClasses(self) -> int:
+        """The value of :py:attr:`numClasses` (set or default): number of classes including background (0)."""
+        return self.getOrDefault(self.numClasses)
+
+    def setClasses(self, value: list[int]) -> Self:
+        """Set :py:attr:`classes`: foreground classes to average ([] = all of 1..numClasses-1)."""
+        return self._set(classes=value)
+
+    def getClasses(self) -> list[int]:
+        """The value of :py:attr:`classes` (set or default): foreground classes to average ([] = all of 1..numClasses-1).
+        """
+        return self.getOrDefault(self.classes)
+
+
 class DiceEvaluator(Evaluator, _SegmentationEvalParams, DefaultParamsReadable, DefaultParamsWritable):
     """Mean Dice over volumes, per foreground class, then over ``classes`` (larger is better).
 
@@ -169,7 +203,6 @@ class DiceEvaluator(Evaluator, _SegmentationEvalParams, DefaultParamsReadable, D
         return True
 
 
-@with_accessors
 class SurfaceDistanceEvaluator(Evaluator, _SegmentationEvalParams, DefaultParamsReadable, DefaultParamsWritable):
     """Hausdorff distance at a percentile (``metricName="hd95"``) or mean surface distance (``"msd"``), in mm.
 
@@ -214,6 +247,22 @@ class SurfaceDistanceEvaluator(Evaluator, _SegmentationEvalParams, DefaultParams
     def isLargerBetter(self) -> bool:
         return False
 
+    def setMetricName(self, value: str) -> Self:
+        """Set :py:attr:`metricName`: hd95 | msd."""
+        return self._set(metricName=value)
+
+    def getMetricName(self) -> str:
+        """The value of :py:attr:`metricName` (set or default): hd95 | msd."""
+        return self.getOrDefault(self.metricName)
+
+    def setPercentile(self, value: float) -> Self:
+        """Set :py:attr:`percentile`: percentile of the Hausdorff distance (95 for HD95)."""
+        return self._set(percentile=value)
+
+    def getPercentile(self) -> float:
+        """The value of :py:attr:`percentile` (set or default): percentile of the Hausdorff distance (95 for HD95)."""
+        return self.getOrDefault(self.percentile)
+
 
 def classification_arrays(df, probabilityCol: str, labelCol: str, keyCols: Sequence[str] = ()):
     """Collect ``(scores (n, L), labels (n, L), keys)`` of the scored rows.
@@ -240,7 +289,6 @@ def classification_arrays(df, probabilityCol: str, labelCol: str, keyCols: Seque
     return p, y, keys
 
 
-@with_accessors
 class MultiLabelAUCEvaluator(Evaluator, DefaultParamsReadable, DefaultParamsWritable):
     """AUROC per label and macro mean, bootstrap intervals, sensitivity/specificity at thresholds.
 
@@ -363,3 +411,78 @@ class MultiLabelAUCEvaluator(Evaluator, DefaultParamsReadable, DefaultParamsWrit
 
     def isLargerBetter(self) -> bool:
         return True
+
+    def setProbabilityCol(self, value: str) -> Self:
+        """Set :py:attr:`probabilityCol`: array of probabilities."""
+        return self._set(probabilityCol=value)
+
+    def getProbabilityCol(self) -> str:
+        """The value of :py:attr:`probabilityCol` (set or default): array of probabilities."""
+        return self.getOrDefault(self.probabilityCol)
+
+    def setLabelCol(self, value: str) -> Self:
+        """Set :py:attr:`labelCol`: 0/1 array or class index."""
+        return self._set(labelCol=value)
+
+    def getLabelCol(self) -> str:
+        """The value of :py:attr:`labelCol` (set or default): 0/1 array or class index."""
+        return self.getOrDefault(self.labelCol)
+
+    def setLabelNames(self, value: list[str]) -> Self:
+        """Set :py:attr:`labelNames`: names of the labels (for metricLabel and summaries)."""
+        return self._set(labelNames=value)
+
+    def getLabelNames(self) -> list[str]:
+        """The value of :py:attr:`labelNames` (set or default): names of the labels (for metricLabel and summaries).
+        """
+        return self.getOrDefault(self.labelNames)
+
+    def setMetricName(self, value: str) -> Self:
+        """Set :py:attr:`metricName`: meanAUROC | AUROC | sensitivity | specificity."""
+        return self._set(metricName=value)
+
+    def getMetricName(self) -> str:
+        """The value of :py:attr:`metricName` (set or default): meanAUROC | AUROC | sensitivity | specificity."""
+        return self.getOrDefault(self.metricName)
+
+    def setMetricLabel(self, value: str) -> Self:
+        """Set :py:attr:`metricLabel`: label the metric is for ('' = macro mean over labels)."""
+        return self._set(metricLabel=value)
+
+    def getMetricLabel(self) -> str:
+        """The value of :py:attr:`metricLabel` (set or default): label the metric is for ('' = macro mean over labels).
+        """
+        return self.getOrDefault(self.metricLabel)
+
+    def setThresholds(self, value: list[float]) -> Self:
+        """Set :py:attr:`thresholds`: decision threshold per label (one value = all labels)."""
+        return self._set(thresholds=value)
+
+    def getThresholds(self) -> list[float]:
+        """The value of :py:attr:`thresholds` (set or default): decision threshold per label (one value = all labels).
+        """
+        return self.getOrDefault(self.thresholds)
+
+    def setNumBootstrap(self, value: int) -> Self:
+        """Set :py:attr:`numBootstrap`: bootstrap resamples for confidence intervals."""
+        return self._set(numBootstrap=value)
+
+    def getNumBootstrap(self) -> int:
+        """The value of :py:attr:`numBootstrap` (set or default): bootstrap resamples for confidence intervals."""
+        return self.getOrDefault(self.numBootstrap)
+
+    def setConfidenceLevel(self, value: float) -> Self:
+        """Set :py:attr:`confidenceLevel`: level of the confidence intervals."""
+        return self._set(confidenceLevel=value)
+
+    def getConfidenceLevel(self) -> float:
+        """The value of :py:attr:`confidenceLevel` (set or default): level of the confidence intervals."""
+        return self.getOrDefault(self.confidenceLevel)
+
+    def setSeed(self, value: int) -> Self:
+        """Set :py:attr:`seed`: seed of the bootstrap."""
+        return self._set(seed=value)
+
+    def getSeed(self) -> int:
+        """The value of :py:attr:`seed` (set or default): seed of the bootstrap."""
+        return self.getOrDefault(self.seed)

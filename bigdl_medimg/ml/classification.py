@@ -27,6 +27,8 @@ selects among them, each candidate trained by BigDL on the cluster.
 """
 from __future__ import annotations
 
+from typing import Self
+
 import logging
 
 import numpy as np
@@ -38,8 +40,9 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError
 from ..metrics.evaluators import MultiLabelAUCEvaluator
-from ..params import param, with_accessors
+from ..params import param
 from ._persist import NetworkModelPersistence
+from .classification_params import ClassificationEstimatorParams, ClassifierParams
 from .progress import epoch_line
 from .training import check_optim, fit_with_retries, from_preset, latest_checkpoint, train_epochs
 
@@ -75,22 +78,7 @@ def chexnet_weights(positives, total) -> tuple[np.ndarray, np.ndarray]:
     return wp.astype(np.float32), wn.astype(np.float32)
 
 
-class _ClassifierParams:
-    inputCol = param("inputCol", "image tensor column", TypeConverters.toString)
-    outputCol = param("outputCol", "probability column (array<double>, one per label/class)", TypeConverters.toString)
-    predictionCol = param("predictionCol", "prediction column: 0/1 per label (multilabel) or class index ('' for none)",
-                          TypeConverters.toString)
-    mode = param("mode", "'multilabel' (sigmoid) or 'multiclass' (softmax)", TypeConverters.toString)
-    labelNames = param("labelNames", "names of the labels (multilabel) or classes (multiclass)",
-                       TypeConverters.toListString)
-    inputShape = param("inputShape", "network input (channels, *spatial)", TypeConverters.toListInt)
-    batchSize = param("batchSize", "images per batch (training: across all executors)", TypeConverters.toInt)
-    engine = param("engine", "learning engine: 'bigdl' (BigDL's distributed optimiser) or 'torch' (PyTorch DDP on "
-                             "a Spark barrier stage)", TypeConverters.toString)
-
-
-@with_accessors
-class ClassificationModel(NetworkModelPersistence, Model, _ClassifierParams):
+class ClassificationModel(NetworkModelPersistence, Model, ClassifierParams):
     """Scores images with a BigDL or torch network: probabilities, predictions and optional per-label columns.
 
     ``thresholds`` (multilabel, one per label or one for all) turn
@@ -239,6 +227,24 @@ class ClassificationModel(NetworkModelPersistence, Model, _ClassifierParams):
 
         return df.mapInArrow(run, schema)
 
+    def setThresholds(self, value: list[float]) -> Self:
+        """Set :py:attr:`thresholds`: decision threshold per label (or one for all); multilabel."""
+        return self._set(thresholds=value)
+
+    def getThresholds(self) -> list[float]:
+        """The value of :py:attr:`thresholds` (set or default): decision threshold per label (or one for all);
+        multilabel.
+        """
+        return self.getOrDefault(self.thresholds)
+
+    def setLabelColumns(self, value: bool) -> Self:
+        """Set :py:attr:`labelColumns`: also write one probability column per label."""
+        return self._set(labelColumns=value)
+
+    def getLabelColumns(self) -> bool:
+        """The value of :py:attr:`labelColumns` (set or default): also write one probability column per label."""
+        return self.getOrDefault(self.labelColumns)
+
 
 def _probabilities(scores: np.ndarray, mode: str) -> np.ndarray:
     if mode == "multilabel":
@@ -275,47 +281,8 @@ def _sized_features(df, col: str, shape, owner: str):
     return df.filter(F.col(col).isNotNull()).withColumn(col, checked)
 
 
-@with_accessors
-class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable, _ClassifierParams):
+class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable, ClassificationEstimatorParams):
     """Fit a :class:`ClassificationModel` with BigDL or torch (see the module notes)."""
-
-    labelCol = param("labelCol", "labels: array of 0/1 per label (multilabel) or class index (multiclass)",
-                     TypeConverters.toString)
-    validationIndicatorCol = param("validationIndicatorCol", "boolean column marking validation rows ('' for none)",
-                                   TypeConverters.toString)
-    topology = param("topology", "network: densenet121, densenet_small, densenet_tiny, resnet50, resnet_small, "
-                                 "cnn3d, cnn3d_small", TypeConverters.toString)
-    growthRate = param("growthRate", "DenseNet growth rate (0 = the topology's)", TypeConverters.toInt)
-    blockConfig = param("blockConfig", "DenseNet layers per dense block ([] = the topology's)",
-                        TypeConverters.toListInt)
-    filters = param("filters", "3-D CNN filters per level ([] = the topology's)", TypeConverters.toListInt)
-    dropout = param("dropout", "dropout before the output layer", TypeConverters.toFloat)
-    labelWeighting = param("labelWeighting", "multilabel BCE weights: 'chexnet' (from label frequencies) or 'none'",
-                           TypeConverters.toString)
-    classBalancing = param("classBalancing", "multiclass: weight classes by inverse frequency",
-                           TypeConverters.toBoolean)
-    optimizer = param("optimizer", "'adam' or 'sgd'", TypeConverters.toString)
-    learningRate = param("learningRate", "initial learning rate", TypeConverters.toFloat)
-    lrSchedule = param("lrSchedule", "'constant', 'inverse'; with sgd also 'poly', 'exponential'",
-                       TypeConverters.toString)
-    lrDecay = param("lrDecay", "decay of the schedule (inverse: rate; poly: power; exponential: factor per tenth)",
-                    TypeConverters.toFloat)
-    momentum = param("momentum", "SGD momentum", TypeConverters.toFloat)
-    maxEpoch = param("maxEpoch", "epochs to train (counting resumed ones)", TypeConverters.toInt)
-    earlyStoppingPatience = param("earlyStoppingPatience",
-                                  "stop after this many epochs without a better validation AUROC (0 = never)",
-                                  TypeConverters.toInt)
-    maxRetries = param("maxRetries", "re-runs from the last checkpoint after a failed Spark job (needs checkpointDir)",
-                       TypeConverters.toInt)
-    checkpointDir = param("checkpointDir", "folder for per-epoch checkpoints; resumes from it ('' for none)",
-                          TypeConverters.toString)
-    summaryDir = param("summaryDir", "folder for TensorBoard train/validation summaries ('' for none)",
-                       TypeConverters.toString)
-    initModelPath = param("initModelPath", "BigDL model file to start from instead of a new network ('' for none; "
-                                           "engine 'bigdl' only)", TypeConverters.toString)
-    numRanks = param("numRanks", "torch engine: training processes (0 = one per Spark task slot)", TypeConverters.toInt)
-    cacheMemoryMB = param("cacheMemoryMB", "torch engine: memory per rank for its decoded rows before they spill "
-                                           "to local disk", TypeConverters.toFloat)
 
     @keyword_only
     def __init__(self, *, inputCol="image", labelCol="label", outputCol="probability", predictionCol="prediction",

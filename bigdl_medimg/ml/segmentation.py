@@ -12,18 +12,19 @@ network is held by the stage and written next to its Params by ``save``.
 """
 from __future__ import annotations
 
+from typing import Self
+
 import numpy as np
 from pyspark import keyword_only
 from pyspark.ml import Model
 from pyspark.ml.param import TypeConverters
 
 from ..errors import ConfigError
-from ..params import param, with_accessors
+from ..params import param
 from ._persist import NetworkModelPersistence
 
 __all__ = ["SegmentationModel"]
 
-@with_accessors
 class SegmentationModel(NetworkModelPersistence, Model):
     """A trained segmentation network applied by sliding window.
 
@@ -219,10 +220,90 @@ class SegmentationModel(NetworkModelPersistence, Model):
                     vol = arr if arr.ndim == 4 else arr[np.newaxis]
                     if vol.ndim != 4 or vol.shape[0] != chans:
                         raise ConfigError(f"SegmentationModel expects {chans}-channel 3-D images, got shape {arr.shape}")
-                    prob = predict_volume(net, vol, patch, overlap, batch, mode)
-                    new = {out_col: tensor_array(np.argmax(prob, axis=0).astype(np.uint8), aff, t_type)}
+                    prob, seg = predict_volume(net, vol, patch, overlap, batch, mode, labels=True)
+                    new = {out_col: tensor_array(seg, aff, t_type)}
                     if prob_col:
-                        new[prob_col] = tensor_array(np.ascontiguousarray(prob), aff, t_type)
+                        new[prob_col] = tensor_array(prob, aff, t_type)
                     yield replace_columns(row, a_schema, new)
 
         return df.mapInArrow(run, schema)
+
+    def setInputCol(self, value: str) -> Self:
+        """Set :py:attr:`inputCol`: image tensor column."""
+        return self._set(inputCol=value)
+
+    def getInputCol(self) -> str:
+        """The value of :py:attr:`inputCol` (set or default): image tensor column."""
+        return self.getOrDefault(self.inputCol)
+
+    def setOutputCol(self, value: str) -> Self:
+        """Set :py:attr:`outputCol`: label-mask tensor column to write."""
+        return self._set(outputCol=value)
+
+    def getOutputCol(self) -> str:
+        """The value of :py:attr:`outputCol` (set or default): label-mask tensor column to write."""
+        return self.getOrDefault(self.outputCol)
+
+    def setProbabilityCol(self, value: str) -> Self:
+        """Set :py:attr:`probabilityCol`: per-class probability column ('' for none)."""
+        return self._set(probabilityCol=value)
+
+    def getProbabilityCol(self) -> str:
+        """The value of :py:attr:`probabilityCol` (set or default): per-class probability column ('' for none)."""
+        return self.getOrDefault(self.probabilityCol)
+
+    def setPatchShape(self, value: list[int]) -> Self:
+        """Set :py:attr:`patchShape`: network input patch (D, H, W)."""
+        return self._set(patchShape=value)
+
+    def getPatchShape(self) -> list[int]:
+        """The value of :py:attr:`patchShape` (set or default): network input patch (D, H, W)."""
+        return self.getOrDefault(self.patchShape)
+
+    def setNClasses(self, value: int) -> Self:
+        """Set :py:attr:`nClasses`: number of classes, background included."""
+        return self._set(nClasses=value)
+
+    def getNClasses(self) -> int:
+        """The value of :py:attr:`nClasses` (set or default): number of classes, background included."""
+        return self.getOrDefault(self.nClasses)
+
+    def setInChannels(self, value: int) -> Self:
+        """Set :py:attr:`inChannels`: input channels."""
+        return self._set(inChannels=value)
+
+    def getInChannels(self) -> int:
+        """The value of :py:attr:`inChannels` (set or default): input channels."""
+        return self.getOrDefault(self.inChannels)
+
+    def setOverlap(self, value: float) -> Self:
+        """Set :py:attr:`overlap`: overlap between neighbouring tiles, in [0, 1)."""
+        return self._set(overlap=value)
+
+    def getOverlap(self) -> float:
+        """The value of :py:attr:`overlap` (set or default): overlap between neighbouring tiles, in [0, 1)."""
+        return self.getOrDefault(self.overlap)
+
+    def setBlendMode(self, value: str) -> Self:
+        """Set :py:attr:`blendMode`: 'gaussian' or 'constant' tile weights."""
+        return self._set(blendMode=value)
+
+    def getBlendMode(self) -> str:
+        """The value of :py:attr:`blendMode` (set or default): 'gaussian' or 'constant' tile weights."""
+        return self.getOrDefault(self.blendMode)
+
+    def setBatchSize(self, value: int) -> Self:
+        """Set :py:attr:`batchSize`: tiles per inference batch."""
+        return self._set(batchSize=value)
+
+    def getBatchSize(self) -> int:
+        """The value of :py:attr:`batchSize` (set or default): tiles per inference batch."""
+        return self.getOrDefault(self.batchSize)
+
+    def setEngine(self, value: str) -> Self:
+        """Set :py:attr:`engine`: engine of the network: 'bigdl' or 'torch'."""
+        return self._set(engine=value)
+
+    def getEngine(self) -> str:
+        """The value of :py:attr:`engine` (set or default): engine of the network: 'bigdl' or 'torch'."""
+        return self.getOrDefault(self.engine)

@@ -31,12 +31,11 @@ import logging
 import numpy as np
 from pyspark import keyword_only
 from pyspark.ml import Estimator
-from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError
-from ..params import param, with_accessors
 from .progress import epoch_line
+from .segmentation_params import SegmentationEstimatorParams
 from .training import check_optim, fit_with_retries, from_preset, latest_checkpoint, load_preset_section, train_epochs
 
 __all__ = ["SegmentationEstimator", "dice_ce_loss", "load_preset", "volume_dice"]
@@ -86,50 +85,9 @@ def dice_ce_loss(n_voxels: int, class_weights, smooth: float = 1.0):
     return A.CustomLoss(loss, [n_voxels, n_classes])
 
 
-@with_accessors
-class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
+class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable,
+                            SegmentationEstimatorParams):
     """Fit a :class:`~bigdl_medimg.ml.segmentation.SegmentationModel` (3-D U-Net on Spark; BigDL or torch engine)."""
-
-    inputCol = param("inputCol", "image tensor column (intensity-normalised)", TypeConverters.toString)
-    maskCol = param("maskCol", "label-mask tensor column (0 = background)", TypeConverters.toString)
-    outputCol = param("outputCol", "mask column the fitted model writes", TypeConverters.toString)
-    validationIndicatorCol = param("validationIndicatorCol", "boolean column marking validation rows ('' for none)",
-                                   TypeConverters.toString)
-    nClasses = param("nClasses", "classes, background included", TypeConverters.toInt)
-    classNames = param("classNames", "class names, background first", TypeConverters.toListString)
-    classWeights = param("classWeights", "cross-entropy weight per class ([] = all 1)", TypeConverters.toListFloat)
-    loss = param("loss", "'dice_ce' (weighted cross-entropy + foreground soft Dice) or 'ce'", TypeConverters.toString)
-    diceSmooth = param("diceSmooth", "smoothing term of the soft Dice (numerator and denominator)",
-                       TypeConverters.toFloat)
-    patchShape = param("patchShape", "training patch (D, H, W), divisible by 2**depth", TypeConverters.toListInt)
-    patchesPerImage = param("patchesPerImage", "patches per volume per epoch", TypeConverters.toInt)
-    posFraction = param("posFraction", "share of patches centred on foreground", TypeConverters.toFloat)
-    depth = param("depth", "U-Net pooling levels", TypeConverters.toInt)
-    baseFilters = param("baseFilters", "filters at full resolution", TypeConverters.toInt)
-    dropout = param("dropout", "spatial dropout after each block", TypeConverters.toFloat)
-    batchNorm = param("batchNorm", "per-channel batch norm after each convolution (5-D via 4-D reshape)",
-                      TypeConverters.toBoolean)
-    optimizer = param("optimizer", "'adam' or 'sgd'", TypeConverters.toString)
-    learningRate = param("learningRate", "initial learning rate", TypeConverters.toFloat)
-    lrSchedule = param("lrSchedule", "'constant', 'inverse' (lr/(1+decay*iter)) or, with sgd, 'poly'",
-                       TypeConverters.toString)
-    lrDecay = param("lrDecay", "decay of the 'inverse' schedule or power of 'poly'", TypeConverters.toFloat)
-    momentum = param("momentum", "SGD momentum", TypeConverters.toFloat)
-    batchSize = param("batchSize", "patches per iteration across the cluster", TypeConverters.toInt)
-    maxEpoch = param("maxEpoch", "epochs to train (counting resumed ones)", TypeConverters.toInt)
-    overlap = param("overlap", "sliding-window overlap of the fitted model", TypeConverters.toFloat)
-    maxRetries = param("maxRetries", "re-runs from the last checkpoint after a failed Spark job (needs checkpointDir)",
-                       TypeConverters.toInt)
-    checkpointDir = param("checkpointDir", "folder for per-epoch checkpoints; resumes from it ('' for none)",
-                          TypeConverters.toString)
-    summaryDir = param("summaryDir", "folder for TensorBoard train/validation summaries ('' for none)",
-                       TypeConverters.toString)
-    seed = param("seed", "seed of patch sampling", TypeConverters.toInt)
-    engine = param("engine", "learning engine: 'bigdl' (BigDL's distributed optimiser) or 'torch' (PyTorch DDP on "
-                             "a Spark barrier stage)", TypeConverters.toString)
-    numRanks = param("numRanks", "torch engine: training processes (0 = one per Spark task slot)", TypeConverters.toInt)
-    cacheMemoryMB = param("cacheMemoryMB", "torch engine: memory per rank for its decoded rows before they spill "
-                                           "to local disk", TypeConverters.toFloat)
 
     @keyword_only
     def __init__(self, *, inputCol="image", maskCol="mask", outputCol="segmentation", validationIndicatorCol="",

@@ -4,9 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
-from pathlib import Path
 
 from ..errors import ConfigError
 
@@ -61,39 +59,51 @@ def fit_with_retries(owner: str, fit_once, df, checkpoint_dir: str, max_retries:
             ck = latest_checkpoint(checkpoint_dir)
             first = " ".join(str(exc).split())[:300]
             log.warning("%s: training was interrupted (%s); retry %d of %d resumes from %s", owner, first,
-                        attempt, max_retries, ck.name if ck else "the start (no checkpoint yet)")
+                        attempt, max_retries, ck.rsplit("/", 1)[-1] if ck else "the start (no checkpoint yet)")
 
 
-def latest_checkpoint(folder: str) -> Path | None:
-    """The newest complete ``epoch_NNNN`` checkpoint in ``folder`` (None when there is none)."""
-    if not folder or not os.path.isdir(folder):
+def latest_checkpoint(folder: str) -> str | None:
+    """The newest complete ``epoch_NNNN`` checkpoint in ``folder`` (a path or Hadoop URI; None when there is none)."""
+    from ..io import files
+
+    if not folder:
         return None
-    done = sorted(p for p in Path(folder).glob("epoch_*") if (p / "state.json").is_file())
-    return done[-1] if done else None
+    done = [n for n in files.list_names(folder) if n.startswith("epoch_")
+            and files.is_file(files.join(files.join(folder, n), "state.json"))]
+    return files.join(folder, done[-1]) if done else None
 
 
-def save_checkpoint(folder: str, epoch: int, save_fn, state: dict, keep: int = 2) -> Path:
-    """Write ``epoch_NNNN`` atomically: ``save_fn(tmp_folder)`` writes the engine's network and optimiser,
-    then ``state.json``; keep the last ``keep`` checkpoints."""
-    target = Path(folder) / f"epoch_{epoch:04d}"
-    tmp = Path(folder) / f".epoch_{epoch:04d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+def save_checkpoint(folder: str, epoch: int, save_fn, state: dict, keep: int = 2) -> str:
+    """Write ``folder/epoch_NNNN`` whole or not at all: ``save_fn(tmp_folder)`` writes the engine's network and
+    optimiser into a temporary folder, then ``state.json``, then the folder is renamed; the last ``keep``
+    checkpoints are kept.
+
+    ``folder`` is a local path or a URI of any file system pyarrow reaches (``file:``, ``hdfs://``, ``s3a://``):
+    the driver (BigDL engine) and a torch rank on an executor write through the same code.
+    """
+    from ..io import files
+
+    target = files.join(folder, f"epoch_{epoch:04d}")
+    tmp = files.join(folder, f".epoch_{epoch:04d}.tmp")
+    files.remove(tmp)
+    files.make_dirs(tmp)
     save_fn(tmp)
-    (tmp / "state.json").write_text(json.dumps({"epoch": epoch, **state}))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)  # a checkpoint exists whole or not at all
-    for old in sorted(Path(folder).glob("epoch_*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    files.write_bytes(files.join(tmp, "state.json"), json.dumps({"epoch": epoch, **state}).encode())
+    files.remove(target)
+    files.move(tmp, target)
+    for old in [n for n in files.list_names(folder) if n.startswith("epoch_")][:-keep]:
+        files.remove(files.join(folder, old))
     return target
 
 
-def read_checkpoint(folder: str) -> tuple[Path, dict] | None:
+def read_checkpoint(folder: str) -> tuple[str, dict] | None:
     """``(checkpoint folder, state)`` of the newest checkpoint in ``folder``, or None."""
+    from ..io import files
+
     ck = latest_checkpoint(folder)
     if ck is None:
         return None
-    return ck, json.loads((ck / "state.json").read_text())
+    return ck, json.loads(files.read_bytes(files.join(ck, "state.json")))
 
 
 def lr_factor(schedule: str, decay: float, iteration: int, total_iterations: int) -> float:
@@ -148,7 +158,7 @@ class EpochEngine:
         """Create a fresh network and optimiser."""
         raise NotImplementedError
 
-    def load(self, checkpoint: Path, state: dict) -> None:
+    def load(self, checkpoint: str, state: dict) -> None:
         """Restore the network and optimiser from a checkpoint folder."""
         raise NotImplementedError
 
@@ -160,7 +170,7 @@ class EpochEngine:
         """Score the validation rows with the current network: the record's metric entries."""
         raise NotImplementedError
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: str) -> None:
         """Write the network and optimiser into ``folder`` (a checkpoint being written)."""
         raise NotImplementedError
 

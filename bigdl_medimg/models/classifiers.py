@@ -20,7 +20,7 @@ from typing import Sequence
 from ..errors import ConfigError
 from .unet3d import batch_norm_5d
 
-__all__ = ["densenet2d", "resnet2d", "cnn3d", "build_topology", "check_densenet", "TOPOLOGIES"]
+__all__ = ["densenet2d", "densenet2d_graph", "resnet2d", "cnn3d", "build_topology", "check_densenet", "TOPOLOGIES"]
 
 
 def _conv_bn_relu_2d(x, n, k, stride=1):
@@ -78,6 +78,54 @@ def densenet2d(n_outputs: int, input_shape: Sequence[int] = (1, 224, 224), *, gr
     if dropout > 0:
         x = Dropout(dropout)(x)
     return Model(inp, Dense(n_outputs)(x))
+
+
+def densenet2d_graph(n_outputs: int, input_shape: Sequence[int] = (1, 224, 224), *, growth_rate: int = 32,
+                     block_config: Sequence[int] = (6, 12, 24, 16), init_features: int = 64, bn_size: int = 4,
+                     compression: float = 0.5, sigmoid: bool = True, mkldnn: bool = False):
+    """:func:`densenet2d` written with BigDL's ``nn`` graph API, the form BigDL's ``mkldnn`` engine converts.
+
+    The same layers and parameter count as :func:`densenet2d` (no dropout); the
+    dense-block concatenation is ``JoinTable(2, 0)`` (channels of an NCHW batch)
+    and the global pooling an average pooling over the last feature map.  With
+    ``mkldnn`` the graph declares its input format nchw and output format nc,
+    as BigDL's DNN backend requires.  ``sigmoid`` appends the output activation
+    (BigDL's ``BCECriterion`` takes probabilities).
+    """
+    from bigdl.dllib.nn.layer import (Input, JoinTable, Linear, Model, ReLU, Sigmoid, SpatialAveragePooling,
+                                      SpatialBatchNormalization, SpatialConvolution, SpatialMaxPooling, View)
+
+    c, h, w = check_densenet(n_outputs, input_shape, growth_rate, block_config, init_features, compression)
+
+    def bn_relu_conv(x, cin, cout, k):
+        x = ReLU()(SpatialBatchNormalization(cin)(x))
+        return SpatialConvolution(cin, cout, k, k, 1, 1, k // 2, k // 2, with_bias=False)(x)
+
+    inp = Input()
+    x = SpatialConvolution(c, init_features, 7, 7, 2, 2, 3, 3, with_bias=False)(inp)
+    x = ReLU()(SpatialBatchNormalization(init_features)(x))
+    x = SpatialMaxPooling(3, 3, 2, 2, 1, 1)(x)
+    h, w = -(-h // 4), -(-w // 4)
+    n = init_features
+    for b, layers in enumerate(block_config):
+        for _ in range(int(layers)):
+            y = bn_relu_conv(bn_relu_conv(x, n, bn_size * growth_rate, 1), bn_size * growth_rate, growth_rate, 3)
+            x = JoinTable(2, 0)([x, y])
+            n += growth_rate
+        if b < len(block_config) - 1:
+            m = max(1, int(n * compression))
+            x = SpatialAveragePooling(2, 2, 2, 2)(bn_relu_conv(x, n, m, 1))
+            n, h, w = m, h // 2, w // 2
+    x = ReLU()(SpatialBatchNormalization(n)(x))
+    x = View([n])(SpatialAveragePooling(w, h, w, h)(x))
+    out = Linear(n, n_outputs)(x)
+    if sigmoid:
+        out = Sigmoid()(out)
+    model = Model([inp], [out])
+    if mkldnn:
+        model.set_input_formats([7])  # Memory.Format.nchw
+        model.set_output_formats([4])  # Memory.Format.nc
+    return model
 
 
 def resnet2d(n_outputs: int, input_shape: Sequence[int] = (1, 224, 224), *, layers: Sequence[int] = (3, 4, 6, 3),

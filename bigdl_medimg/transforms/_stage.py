@@ -11,6 +11,8 @@ null output and an ``error`` text instead of a failed job.
 """
 from __future__ import annotations
 
+from typing import Self
+
 from typing import Callable
 
 from pyspark import keyword_only  # noqa: F401  (re-exported for the stage modules)
@@ -19,7 +21,7 @@ from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError, MedImgError, one_line
-from ..params import param, with_accessors
+from ..params import param
 from .array import row_seed
 
 __all__ = ["TensorStage", "row_seed", "row_error"]
@@ -31,7 +33,6 @@ def row_error(stage: str, exc: BaseException) -> str:
     return f"{stage}: {text}"
 
 
-@with_accessors
 class TensorStage(Transformer, DefaultParamsReadable, DefaultParamsWritable):
     """Base of the transforms: ``inputCol`` -> ``outputCol`` (and ``maskCol`` -> ``maskOutputCol``)."""
 
@@ -129,3 +130,46 @@ class TensorStage(Transformer, DefaultParamsReadable, DefaultParamsWritable):
                     yield replace_columns(row, a_schema, new)
 
         return df.mapInArrow(run, schema)
+
+    def setInputCol(self, value: str) -> Self:
+        """Set :py:attr:`inputCol`: tensor column to transform."""
+        return self._set(inputCol=value)
+
+    def getInputCol(self) -> str:
+        """The value of :py:attr:`inputCol` (set or default): tensor column to transform."""
+        return self.getOrDefault(self.inputCol)
+
+    def setOutputCol(self, value: str) -> Self:
+        """Set :py:attr:`outputCol`: tensor column to write (may equal inputCol)."""
+        return self._set(outputCol=value)
+
+    def getOutputCol(self) -> str:
+        """The value of :py:attr:`outputCol` (set or default): tensor column to write (may equal inputCol)."""
+        return self.getOrDefault(self.outputCol)
+
+    def setMaskCol(self, value: str) -> Self:
+        """Set :py:attr:`maskCol`: optional label-mask tensor column transformed with the image ('' for none)."""
+        return self._set(maskCol=value)
+
+    def getMaskCol(self) -> str:
+        """The value of :py:attr:`maskCol` (set or default): optional label-mask tensor column transformed with the image
+        ('' for none).
+        """
+        return self.getOrDefault(self.maskCol)
+
+    def setMaskOutputCol(self, value: str) -> Self:
+        """Set :py:attr:`maskOutputCol`: column for the transformed mask ('' = maskCol)."""
+        return self._set(maskOutputCol=value)
+
+    def getMaskOutputCol(self) -> str:
+        """The value of :py:attr:`maskOutputCol` (set or default): column for the transformed mask ('' = maskCol)."""
+        return self.getOrDefault(self.maskOutputCol)
+
+    def setErrorCol(self, value: str) -> Self:
+        """Set :py:attr:`errorCol`: string column receiving row errors (created when missing)."""
+        return self._set(errorCol=value)
+
+    def getErrorCol(self) -> str:
+        """The value of :py:attr:`errorCol` (set or default): string column receiving row errors (created when missing).
+        """
+        return self.getOrDefault(self.errorCol)

@@ -1,6 +1,8 @@
 """Between tensor columns and the flat float arrays BigDL consumes and produces."""
 from __future__ import annotations
 
+from typing import Self
+
 import numpy as np
 import pandas as pd  # module level: pandas_udf resolves the type hints in this namespace
 from pyspark import keyword_only
@@ -9,12 +11,11 @@ from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError
-from ..params import param, with_accessors
+from ..params import param
 
 __all__ = ["ToFeatures", "FromFeatures"]
 
 
-@with_accessors
 class ToFeatures(Transformer, DefaultParamsReadable, DefaultParamsWritable):
     """Tensor column -> flat ``array<float>`` (C order, channels first), the input of BigDL's NNEstimator.
 
@@ -52,8 +53,23 @@ class ToFeatures(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         udf = F.pandas_udf(flat, T.ArrayType(T.FloatType()))
         return df.withColumn(self.getOrDefault("outputCol"), udf(F.col(col)))
 
+    def setInputCol(self, value: str) -> Self:
+        """Set :py:attr:`inputCol`: tensor column."""
+        return self._set(inputCol=value)
 
-@with_accessors
+    def getInputCol(self) -> str:
+        """The value of :py:attr:`inputCol` (set or default): tensor column."""
+        return self.getOrDefault(self.inputCol)
+
+    def setOutputCol(self, value: str) -> Self:
+        """Set :py:attr:`outputCol`: array<float> output column."""
+        return self._set(outputCol=value)
+
+    def getOutputCol(self) -> str:
+        """The value of :py:attr:`outputCol` (set or default): array<float> output column."""
+        return self.getOrDefault(self.outputCol)
+
+
 class FromFeatures(Transformer, DefaultParamsReadable, DefaultParamsWritable):
     """Flat model output -> tensor column on the grid (shape and affine) of ``referenceCol``.
 
@@ -107,3 +123,35 @@ class FromFeatures(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         udf = F.pandas_udf(unflat, schema)
         res = udf(F.col(self.getOrDefault("inputCol")), F.col(self.getOrDefault("referenceCol")))
         return df.withColumn(self.getOrDefault("outputCol"), res.getField("t"))
+
+    def setInputCol(self, value: str) -> Self:
+        """Set :py:attr:`inputCol`: array of floats (a model's prediction)."""
+        return self._set(inputCol=value)
+
+    def getInputCol(self) -> str:
+        """The value of :py:attr:`inputCol` (set or default): array of floats (a model's prediction)."""
+        return self.getOrDefault(self.inputCol)
+
+    def setOutputCol(self, value: str) -> Self:
+        """Set :py:attr:`outputCol`: tensor column to write."""
+        return self._set(outputCol=value)
+
+    def getOutputCol(self) -> str:
+        """The value of :py:attr:`outputCol` (set or default): tensor column to write."""
+        return self.getOrDefault(self.outputCol)
+
+    def setReferenceCol(self, value: str) -> Self:
+        """Set :py:attr:`referenceCol`: tensor column whose grid the output lies on."""
+        return self._set(referenceCol=value)
+
+    def getReferenceCol(self) -> str:
+        """The value of :py:attr:`referenceCol` (set or default): tensor column whose grid the output lies on."""
+        return self.getOrDefault(self.referenceCol)
+
+    def setArgmax(self, value: bool) -> Self:
+        """Set :py:attr:`argmax`: turn per-class scores into a label map."""
+        return self._set(argmax=value)
+
+    def getArgmax(self) -> bool:
+        """The value of :py:attr:`argmax` (set or default): turn per-class scores into a label map."""
+        return self.getOrDefault(self.argmax)

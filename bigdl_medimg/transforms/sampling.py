@@ -1,12 +1,14 @@
 """Training-time stages: patch sampling and augmentation (seeded, reproducible per row)."""
 from __future__ import annotations
 
+from typing import Self
+
 import numpy as np
 from pyspark import keyword_only
 from pyspark.ml.param import TypeConverters
 
 from ..errors import ConfigError
-from ..params import param, with_accessors
+from ..params import param
 from . import array as A
 from ._stage import TensorStage, row_error, row_seed
 from .augment import AugmentConfig, augment
@@ -34,7 +36,6 @@ def sample_patches(image: np.ndarray, mask: np.ndarray | None, patch, n: int, po
     return A.patch_starts(sp_shape, list(patch), n, pos_fraction, lab, rng)
 
 
-@with_accessors
 class PatchSampler(TensorStage):
     """Explode each volume (and its label mask) into ``patchesPerImage`` training patches.
 
@@ -134,8 +135,48 @@ class PatchSampler(TensorStage):
 
         return df.mapInArrow(run, schema)
 
+    def setPatchShape(self, value: list[int]) -> Self:
+        """Set :py:attr:`patchShape`: spatial patch size."""
+        return self._set(patchShape=value)
 
-@with_accessors
+    def getPatchShape(self) -> list[int]:
+        """The value of :py:attr:`patchShape` (set or default): spatial patch size."""
+        return self.getOrDefault(self.patchShape)
+
+    def setPatchesPerImage(self, value: int) -> Self:
+        """Set :py:attr:`patchesPerImage`: patches drawn from each image."""
+        return self._set(patchesPerImage=value)
+
+    def getPatchesPerImage(self) -> int:
+        """The value of :py:attr:`patchesPerImage` (set or default): patches drawn from each image."""
+        return self.getOrDefault(self.patchesPerImage)
+
+    def setPosFraction(self, value: float) -> Self:
+        """Set :py:attr:`posFraction`: share of patches centred on foreground (0-1)."""
+        return self._set(posFraction=value)
+
+    def getPosFraction(self) -> float:
+        """The value of :py:attr:`posFraction` (set or default): share of patches centred on foreground (0-1)."""
+        return self.getOrDefault(self.posFraction)
+
+    def setLabelCol(self, value: str) -> Self:
+        """Set :py:attr:`labelCol`: label-mask column cropped with the image ('' for none)."""
+        return self._set(labelCol=value)
+
+    def getLabelCol(self) -> str:
+        """The value of :py:attr:`labelCol` (set or default): label-mask column cropped with the image ('' for none).
+        """
+        return self.getOrDefault(self.labelCol)
+
+    def setSeed(self, value: int) -> Self:
+        """Set :py:attr:`seed`: random seed."""
+        return self._set(seed=value)
+
+    def getSeed(self) -> int:
+        """The value of :py:attr:`seed` (set or default): random seed."""
+        return self.getOrDefault(self.seed)
+
+
 class Augment(TensorStage):
     """Random flips, 90-degree rotations, a small affine, intensity jitter and gamma (image and mask together).
 
@@ -184,3 +225,91 @@ class Augment(TensorStage):
         def fn(arr, aff, marr, key):
             return augment(arr, aff, marr, row_seed(seed, key), cfg)
         return fn
+
+    def setSeed(self, value: int) -> Self:
+        """Set :py:attr:`seed`: random seed."""
+        return self._set(seed=value)
+
+    def getSeed(self) -> int:
+        """The value of :py:attr:`seed` (set or default): random seed."""
+        return self.getOrDefault(self.seed)
+
+    def setFlipProb(self, value: float) -> Self:
+        """Set :py:attr:`flipProb`: probability of flipping each spatial axis."""
+        return self._set(flipProb=value)
+
+    def getFlipProb(self) -> float:
+        """The value of :py:attr:`flipProb` (set or default): probability of flipping each spatial axis."""
+        return self.getOrDefault(self.flipProb)
+
+    def setRot90Prob(self, value: float) -> Self:
+        """Set :py:attr:`rot90Prob`: probability of an in-plane 90-degree rotation."""
+        return self._set(rot90Prob=value)
+
+    def getRot90Prob(self) -> float:
+        """The value of :py:attr:`rot90Prob` (set or default): probability of an in-plane 90-degree rotation."""
+        return self.getOrDefault(self.rot90Prob)
+
+    def setAffineProb(self, value: float) -> Self:
+        """Set :py:attr:`affineProb`: probability of a small rotation/scaling."""
+        return self._set(affineProb=value)
+
+    def getAffineProb(self) -> float:
+        """The value of :py:attr:`affineProb` (set or default): probability of a small rotation/scaling."""
+        return self.getOrDefault(self.affineProb)
+
+    def setMaxRotationDeg(self, value: float) -> Self:
+        """Set :py:attr:`maxRotationDeg`: largest rotation per plane (degrees)."""
+        return self._set(maxRotationDeg=value)
+
+    def getMaxRotationDeg(self) -> float:
+        """The value of :py:attr:`maxRotationDeg` (set or default): largest rotation per plane (degrees)."""
+        return self.getOrDefault(self.maxRotationDeg)
+
+    def setScaleRange(self, value: float) -> Self:
+        """Set :py:attr:`scaleRange`: scaling drawn from 1 +- scaleRange."""
+        return self._set(scaleRange=value)
+
+    def getScaleRange(self) -> float:
+        """The value of :py:attr:`scaleRange` (set or default): scaling drawn from 1 +- scaleRange."""
+        return self.getOrDefault(self.scaleRange)
+
+    def setIntensityProb(self, value: float) -> Self:
+        """Set :py:attr:`intensityProb`: probability of intensity scale/shift."""
+        return self._set(intensityProb=value)
+
+    def getIntensityProb(self) -> float:
+        """The value of :py:attr:`intensityProb` (set or default): probability of intensity scale/shift."""
+        return self.getOrDefault(self.intensityProb)
+
+    def setIntensityScale(self, value: float) -> Self:
+        """Set :py:attr:`intensityScale`: intensity scale drawn from 1 +- this."""
+        return self._set(intensityScale=value)
+
+    def getIntensityScale(self) -> float:
+        """The value of :py:attr:`intensityScale` (set or default): intensity scale drawn from 1 +- this."""
+        return self.getOrDefault(self.intensityScale)
+
+    def setIntensityShift(self, value: float) -> Self:
+        """Set :py:attr:`intensityShift`: shift drawn from +- this times the range."""
+        return self._set(intensityShift=value)
+
+    def getIntensityShift(self) -> float:
+        """The value of :py:attr:`intensityShift` (set or default): shift drawn from +- this times the range."""
+        return self.getOrDefault(self.intensityShift)
+
+    def setGammaProb(self, value: float) -> Self:
+        """Set :py:attr:`gammaProb`: probability of a gamma change."""
+        return self._set(gammaProb=value)
+
+    def getGammaProb(self) -> float:
+        """The value of :py:attr:`gammaProb` (set or default): probability of a gamma change."""
+        return self.getOrDefault(self.gammaProb)
+
+    def setGammaRange(self, value: float) -> Self:
+        """Set :py:attr:`gammaRange`: gamma drawn log-uniformly in [1-r, 1/(1-r)]."""
+        return self._set(gammaRange=value)
+
+    def getGammaRange(self) -> float:
+        """The value of :py:attr:`gammaRange` (set or default): gamma drawn log-uniformly in [1-r, 1/(1-r)]."""
+        return self.getOrDefault(self.gammaRange)

@@ -9,6 +9,8 @@ keep the affine true.
 """
 from __future__ import annotations
 
+from typing import Self
+
 import numpy as np
 import pandas as pd  # module level: pandas_udf resolves the type hints in this namespace
 from pyspark import keyword_only
@@ -16,7 +18,7 @@ from pyspark.ml.param import TypeConverters
 
 from ..errors import ConfigError
 from . import array as A
-from ..params import param, with_accessors
+from ..params import param
 from ._stage import TensorStage
 from .orientation import reorient
 
@@ -41,7 +43,6 @@ def _geometry_fn(image_op, mask_op):
     return fn
 
 
-@with_accessors
 class Reorient(TensorStage):
     """Permute/flip axes so they point along ``axcodes`` (exact, lossless)."""
 
@@ -67,8 +68,15 @@ class Reorient(TensorStage):
             return reorient(a, aff, codes)
         return _geometry_fn(op, op)
 
+    def setAxcodes(self, value: str) -> Self:
+        """Set :py:attr:`axcodes`: three axis codes such as RAS or LPS."""
+        return self._set(axcodes=value)
 
-@with_accessors
+    def getAxcodes(self) -> str:
+        """The value of :py:attr:`axcodes` (set or default): three axis codes such as RAS or LPS."""
+        return self.getOrDefault(self.axcodes)
+
+
 class Resample(TensorStage):
     """Resample to a voxel ``spacing`` (mm): spline ``order`` for images, nearest for masks."""
 
@@ -95,12 +103,28 @@ class Resample(TensorStage):
         sp, order = list(self.getOrDefault("spacing")), self.getOrDefault("order")
         return _geometry_fn(lambda a, f: A.resample(a, f, sp, order), lambda a, f: A.resample(a, f, sp, 0))
 
+    def setSpacing(self, value: list[float]) -> Self:
+        """Set :py:attr:`spacing`: target spacing in mm, one per spatial axis."""
+        return self._set(spacing=value)
+
+    def getSpacing(self) -> list[float]:
+        """The value of :py:attr:`spacing` (set or default): target spacing in mm, one per spatial axis."""
+        return self.getOrDefault(self.spacing)
+
+    def setOrder(self, value: int) -> Self:
+        """Set :py:attr:`order`: spline order for the image: 0 nearest, 1 linear, 3 cubic."""
+        return self._set(order=value)
+
+    def getOrder(self) -> int:
+        """The value of :py:attr:`order` (set or default): spline order for the image: 0 nearest, 1 linear, 3 cubic.
+        """
+        return self.getOrDefault(self.order)
+
 
 class _IntensityStage(TensorStage):
     geometric = False
 
 
-@with_accessors
 class IntensityWindow(_IntensityStage):
     """Map ``[low, high]`` to ``[0, 1]`` (float32), clipping outside when ``clip``."""
 
@@ -124,8 +148,31 @@ class IntensityWindow(_IntensityStage):
         lo, hi, clip = self.getOrDefault("low"), self.getOrDefault("high"), self.getOrDefault("clip")
         return lambda arr, aff, marr, _k: (A.intensity_window(arr, lo, hi, clip), aff, marr)
 
+    def setLow(self, value: float) -> Self:
+        """Set :py:attr:`low`: value mapped to 0."""
+        return self._set(low=value)
 
-@with_accessors
+    def getLow(self) -> float:
+        """The value of :py:attr:`low` (set or default): value mapped to 0."""
+        return self.getOrDefault(self.low)
+
+    def setHigh(self, value: float) -> Self:
+        """Set :py:attr:`high`: value mapped to 1."""
+        return self._set(high=value)
+
+    def getHigh(self) -> float:
+        """The value of :py:attr:`high` (set or default): value mapped to 1."""
+        return self.getOrDefault(self.high)
+
+    def setClip(self, value: bool) -> Self:
+        """Set :py:attr:`clip`: clip the result to [0, 1]."""
+        return self._set(clip=value)
+
+    def getClip(self) -> bool:
+        """The value of :py:attr:`clip` (set or default): clip the result to [0, 1]."""
+        return self.getOrDefault(self.clip)
+
+
 class ZScoreNormalize(_IntensityStage):
     """Zero mean, unit variance per image (and channel); ``nonzero`` ignores background zeros."""
 
@@ -142,8 +189,24 @@ class ZScoreNormalize(_IntensityStage):
         nz, cw = self.getOrDefault("nonzero"), self.getOrDefault("channelWise")
         return lambda arr, aff, marr, _k: (A.zscore_normalize(arr, nz, cw), aff, marr)
 
+    def setNonzero(self, value: bool) -> Self:
+        """Set :py:attr:`nonzero`: compute statistics over non-zero voxels only (zeros stay 0)."""
+        return self._set(nonzero=value)
 
-@with_accessors
+    def getNonzero(self) -> bool:
+        """The value of :py:attr:`nonzero` (set or default): compute statistics over non-zero voxels only (zeros stay 0).
+        """
+        return self.getOrDefault(self.nonzero)
+
+    def setChannelWise(self, value: bool) -> Self:
+        """Set :py:attr:`channelWise`: separate statistics per channel."""
+        return self._set(channelWise=value)
+
+    def getChannelWise(self) -> bool:
+        """The value of :py:attr:`channelWise` (set or default): separate statistics per channel."""
+        return self.getOrDefault(self.channelWise)
+
+
 class PercentileScale(_IntensityStage):
     """Map the ``lower``/``upper`` percentiles of each image to 0/1 (float32)."""
 
@@ -166,8 +229,31 @@ class PercentileScale(_IntensityStage):
         lo, hi, clip = self.getOrDefault("lower"), self.getOrDefault("upper"), self.getOrDefault("clip")
         return lambda arr, aff, marr, _k: (A.percentile_scale(arr, lo, hi, clip), aff, marr)
 
+    def setLower(self, value: float) -> Self:
+        """Set :py:attr:`lower`: lower percentile (0-100)."""
+        return self._set(lower=value)
 
-@with_accessors
+    def getLower(self) -> float:
+        """The value of :py:attr:`lower` (set or default): lower percentile (0-100)."""
+        return self.getOrDefault(self.lower)
+
+    def setUpper(self, value: float) -> Self:
+        """Set :py:attr:`upper`: upper percentile (0-100)."""
+        return self._set(upper=value)
+
+    def getUpper(self) -> float:
+        """The value of :py:attr:`upper` (set or default): upper percentile (0-100)."""
+        return self.getOrDefault(self.upper)
+
+    def setClip(self, value: bool) -> Self:
+        """Set :py:attr:`clip`: clip the result to [0, 1]."""
+        return self._set(clip=value)
+
+    def getClip(self) -> bool:
+        """The value of :py:attr:`clip` (set or default): clip the result to [0, 1]."""
+        return self.getOrDefault(self.clip)
+
+
 class CropOrPad(TensorStage):
     """Centre-crop or pad the spatial axes to ``shape`` (image padded with ``value``, mask with 0)."""
 
@@ -190,8 +276,23 @@ class CropOrPad(TensorStage):
         shp, val = list(self.getOrDefault("shape")), self.getOrDefault("value")
         return _geometry_fn(lambda a, f: A.crop_or_pad(a, f, shp, val), lambda a, f: A.crop_or_pad(a, f, shp, 0))
 
+    def setShape(self, value: list[int]) -> Self:
+        """Set :py:attr:`shape`: target spatial shape."""
+        return self._set(shape=value)
 
-@with_accessors
+    def getShape(self) -> list[int]:
+        """The value of :py:attr:`shape` (set or default): target spatial shape."""
+        return self.getOrDefault(self.shape)
+
+    def setValue(self, value: float) -> Self:
+        """Set :py:attr:`value`: padding value for the image."""
+        return self._set(value=value)
+
+    def getValue(self) -> float:
+        """The value of :py:attr:`value` (set or default): padding value for the image."""
+        return self.getOrDefault(self.value)
+
+
 class CropForeground(TensorStage):
     """Crop to the box around ``source > threshold`` plus ``margin`` voxels (source: image or mask)."""
 
@@ -225,8 +326,31 @@ class CropForeground(TensorStage):
             return out, aff2, mout
         return fn
 
+    def setThreshold(self, value: float) -> Self:
+        """Set :py:attr:`threshold`: foreground is source > threshold."""
+        return self._set(threshold=value)
 
-@with_accessors
+    def getThreshold(self) -> float:
+        """The value of :py:attr:`threshold` (set or default): foreground is source > threshold."""
+        return self.getOrDefault(self.threshold)
+
+    def setMargin(self, value: int) -> Self:
+        """Set :py:attr:`margin`: voxels kept around the box."""
+        return self._set(margin=value)
+
+    def getMargin(self) -> int:
+        """The value of :py:attr:`margin` (set or default): voxels kept around the box."""
+        return self.getOrDefault(self.margin)
+
+    def setSource(self, value: str) -> Self:
+        """Set :py:attr:`source`: 'image' or 'mask': which array defines the foreground."""
+        return self._set(source=value)
+
+    def getSource(self) -> str:
+        """The value of :py:attr:`source` (set or default): 'image' or 'mask': which array defines the foreground."""
+        return self.getOrDefault(self.source)
+
+
 class CropAroundLabel(TensorStage):
     """A fixed-size window centred on chosen labels of ``maskCol`` (e.g. the meniscus of a predicted segmentation).
 
@@ -300,8 +424,52 @@ class CropAroundLabel(TensorStage):
 
         return out.withColumn(found, has_labels(F.col(mask_col)))
 
+    def setLabels(self, value: list[int]) -> Self:
+        """Set :py:attr:`labels`: label values the window is centred on."""
+        return self._set(labels=value)
 
-@with_accessors
+    def getLabels(self) -> list[int]:
+        """The value of :py:attr:`labels` (set or default): label values the window is centred on."""
+        return self.getOrDefault(self.labels)
+
+    def setSize(self, value: list[int]) -> Self:
+        """Set :py:attr:`size`: window size (spatial axes)."""
+        return self._set(size=value)
+
+    def getSize(self) -> list[int]:
+        """The value of :py:attr:`size` (set or default): window size (spatial axes)."""
+        return self.getOrDefault(self.size)
+
+    def setFoundCol(self, value: str) -> Self:
+        """Set :py:attr:`foundCol`: boolean column: were the labels present ('' for none)."""
+        return self._set(foundCol=value)
+
+    def getFoundCol(self) -> str:
+        """The value of :py:attr:`foundCol` (set or default): boolean column: were the labels present ('' for none).
+        """
+        return self.getOrDefault(self.foundCol)
+
+    def setMaskImage(self, value: bool) -> Self:
+        """Set :py:attr:`maskImage`: zero the image outside the labels' region (the model sees only the structure)."""
+        return self._set(maskImage=value)
+
+    def getMaskImage(self) -> bool:
+        """The value of :py:attr:`maskImage` (set or default): zero the image outside the labels' region (the model sees
+        only the structure).
+        """
+        return self.getOrDefault(self.maskImage)
+
+    def setClosing(self, value: int) -> Self:
+        """Set :py:attr:`closing`: in-plane binary closing iterations of that region (fills thin clefts)."""
+        return self._set(closing=value)
+
+    def getClosing(self) -> int:
+        """The value of :py:attr:`closing` (set or default): in-plane binary closing iterations of that region (fills
+        thin clefts).
+        """
+        return self.getOrDefault(self.closing)
+
+
 class ResizeImage(TensorStage):
     """Resize the in-plane axes to ``size`` (anti-aliased for images, nearest for masks)."""
 
@@ -327,3 +495,27 @@ class ResizeImage(TensorStage):
         size, order, aa = list(self.getOrDefault("size")), self.getOrDefault("order"), self.getOrDefault("antiAliasing")
         return _geometry_fn(lambda a, f: A.resize_image(a, f, size, order, aa),
                             lambda a, f: A.resize_image(a, f, size, 0, False))
+
+    def setSize(self, value: list[int]) -> Self:
+        """Set :py:attr:`size`: target (rows, cols)."""
+        return self._set(size=value)
+
+    def getSize(self) -> list[int]:
+        """The value of :py:attr:`size` (set or default): target (rows, cols)."""
+        return self.getOrDefault(self.size)
+
+    def setOrder(self, value: int) -> Self:
+        """Set :py:attr:`order`: interpolation order for the image: 0, 1 or 3."""
+        return self._set(order=value)
+
+    def getOrder(self) -> int:
+        """The value of :py:attr:`order` (set or default): interpolation order for the image: 0, 1 or 3."""
+        return self.getOrDefault(self.order)
+
+    def setAntiAliasing(self, value: bool) -> Self:
+        """Set :py:attr:`antiAliasing`: Gaussian pre-filter when shrinking."""
+        return self._set(antiAliasing=value)
+
+    def getAntiAliasing(self) -> bool:
+        """The value of :py:attr:`antiAliasing` (set or default): Gaussian pre-filter when shrinking."""
+        return self.getOrDefault(self.antiAliasing)

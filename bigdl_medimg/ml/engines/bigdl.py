@@ -12,14 +12,19 @@ import logging
 import os
 import shutil
 import tempfile
-from pathlib import Path
-
+from ...io import files
 from ..progress import EpochProgress
 from ..training import EpochEngine
 
-__all__ = ["BigDLEngine", "ReplicasLost", "fit_one_epoch", "make_optim", "driver_heap_mb"]
+__all__ = ["BigDLEngine", "ReplicasLost", "fit_one_epoch", "make_optim", "driver_heap_mb", "bigdl_path"]
 
 log = logging.getLogger(__name__)
+
+
+def bigdl_path(uri: str) -> str:
+    """A checkpoint path as BigDL's file utilities take it: a plain local path for local files and ``file:``
+    URIs (BigDL opens anything without an ``hdfs://`` / ``s3a://`` prefix as a local file), the URI otherwise."""
+    return files.local_path(uri) or str(uri)
 
 
 def make_optim(optimizer: str, lr: float, schedule: str, decay: float, momentum: float, total_iterations: int):
@@ -131,18 +136,18 @@ class BigDLEngine(EpochEngine):
         self._train_net = None
         # the best validation epoch's network (weights and batch-norm statistics) is kept as a saved model
         self._tmp = None if checkpoint_dir else tempfile.mkdtemp(prefix="bigdl-medimg-best-")
-        self.best_path = os.path.join(checkpoint_dir or self._tmp, "best_model")
+        self.best_path = files.join(checkpoint_dir or self._tmp, "best_model")
 
     # ------------------------------------------------------------ EpochEngine ---
     def build(self) -> None:
         self.network, self.optim, self._train_net = self._build(), None, None
 
-    def load(self, checkpoint: Path, state: dict) -> None:
+    def load(self, checkpoint: str, state: dict) -> None:
         from bigdl.dllib.keras.models import load_model
         from bigdl.dllib.optim.optimizer import OptimMethod
 
-        self.network = load_model(str(checkpoint / "model"))
-        self.optim = OptimMethod(OptimMethod.load(str(checkpoint / "optim")), "float")
+        self.network = load_model(bigdl_path(files.join(checkpoint, "model")))
+        self.optim = OptimMethod(OptimMethod.load(bigdl_path(files.join(checkpoint, "optim"))), "float")
         self._train_net = None
 
     def fit_epoch(self, epoch: int, history: list[dict]) -> dict:
@@ -170,18 +175,18 @@ class BigDLEngine(EpochEngine):
     def validate(self) -> dict:
         return self._validate(self.network)
 
-    def save(self, folder: Path) -> None:
-        self.network.saveModel(str(folder / "model"), over_write=True)
-        self.optim.save(str(folder / "optim"), True)
+    def save(self, folder: str) -> None:
+        self.network.saveModel(bigdl_path(files.join(folder, "model")), over_write=True)
+        self.optim.save(bigdl_path(files.join(folder, "optim")), True)
 
     def keep_best(self) -> None:
-        self.network.saveModel(self.best_path, over_write=True)
+        self.network.saveModel(bigdl_path(self.best_path), over_write=True)
 
     def restore_best(self) -> None:
         from bigdl.dllib.keras.models import load_model
 
-        if os.path.exists(self.best_path):
-            self.network = load_model(self.best_path)
+        if files.exists(self.best_path):
+            self.network = load_model(bigdl_path(self.best_path))
 
     def extras(self) -> dict:
         return {"driver_heap_mb": driver_heap_mb(self.df.sparkSession.sparkContext)}

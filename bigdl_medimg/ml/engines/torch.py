@@ -28,10 +28,10 @@ import shutil
 import socket
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
+from ...io import files
 from ..training import EpochEngine, lr_factor
 
 __all__ = ["TorchEngine", "ShardStore", "SegmentationTask", "ClassificationTask", "fit_on_ranks", "state_bytes",
@@ -66,11 +66,23 @@ def weighted_bce_loss(logits, y, wp, wn):
 # ---------------------------------------------------------------- weights ---
 def state_bytes(module) -> bytes:
     """A module's ``state_dict`` (weights and batch-norm statistics) as ``torch.save`` bytes."""
+    return torch_bytes(module.state_dict())
+
+
+def torch_bytes(obj) -> bytes:
+    """``torch.save`` of ``obj`` as bytes (written anywhere :mod:`bigdl_medimg.io.files` reaches)."""
     import torch
 
     buf = io.BytesIO()
-    torch.save(module.state_dict(), buf)
+    torch.save(obj, buf)
     return buf.getvalue()
+
+
+def torch_read(uri: str):
+    """``torch.load`` of file ``uri`` (tensors only: ``weights_only``)."""
+    import torch
+
+    return torch.load(io.BytesIO(files.read_bytes(uri)), map_location="cpu", weights_only=True)
 
 
 def load_state_bytes(module, data: bytes):
@@ -198,13 +210,11 @@ class TorchEngine(EpochEngine):
             self.opt = torch.optim.SGD(self.net.parameters(), lr=p["learningRate"], momentum=m, nesterov=m > 0)
         self.iteration = 0
 
-    def load(self, checkpoint: Path, state: dict) -> None:
-        import torch
-
+    def load(self, checkpoint: str, state: dict) -> None:
         self._agree(int(state["epoch"]))
         self.build_network()
-        self.net.load_state_dict(torch.load(checkpoint / "model.pt", map_location="cpu", weights_only=True))
-        saved = torch.load(checkpoint / "optim.pt", map_location="cpu", weights_only=True)
+        self.net.load_state_dict(torch_read(files.join(checkpoint, "model.pt")))
+        saved = torch_read(files.join(checkpoint, "optim.pt"))
         self.opt.load_state_dict(saved["optimizer"])
         self.iteration = int(saved["iteration"])
 
@@ -294,30 +304,26 @@ class TorchEngine(EpochEngine):
         return self.task.validation_record([s for part in everyone for s in part])
 
     # ---------------------------------------------------------- snapshots ---
-    def save(self, folder: Path) -> None:
-        import torch
-
-        torch.save(self.net.state_dict(), folder / "model.pt")
-        torch.save({"optimizer": self.opt.state_dict(), "iteration": self.iteration}, folder / "optim.pt")
+    def save(self, folder: str) -> None:
+        files.write_bytes(files.join(folder, "model.pt"), torch_bytes(self.net.state_dict()))
+        files.write_bytes(files.join(folder, "optim.pt"),
+                          torch_bytes({"optimizer": self.opt.state_dict(), "iteration": self.iteration}))
 
     def keep_best(self) -> None:
         self._best = copy.deepcopy(self.net.state_dict())
         ckdir = self.spec.get("checkpoint_dir")
         if ckdir and self.rank == 0:  # a resumed fit finds the best epoch of the run before it
-            import torch
-
-            Path(ckdir).mkdir(parents=True, exist_ok=True)
-            torch.save(self._best, Path(ckdir) / "best_model.pt.tmp")
-            os.replace(Path(ckdir) / "best_model.pt.tmp", Path(ckdir) / "best_model.pt")
+            tmp = files.join(ckdir, "best_model.pt.tmp")
+            files.write_bytes(tmp, torch_bytes(self._best))
+            files.remove(files.join(ckdir, "best_model.pt"))
+            files.move(tmp, files.join(ckdir, "best_model.pt"))
 
     def restore_best(self) -> None:
-        import torch
-
         if self._best is None:
-            path = Path(self.spec.get("checkpoint_dir") or "") / "best_model.pt"
-            if not self.spec.get("checkpoint_dir") or not path.is_file():
+            ckdir = self.spec.get("checkpoint_dir")
+            if not ckdir or not files.is_file(files.join(ckdir, "best_model.pt")):
                 return
-            self._best = torch.load(path, map_location="cpu", weights_only=True)
+            self._best = torch_read(files.join(ckdir, "best_model.pt"))
         self.net.load_state_dict(self._best)
 
 
@@ -535,20 +541,45 @@ class SegmentationTask:
         return mean_dice_record(scores, self.n_classes)
 
 
-def predict_volume(net, image: np.ndarray, patch, overlap: float, batch: int, mode: str = "gaussian") -> np.ndarray:
+def predict_volume(net, image: np.ndarray, patch, overlap: float, batch: int, mode: str = "gaussian",
+                   labels: bool = False):
     """Class probabilities ``(classes, D, H, W)`` of a ``(D, H, W)`` or ``(C, D, H, W)`` volume: tiles scored
-    with softmax and blended, in this process (what the torch SegmentationModel runs per volume)."""
+    with softmax and blended in this process (what the torch SegmentationModel runs per volume).
+
+    The windows, padding and blending weights are those of
+    :func:`~bigdl_medimg.ml.inference.sliding_window_predict`; tiles are cut,
+    scored and accumulated with torch's in-place tensor ops (its threads, no
+    numpy copies per tile).  ``labels=True`` returns ``(probabilities, argmax
+    labels as uint8)``.
+    """
     import torch
 
-    from ..inference import sliding_window_predict
+    from ..inference import blend_weights, pad_to_patch, window_starts
 
     vol = image if image.ndim == 4 else image[np.newaxis]
-
-    def predict(x):
-        with torch.no_grad():
-            return torch.softmax(net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))), 1).numpy()
-
-    return sliding_window_predict(vol, predict, patch, overlap, mode, batch)
+    padded, orig = pad_to_patch(vol, patch)
+    padded = np.ascontiguousarray(padded, dtype=np.float32)
+    if not padded.flags.writeable:  # a read-only view on an Arrow buffer: torch wants memory it may own
+        padded = padded.copy()
+    x = torch.from_numpy(padded)
+    shape = tuple(padded.shape[1:])
+    starts = window_starts(shape, patch, overlap)
+    w = torch.from_numpy(blend_weights(patch, mode))
+    acc, norm = None, torch.zeros(shape)
+    with torch.inference_mode():
+        for i in range(0, len(starts), batch):
+            cuts = [tuple(slice(s, s + p) for s, p in zip(st, patch)) for st in starts[i:i + batch]]
+            prob = torch.softmax(net(torch.stack([x[(slice(None),) + c] for c in cuts])), 1)
+            if acc is None:
+                acc = torch.zeros((prob.shape[1],) + shape)
+            for c, tile in zip(cuts, prob):
+                acc[(slice(None),) + c].addcmul_(tile, w)
+                norm[c].add_(w)
+        acc /= norm
+        out = acc[(slice(None),) + tuple(slice(0, s) for s in orig)]
+        if not labels:
+            return np.ascontiguousarray(out.numpy())
+        return np.ascontiguousarray(out.numpy()), out.argmax(0).to(torch.uint8).numpy()
 
 
 class ClassificationTask:
