@@ -110,7 +110,8 @@ def run_measured(args: list[str], timeout: float = 900) -> dict:
                              f"(peak JVM {sampler.peak.get('jvm', 0) >> 20} MB)", "rss": dict(sampler.peak)}
     if proc.returncode != 0:
         lines = err.strip().splitlines()
-        causes = [ln.strip() for ln in lines if "OutOfMemoryError" in ln or "IllegalArgumentException" in ln]
+        causes = [ln.strip() for ln in lines if "OutOfMemoryError" in ln or "IllegalArgumentException" in ln
+                  or "error: mkldnn" in ln]  # the last: BigDL's native DNN library failing (the JVM dies)
         tail = "\n".join(lines[-15:])
         return {"error": f"exit {proc.returncode}: {tail}", "cause": causes[0][:300] if causes else None}
     lines = [ln for ln in out.strip().splitlines() if ln.startswith("{")]

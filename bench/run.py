@@ -51,6 +51,18 @@ def summary(results: dict) -> dict:
     for sc in tr["scaling"]:
         t[f"scaling_{sc['model']}_local2_over_local1 (>= 1.8)"] = None if sc["speedup"] is None else round(
             sc["speedup"], 3)
+    for b in tr.get("breakdown", []):
+        if b.get("iteration"):
+            out.setdefault("bigdl_iteration_seconds", {})[b["model"]] = {
+                k: None if b.get(k) is None else round(b[k], 4)
+                for k in ("iteration", "get_weights", "compute", "aggregate_gradients", "send_weights",
+                          "spark_overhead")}
+    for model in ("unet", "densenet"):
+        runs = {e["lever"]: e["run"] for e in tr.get("epochs", []) if e["model"] == model}
+        one, per = (runs.get(k, {}).get("wall_samples_per_s") for k in ("one fit of 3 epochs",
+                                                                       "3 fits of one epoch (the library)"))
+        if one and per:
+            t[f"bigdl_epochs_{model}_one_fit_over_fit_per_epoch"] = round(one / per, 3)
     t["inference_vs_pytorch (>= 0.8)"] = None if inf["ratio"] is None else round(inf["ratio"], 3)
     for e in tr.get("torch_engine", []):
         name = {"unet": "unet", "densenet": "densenet"}[e["model"]]

@@ -17,6 +17,7 @@ Usage: ``python bench/training.py [--quick]``; one configuration:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -34,6 +35,9 @@ MODELS = {
 }
 UNET = dict(depth=2, base_filters=8, batch_norm=True)
 DENSENET = dict(growth_rate=12, block_config=(3, 6, 4), init_features=24)
+if os.environ.get("BENCH_DENSENET"):  # probe other widths: "growth,init"
+    _g, _i = (int(v) for v in os.environ["BENCH_DENSENET"].split(","))
+    DENSENET = dict(growth_rate=_g, block_config=(3, 6, 4), init_features=_i)
 CLASS_WEIGHTS = [0.02, 1.0, 1.0, 1.0, 1.0]
 
 
@@ -121,21 +125,27 @@ def bigdl_worker(args) -> dict:
         log_path = tempfile.mktemp(prefix="bench-bigdl-", suffix=".log")
         os.dup2(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
     java_opts = f"-Dbigdl.engineType={args.engine}"
+    if args.breakdown:  # the library's log4j2 file with DistriOptimizer at DEBUG
+        from bigdl_medimg.session import conf_dir
+
+        cfg_file = tempfile.mktemp(prefix="bench-log4j2-", suffix=".properties")
+        Path(cfg_file).write_text((conf_dir() / "log4j2.properties").read_text()
+                                  + "\nlogger.dopt.name = com.intel.analytics.bigdl.dllib.optim.DistriOptimizer$"
+                                    "\nlogger.dopt.level = debug\n")
+        java_opts += f" -Dlog4j2.configurationFile=file:{cfg_file} -Dbigdl.utils.LoggerFilter.disable=true"
     spark = get_spark(master=args.master, conf={"spark.driver.extraJavaOptions": java_opts,
                                                 "spark.executor.extraJavaOptions": java_opts})
-    if args.breakdown:
-        jvm = spark.sparkContext._jvm
-        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
-            "com.intel.analytics.bigdl.dllib.optim", jvm.org.apache.logging.log4j.Level.DEBUG)
     cfg = MODELS[args.model]
     df = _data(spark, args.model, args.samples or cfg["samples"], args.partitions)
     if args.model == "densenet" and args.graph:  # BigDL's nn graph API, the form mkldnn converts
-        from bigdl.dllib.nn.criterion import BCECriterion
+        from bigdl.dllib.nn.criterion import MultiLabelSoftMarginCriterion
 
         from bigdl_medimg.models.classifiers import densenet2d_graph
 
-        net = densenet2d_graph(cfg["outputs"], cfg["shape"], mkldnn=args.engine == "mkldnn", **DENSENET)
-        crit = BCECriterion()
+        # logits out; the criterion is BCE on their sigmoid (mkldnn has no sigmoid layer of its own)
+        net = densenet2d_graph(cfg["outputs"], cfg["shape"], mkldnn=args.engine == "mkldnn", sigmoid=False,
+                               **DENSENET)
+        crit = MultiLabelSoftMarginCriterion()
         label_shape = [cfg["outputs"]]
     elif args.model == "unet":
         from bigdl_medimg.ml.segmentation_estimator import SegmentationEstimator
@@ -299,7 +309,6 @@ LEVERS = [
     ("engine mkldnn (Keras model)", "densenet", {"engine": "mkldnn"}),
     ("nn graph API model (JoinTable(2, 0)), mklblas", "densenet", {"graph": ""}),
     ("nn graph API model, engine mkldnn (input nchw)", "densenet", {"graph": "", "engine": "mkldnn"}),
-    ("nn graph API model, engine mkldnn, batch 64", "densenet", {"graph": "", "engine": "mkldnn", "batch": 64}),
     ("thread pinning (KMP_AFFINITY, OMP_NUM_THREADS=1, KMP_BLOCKTIME=0)", "densenet", {"pin": ""}),
 ]
 # epochs: 3 one-epoch NNEstimator fits (the library's loop) vs one fit of 3 epochs; wall samples/s

@@ -220,9 +220,12 @@ class SegmentationModel(NetworkModelPersistence, Model):
                     vol = arr if arr.ndim == 4 else arr[np.newaxis]
                     if vol.ndim != 4 or vol.shape[0] != chans:
                         raise ConfigError(f"SegmentationModel expects {chans}-channel 3-D images, got shape {arr.shape}")
-                    prob, seg = predict_volume(net, vol, patch, overlap, batch, mode, labels=True)
-                    new = {out_col: tensor_array(seg, aff, t_type)}
                     if prob_col:
+                        prob, seg = predict_volume(net, vol, patch, overlap, batch, mode, output="both")
+                    else:
+                        prob, seg = None, predict_volume(net, vol, patch, overlap, batch, mode, output="labels")
+                    new = {out_col: tensor_array(seg, aff, t_type)}
+                    if prob is not None:
                         new[prob_col] = tensor_array(prob, aff, t_type)
                     yield replace_columns(row, a_schema, new)
 

@@ -102,7 +102,8 @@ def densenet2d_graph(n_outputs: int, input_shape: Sequence[int] = (1, 224, 224),
         return SpatialConvolution(cin, cout, k, k, 1, 1, k // 2, k // 2, with_bias=False)(x)
 
     inp = Input()
-    x = SpatialConvolution(c, init_features, 7, 7, 2, 2, 3, 3, with_bias=False)(inp)
+    # no gradient w.r.t. the images (BigDL's own DNN ResNet does the same; mkldnn crashes computing it)
+    x = SpatialConvolution(c, init_features, 7, 7, 2, 2, 3, 3, propagate_back=False, with_bias=False)(inp)
     x = ReLU()(SpatialBatchNormalization(init_features)(x))
     x = SpatialMaxPooling(3, 3, 2, 2, 1, 1)(x)
     h, w = -(-h // 4), -(-w // 4)
@@ -117,7 +118,8 @@ def densenet2d_graph(n_outputs: int, input_shape: Sequence[int] = (1, 224, 224),
             x = SpatialAveragePooling(2, 2, 2, 2)(bn_relu_conv(x, n, m, 1))
             n, h, w = m, h // 2, w // 2
     x = ReLU()(SpatialBatchNormalization(n)(x))
-    x = View([n])(SpatialAveragePooling(w, h, w, h)(x))
+    x = SpatialAveragePooling(w, h, w, h)(x)
+    x = x if mkldnn else View([n])(x)  # mkldnn's Linear takes the nchw map itself
     out = Linear(n, n_outputs)(x)
     if sigmoid:
         out = Sigmoid()(out)

@@ -542,7 +542,7 @@ class SegmentationTask:
 
 
 def predict_volume(net, image: np.ndarray, patch, overlap: float, batch: int, mode: str = "gaussian",
-                   labels: bool = False):
+                   output: str = "probabilities"):
     """Class probabilities ``(classes, D, H, W)`` of a ``(D, H, W)`` or ``(C, D, H, W)`` volume: tiles scored
     with softmax and blended in this process (what the torch SegmentationModel runs per volume).
 
@@ -577,9 +577,11 @@ def predict_volume(net, image: np.ndarray, patch, overlap: float, batch: int, mo
                 norm[c].add_(w)
         acc /= norm
         out = acc[(slice(None),) + tuple(slice(0, s) for s in orig)]
-        if not labels:
-            return np.ascontiguousarray(out.numpy())
-        return np.ascontiguousarray(out.numpy()), out.argmax(0).to(torch.uint8).numpy()
+        probs = np.ascontiguousarray(out.numpy()) if output in ("probabilities", "both") else None
+        if output == "probabilities":
+            return probs
+        seg = out.argmax(0).to(torch.uint8).numpy()
+        return seg if output == "labels" else (probs, seg)
 
 
 class ClassificationTask:
