@@ -201,7 +201,11 @@ class TorchEngine(EpochEngine):
 
         torch.manual_seed(int(self.spec["params"].get("seed", 0)))
         self.net = self.task.network()
-        self.ddp = DistributedDataParallel(self.net)  # broadcasts rank 0's initial weights
+        # DDP broadcasts rank 0's initial weights.  No buffer broadcast before every forward (a collective per
+        # iteration): each rank's batch-norm statistics run on, and _sync_buffers gives every rank rank 0's at
+        # the end of each epoch, the very values the per-forward broadcast would have left.  Gradients are
+        # all-reduced in place in their buckets (no copy per step).
+        self.ddp = DistributedDataParallel(self.net, broadcast_buffers=False, gradient_as_bucket_view=True)
         p = self.spec["params"]
         if p["optimizer"] == "adam":
             self.opt = torch.optim.Adam(self.net.parameters(), lr=p["learningRate"], eps=1e-8)
