@@ -30,6 +30,8 @@ def _pydicom_reference(path: str):
         arr = apply_color_lut(arr, ds)
     if arr.ndim == 2 or (arr.ndim == 3 and int(ds.get("NumberOfFrames", 1) or 1) > 1 and ds.SamplesPerPixel == 1):
         out = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+        if ds.get("Modality") == "RTDOSE" and "DoseGridScaling" in ds:  # PS3.3 C.8.8.3.4; pydicom leaves it
+            out = arr.astype(np.float64) * float(ds.DoseGridScaling)
         if pi == "MONOCHROME1":  # our documented convention: invert within the output range
             signed = int(ds.PixelRepresentation) == 1
             bits = int(ds.BitsStored)

@@ -33,6 +33,8 @@ __all__ = [
     "dicom_pixels",
     "dicom_affine",
     "decode_dicom",
+    "frame_stack",
+    "frame_rescales",
 ]
 
 
@@ -47,6 +49,13 @@ def _int(v: Any) -> int | None:
 
 def _float(v: Any) -> float | None:
     return float(v)
+
+
+def _first_int(v: Any) -> int | None:
+    """The first value of a possibly multi-valued IS (EchoNumbers may list several)."""
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+        return int(v)
+    return int(list(v)[0]) if len(v) else None
 
 
 def _floats(v: Any) -> list[float] | None:
@@ -96,6 +105,11 @@ METADATA_FIELDS: list[tuple[str, str, str, Callable[[Any], Any]]] = [
     ("magnetic_field_strength", "MagneticFieldStrength", "double", _float),
     ("echo_time", "EchoTime", "double", _float),
     ("repetition_time", "RepetitionTime", "double", _float),
+    # what tells the stacks of one series apart (split by read_dicom_series)
+    ("echo_numbers", "EchoNumbers", "int", _first_int),
+    ("temporal_position_identifier", "TemporalPositionIdentifier", "int", _int),
+    ("trigger_time", "TriggerTime", "double", _float),
+    ("diffusion_b_value", "DiffusionBValue", "double", _float),
     ("burned_in_annotation", "BurnedInAnnotation", "string", _str),
 ]
 
@@ -188,14 +202,48 @@ def _stored_range(ds) -> tuple[int, int]:
     return 0, (1 << bits) - 1
 
 
+def frame_rescales(ds) -> list[tuple[float, float]] | None:
+    """``(slope, intercept)`` per frame from the Pixel Value Transformation functional groups of an enhanced
+    object (per-frame items over the shared one), or None when neither group carries one."""
+    def pair(grp):
+        item = _first_item(grp, "PixelValueTransformationSequence") if grp is not None else None
+        if item is None or ("RescaleSlope" not in item and "RescaleIntercept" not in item):
+            return None
+        return float(item.get("RescaleSlope", 1) or 1), float(item.get("RescaleIntercept", 0) or 0)
+
+    shared = pair(_first_item(ds, "SharedFunctionalGroupsSequence"))
+    per = list(ds.get("PerFrameFunctionalGroupsSequence") or []) if "PerFrameFunctionalGroupsSequence" in ds else []
+    pairs = [pair(g) or shared for g in per] if per else [shared]
+    if all(p is None for p in pairs):
+        return None
+    return [p or (1.0, 0.0) for p in pairs]
+
+
 def _modality_lut(arr: np.ndarray, ds) -> np.ndarray:
-    """Apply Rescale Slope/Intercept (or the Modality LUT) with a sensible dtype."""
+    """Apply Rescale Slope/Intercept (or the Modality LUT, or RT Dose's DoseGridScaling) with a sensible dtype.
+
+    Enhanced objects keep the rescale in their functional groups: one pair for
+    every frame is applied like the top-level one; pairs that differ between
+    frames (Enhanced CT may rescale each frame) give float32, frame by frame.
+    """
     if "ModalityLUTSequence" in ds:
         from pydicom.pixels import apply_modality_lut
 
         return np.asarray(apply_modality_lut(arr, ds))
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if _get(ds, "Modality", _str) == "RTDOSE" and "DoseGridScaling" in ds:
+        # stored values times DoseGridScaling are the dose in DoseUnits (GY or RELATIVE)
+        return (arr.astype(np.float64) * float(ds.DoseGridScaling)).astype(np.float32)
+    if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    else:
+        pairs = frame_rescales(ds) or [(1.0, 0.0)]
+        if len(set(pairs)) > 1 and arr.ndim >= 3 and arr.shape[0] == len(pairs):
+            out = np.empty(arr.shape, np.float32)
+            for f, (a, b) in enumerate(pairs):
+                out[f] = arr[f].astype(np.float64) * a + b
+            return out
+        slope, intercept = pairs[0]
     if slope == 1 and intercept == 0:
         return arr
     if arr.dtype.kind in "iu" and slope.is_integer() and intercept.is_integer():
@@ -293,6 +341,50 @@ def _first_item(ds, seq: str):
         return None
 
 
+def _frame_planes(ds) -> tuple[list, list]:
+    """Per-frame (ImagePositionPatient, ImageOrientationPatient) of an enhanced object, in storage order:
+    each frame's Plane Position / Orientation item, else the shared one, else the top-level attribute."""
+    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or []) \
+        if "PerFrameFunctionalGroupsSequence" in ds else []
+
+    def plane(grp, seq, key):
+        item = _first_item(grp, seq) if grp is not None else None
+        return _get(item, key, _floats) if item is not None else None
+
+    top_iop = _get(ds, "ImageOrientationPatient", _floats)
+    shared_iop = plane(shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+    shared_ipp = plane(shared, "PlanePositionSequence", "ImagePositionPatient")
+    positions, orientations = [], []
+    for grp in per_frame:
+        positions.append(plane(grp, "PlanePositionSequence", "ImagePositionPatient") or shared_ipp)
+        orientations.append(plane(grp, "PlaneOrientationSequence", "ImageOrientationPatient") or shared_iop
+                            or top_iop)
+    return positions, orientations
+
+
+def frame_stack(ds, path: str, n_frames: int):
+    """The frames of an enhanced multi-frame object ordered along their normal and checked as one stack
+    (:func:`~bigdl_medimg.io.stack.order_stack`); None when the object has no per-frame plane positions.
+
+    Raises
+    ------
+    DicomReadError
+        Naming the file: frames with mixed orientations, duplicate positions (several stacks: echoes,
+        temporal positions), missing frames or non-uniform spacing.
+    """
+    from .stack import StackError, order_stack
+
+    positions, orientations = _frame_planes(ds)
+    if n_frames < 2 or len(positions) != n_frames or any(p is None or len(p) != 3 for p in positions) \
+            or any(o is None or len(o) != 6 for o in orientations):
+        return None
+    try:
+        return order_stack(positions, orientations, [f"frame {k + 1}" for k in range(n_frames)])
+    except StackError as exc:
+        raise DicomReadError(path, f"enhanced multi-frame object: {exc.reason}") from None
+
+
 def _geometry(ds):
     """(ipp, iop, pixel_spacing, slice_step) from top level or functional groups."""
     ipp = _get(ds, "ImagePositionPatient", _floats)
@@ -300,23 +392,23 @@ def _geometry(ds):
     ps = _get(ds, "PixelSpacing", _floats)
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") if "PerFrameFunctionalGroupsSequence" in ds else None
-    positions = []
     for grp in [shared] + list(per_frame or []):
         if grp is None:
             continue
-        orient = _first_item(grp, "PlaneOrientationSequence")
-        if orient is not None and iop is None:
-            iop = _get(orient, "ImageOrientationPatient", _floats)
         meas = _first_item(grp, "PixelMeasuresSequence")
         if meas is not None and ps is None:
             ps = _get(meas, "PixelSpacing", _floats)
-        pos = _first_item(grp, "PlanePositionSequence")
-        if pos is not None:
-            p = _get(pos, "ImagePositionPatient", _floats)
-            if p is not None:
-                positions.append(p)
+    positions, orientations = _frame_planes(ds)
+    if iop is None:
+        iop = next((o for o in orientations if o is not None), None)
+    if iop is None:
+        iop = _get(_first_item(shared, "PlaneOrientationSequence"), "ImageOrientationPatient", _floats) \
+            if _first_item(shared, "PlaneOrientationSequence") is not None else None
+    positions = [p for p in positions if p is not None]
     if ipp is None and positions:
         ipp = positions[0]
+    if ipp is None and shared is not None and _first_item(shared, "PlanePositionSequence") is not None:
+        ipp = _get(_first_item(shared, "PlanePositionSequence"), "ImagePositionPatient", _floats)
     step = None
     if len(positions) >= 2:
         step = (np.asarray(positions[-1]) - np.asarray(positions[0])) / (len(positions) - 1)
@@ -324,17 +416,28 @@ def _geometry(ds):
     return ipp, iop, ps, step, offsets
 
 
-def dicom_affine(ds, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
+def dicom_affine(ds, shape: tuple[int, ...], stack=None) -> tuple[np.ndarray, str]:
     """RAS+ affine for an array of ``shape`` decoded from ``ds``.
+
+    ``stack`` (from :func:`frame_stack`) gives the ordered frames' first
+    position and step; without it an enhanced object's stored first frame and
+    mean step are used.
 
     Returns
     -------
     affine : (4, 4) ndarray
     source : str
-        ``"patient"`` (position, orientation and spacing known),
-        ``"pixel_spacing"`` (spacing only) or ``"none"`` (1 mm grid).
+        ``"patient"`` (position, orientation and pixel spacing known: true
+        millimetres in the patient frame); ``"patient_no_spacing"`` (position
+        and orientation known, PixelSpacing missing or invalid: the in-plane
+        steps are a 1 mm placeholder, not a measurement); ``"pixel_spacing"``
+        (no patient frame, spacing known: a pure scaling, as projection images
+        get from :func:`~bigdl_medimg.io.read_images`) or ``"none"`` (neither:
+        a 1 mm grid).
     """
     ipp, iop, ps, step, offsets = _geometry(ds)
+    if stack is not None:
+        ipp, step = list(stack.origin), stack.step
     if ps is None or len(ps) != 2 or min(ps) <= 0:
         ps = _get(ds, "ImagerPixelSpacing", _floats)
     has_ps = ps is not None and len(ps) == 2 and min(ps) > 0 and np.all(np.isfinite(ps))
@@ -359,10 +462,13 @@ def dicom_affine(ds, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
         lps[:3, 1] = col_cos * dr
         lps[:3, 2] = row_cos * dc
         lps[:3, 3] = ipp
-        source = "patient"
+        source = "patient" if has_ps else "patient_no_spacing"
     else:
-        lps[:3, :3] = np.diag([thick, dr, dc])
-        source = "pixel_spacing" if has_ps else "none"
+        # no patient frame (a projection radiograph, a secondary capture): a pure scaling of the array axes,
+        # the affine read_images gives the same file; no LPS -> RAS flip, there is no patient axis to flip
+        spatial = shape[-3:] if len(shape) >= 3 else shape
+        diag = [dr, dc, 1.0, 1.0] if len(spatial) == 2 else [thick, dr, dc, 1.0]
+        return np.diag(diag), "pixel_spacing" if has_ps else "none"
     # lps maps (slice, row, col); reorder columns for arrays without a slice axis.
     spatial = shape[-3:] if len(shape) >= 3 else shape
     if len(spatial) == 2:
@@ -384,7 +490,13 @@ def decode_dicom(content: bytes, path: str, *, with_pixels: bool = True) -> dict
         row.update(dicom_metadata(ds))
         if with_pixels:
             arr = dicom_pixels(ds, path)
-            affine, source = dicom_affine(ds, arr.shape)
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            # SEG frames are per segment (several share a plane): highdicom reads them by segment number
+            stack = frame_stack(ds, path, frames) if frames > 1 and _get(ds, "Modality", _str) != "SEG" else None
+            if stack is not None and not np.array_equal(stack.order, np.arange(frames)):
+                # frames stored out of order: the array follows the positions, as a series would
+                arr = np.ascontiguousarray(arr[stack.order] if arr.ndim == 3 else arr[:, stack.order])
+            affine, source = dicom_affine(ds, arr.shape, stack)
             row["image"] = from_numpy(arr, affine)
             row["affine_source"] = source
     except BaseException as exc:  # damaged input or an unexpected library failure: still one row

@@ -299,7 +299,9 @@ _HEADER_EXTRA = [("has_pixels", "boolean"), ("error", "string")]
 _SERIES_META = [("study_instance_uid", "string"), ("frame_of_reference_uid", "string"), ("modality", "string"),
                 ("manufacturer", "string"), ("manufacturer_model_name", "string"),
                 ("body_part_examined", "string"), ("series_number", "int"), ("mr_acquisition_type", "string"),
-                ("magnetic_field_strength", "double"), ("echo_time", "double"), ("repetition_time", "double")]
+                ("magnetic_field_strength", "double"), ("echo_time", "double"), ("repetition_time", "double"),
+                ("echo_numbers", "int"), ("temporal_position_identifier", "int"), ("trigger_time", "double"),
+                ("diffusion_b_value", "double")]
 
 
 def _header_row(content: bytes, path: str) -> dict:

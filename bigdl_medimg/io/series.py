@@ -17,15 +17,13 @@ import numpy as np
 
 from ..errors import DicomReadError, SeriesAssemblyError
 from ..tensor import LPS_TO_RAS
+from .stack import ORIENTATION_TOL, StackError, order_stack
 
-__all__ = ["SeriesPlan", "plan_series", "assemble_volume", "ORIENTATION_SPLIT_TOL", "ORIENTATION_TOL"]
+__all__ = ["SeriesPlan", "plan_series", "assemble_volume", "ORIENTATION_SPLIT_TOL", "ORIENTATION_TOL",
+           "STACK_FIELDS"]
 
 #: Image planes whose direction cosines differ by more than this are different stacks.
 ORIENTATION_SPLIT_TOL = 0.05
-#: Within one stack, cosines must agree to this (else "mixed orientations").
-ORIENTATION_TOL = 1e-3
-#: Relative tolerance on slice spacing.
-SPACING_RTOL = 0.05
 
 
 @dataclass
@@ -91,20 +89,24 @@ def plan_series(records: Sequence[dict[str, Any]]) -> list[SeriesPlan]:
     if not good:
         return out
     uid = good[0]["series_instance_uid"]
-    # split by frame of reference, then by image plane
+    # split by frame of reference, image plane and the stack fields (echo, temporal position, b-value)
     groups: dict[tuple, list[dict]] = {}
     no_geom = [r for r in good if not _has_geometry(r)]
     with_geom = [r for r in good if _has_geometry(r)]
+    stack_keys = _stack_keys(with_geom)
     if with_geom:
         labels = _cluster_orientations([np.asarray(r["image_orientation_patient"], float) for r in with_geom])
         for r, lab in zip(with_geom, labels):
-            groups.setdefault((r.get("frame_of_reference_uid") or "", lab), []).append(r)
-    forr = {k[0] for k in groups}
-    planes = {k[1] for k in groups}
+            key = (r.get("frame_of_reference_uid") or "", lab) + tuple(_key_value(r, k) for k in stack_keys)
+            groups.setdefault(key, []).append(r)
     split = None
     if len(groups) > 1:
-        split = "+".join(n for n, c in (("frame_of_reference", len(forr) > 1), ("orientation", len(planes) > 1)) if c)
-    for i, (key, members) in enumerate(sorted(groups.items(), key=lambda kv: min(m["path"] for m in kv[1]))):
+        names = ["frame_of_reference", "orientation"] + list(stack_keys)
+        split = "+".join(n for i, n in enumerate(names) if len({k[i] for k in groups}) > 1)
+    def order(kv):  # stacks by echo / temporal position / b-value, then by their first file
+        return tuple((v is None, v or 0) for v in kv[0][2:]), min(m["path"] for m in kv[1])
+
+    for i, (key, members) in enumerate(sorted(groups.items(), key=order)):
         skey = uid if len(groups) == 1 and not no_geom else f"{uid}#{i + 1}"
         out.append(_plan_stack(skey, uid, members, split))
     if no_geom:
@@ -121,9 +123,39 @@ def plan_series(records: Sequence[dict[str, Any]]) -> list[SeriesPlan]:
     return out
 
 
+#: header fields that tell stacks of one series apart (multi-echo, temporal, diffusion), in split order; the
+#: ``split`` column names them as ``echo``, ``temporal_position``, ``trigger_time``, ``diffusion_b_value``
+STACK_FIELDS = (("echo", "echo_numbers"), ("temporal_position", "temporal_position_identifier"),
+                ("trigger_time", "trigger_time"), ("diffusion_b_value", "diffusion_b_value"))
+
+
+def _key_value(r: dict, name: str):
+    v = r.get(dict(STACK_FIELDS)[name])
+    return None if v is None else round(float(v), 3)
+
+
+def _stack_keys(records: list[dict]) -> list[str]:
+    """The STACK_FIELDS a series is split by: those with several values, when slice positions repeat.
+
+    The repeat guard keeps a regular stack whole whose slices merely carry
+    different values (a trigger time per slice); TriggerTime is used only
+    without TemporalPositionIdentifier.
+    """
+    if len(records) < 2:
+        return []
+    pos = [tuple(np.round(np.asarray(r["image_position_patient"], float), 2)) for r in records]
+    if len(set(pos)) == len(pos):
+        return []
+    keys = [name for name, _ in STACK_FIELDS if len({_key_value(r, name) for r in records}) > 1]
+    if "temporal_position" in keys and "trigger_time" in keys:
+        keys.remove("trigger_time")
+    return keys
+
+
 _CARRY = ("study_instance_uid", "frame_of_reference_uid", "modality", "manufacturer",
           "manufacturer_model_name", "body_part_examined", "series_number", "mr_acquisition_type",
-          "magnetic_field_strength", "echo_time", "repetition_time")
+          "magnetic_field_strength", "echo_time", "repetition_time", "echo_numbers",
+          "temporal_position_identifier", "trigger_time", "diffusion_b_value")
 
 
 def _carry(r: dict) -> dict:
@@ -165,58 +197,36 @@ def _plan_stack(skey: str, uid: str, members: list[dict], split: str | None) -> 
     if len(sizes) > 1:
         return fail(f"slices have different sizes: {sorted(sizes)}")
     rows, cols = sizes.pop()
-    iops = np.array([m["image_orientation_patient"] for m in members], float)
-    dev = float(np.max(np.abs(iops - iops[0])))
-    if dev > ORIENTATION_TOL:
-        return fail(f"mixed orientations: direction cosines differ by up to {dev:.4f}")
+    ps = members[0].get("pixel_spacing")
     spacings = {tuple(np.round(m.get("pixel_spacing") or (0, 0), 6)) for m in members}
+    iops = [m["image_orientation_patient"] for m in members]
+    try:
+        # orientation first: a mixed stack is reported as such, not by its spacing
+        stack = order_stack([m["image_position_patient"] for m in members], iops,
+                            [_name(m["path"]) for m in members])
+    except StackError as exc:
+        if not exc.reason.startswith("mixed orientations") and len(spacings) > 1:
+            return fail(f"slices have different PixelSpacing: {sorted(spacings)}")
+        return fail(exc.reason)
     if len(spacings) > 1:
         return fail(f"slices have different PixelSpacing: {sorted(spacings)}")
-    ps = members[0].get("pixel_spacing")
-    dr, dc = (ps[0], ps[1]) if ps and len(ps) == 2 and min(ps) > 0 else (1.0, 1.0)
-    row_cos, col_cos = iops[0, :3], iops[0, 3:]
-    normal = np.cross(row_cos, col_cos)
-    nn = np.linalg.norm(normal)
-    if nn < 1e-6:
-        return fail("ImageOrientationPatient is degenerate (row and column cosines are parallel)")
-    normal = normal / nn
-    ipps = np.array([m["image_position_patient"] for m in members], float)
-    d = ipps @ normal
-    order = np.argsort(d, kind="stable")
-    d, ipps = d[order], ipps[order]
-    paths = [members[i]["path"] for i in order]
+    if not ps or len(ps) != 2 or not np.all(np.isfinite(ps)) or min(ps) <= 0:
+        # never a 1 mm placeholder reported as the patient geometry of a volume
+        return fail(f"PixelSpacing is missing or invalid ({ps!r}): the in-plane spacing is unknown")
+    dr, dc = float(ps[0]), float(ps[1])
+    row_cos, col_cos = np.asarray(iops[0][:3], float), np.asarray(iops[0][3:], float)
+    paths = [members[i]["path"] for i in stack.order]
     n = len(paths)
     lps = np.eye(4)
     lps[:3, 1] = col_cos * dr
     lps[:3, 2] = row_cos * dc
-    lps[:3, 3] = ipps[0]
-    if n == 1:
+    lps[:3, 3] = stack.origin
+    if stack.step is None:
         m = members[0]
         thick = m.get("spacing_between_slices") or m.get("slice_thickness") or 1.0
-        lps[:3, 0] = normal * float(thick)
+        lps[:3, 0] = stack.normal * float(thick)
     else:
-        gaps = np.diff(d)
-        dup = np.flatnonzero(gaps < 1e-3 * max(float(np.median(np.abs(gaps))), 1e-3))
-        if dup.size:
-            i = int(dup[0])
-            return fail(f"duplicate slice positions: {dup.size + 1} slices share positions "
-                        f"(e.g. {_name(paths[i])} and {_name(paths[i + 1])} at {d[i]:.3f} mm)")
-        step = float(np.median(gaps))
-        rel = np.abs(gaps - step) / step
-        if np.any(rel > SPACING_RTOL):
-            ratios = gaps / step
-            near_int = np.abs(ratios - np.round(ratios)) < SPACING_RTOL
-            if np.all(near_int) and np.any(np.round(ratios) >= 2):
-                k = int(np.flatnonzero(np.round(ratios) >= 2)[0])
-                missing = int(np.sum(np.round(ratios) - 1))
-                return fail(f"missing slice(s): {missing} position(s) absent, first gap of "
-                            f"{gaps[k]:.3f} mm after {_name(paths[k])} (spacing {step:.3f} mm)")
-            return fail(f"non-uniform slice spacing: gaps from {gaps.min():.3f} to {gaps.max():.3f} mm")
-        steps = np.diff(ipps, axis=0)
-        mean_step = (ipps[-1] - ipps[0]) / (n - 1)
-        if np.max(np.linalg.norm(steps - mean_step, axis=1)) > SPACING_RTOL * step + 1e-3:
-            return fail("slice positions are not collinear (in-plane offsets vary between slices)")
-        lps[:3, 0] = mean_step
+        lps[:3, 0] = stack.step
     return SeriesPlan(skey, uid, paths, affine=LPS_TO_RAS @ lps, shape=(n, rows, cols), split=split,
                       meta=meta)
 
