@@ -123,12 +123,14 @@ def mutate(content: bytes, ops) -> bytes:
 
 
 def decode(kind: str, content: bytes, name: str) -> dict:
+    """One decoded row (the first, when an enhanced object gives a row per stack)."""
     from bigdl_medimg.io.dicom import decode_dicom
     from bigdl_medimg.io.images import decode_image
     from bigdl_medimg.io.nifti import decode_nifti
 
     if kind == "dicom":
-        return decode_dicom(content, name)
+        got = decode_dicom(content, name)
+        return got[0] if isinstance(got, list) else got
     if kind == "nifti":
         return decode_nifti(content, name)
     return decode_image(content, name, modalities=None)

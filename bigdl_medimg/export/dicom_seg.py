@@ -17,10 +17,20 @@ import numpy as np
 from .._version import __version__
 from ..errors import ConfigError
 
-__all__ = ["TISSUE", "build_dicom_seg", "write_dicom_seg"]
+__all__ = ["TISSUE", "SEGMENT_CODES", "build_dicom_seg", "write_dicom_seg"]
 
 #: SNOMED CT "Tissue" (85756007): the default segmented property category and type.
 TISSUE = ("85756007", "SCT", "Tissue")
+
+#: Segment label -> (segmented property category, type, anatomic region), SNOMED CT codes from the DICOM
+#: code lists: category Tissue (CID 7150), types Cartilage and Meniscus (CID 7151 / 7166), regions from the
+#: anatomic region list (CID 4): the bone a cartilage covers, the knee joint for the menisci.
+SEGMENT_CODES = {
+    "Femoral cartilage": (TISSUE, ("309312004", "SCT", "Cartilage"), ("71341001", "SCT", "Femur")),
+    "Tibial cartilage": (TISSUE, ("309312004", "SCT", "Cartilage"), ("12611008", "SCT", "Tibia")),
+    "Patellar cartilage": (TISSUE, ("309312004", "SCT", "Cartilage"), ("64234005", "SCT", "Patella")),
+    "Meniscus": (TISSUE, ("74135004", "SCT", "Meniscus"), ("49076000", "SCT", "Knee joint")),
+}
 
 # Type-2 attributes of the patient and study modules that highdicom copies from
 # the source; DICOM lets them be empty, so missing ones are added empty.
@@ -56,7 +66,9 @@ def build_dicom_seg(headers: Sequence, mask: np.ndarray, segment_labels, *, seri
     ``mask`` holds class numbers; ``segment_labels`` names them
     (``{1: "Femoral cartilage", ...}`` or a list for 1..n).  Classes present
     in the mask but not named are an error.  ``property_types`` maps a class
-    to a code ``(value, scheme, meaning)`` (default SNOMED "Tissue");
+    to a code ``(value, scheme, meaning)``; labels named in :data:`SEGMENT_CODES`
+    (the knee classes) get its category, type and anatomic region, others
+    SNOMED "Tissue";
     ``uid_seed`` makes the SEG's UIDs reproducible (same seed, same UIDs).
     """
     import highdicom as hd
@@ -80,10 +92,16 @@ def build_dicom_seg(headers: Sequence, mask: np.ndarray, segment_labels, *, seri
                                               family=codes.cid7162.ArtificialIntelligence)
     types = dict(property_types or {})
     numbers = sorted(segs)
-    descriptions = [hd.seg.SegmentDescription(
-        segment_number=i + 1, segment_label=segs[k], segmented_property_category=_code(category),
-        segmented_property_type=_code(types.get(k)), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algo) for i, k in enumerate(numbers)]
+    def description(i: int, k: int):
+        known = SEGMENT_CODES.get(segs[k])
+        cat = category if category is not None else (known[0] if known else None)
+        typ = types.get(k) if types.get(k) is not None else (known[1] if known else None)
+        return hd.seg.SegmentDescription(
+            segment_number=i + 1, segment_label=segs[k], segmented_property_category=_code(cat),
+            segmented_property_type=_code(typ), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algo, anatomic_regions=[_code(known[2])] if known else None)
+
+    descriptions = [description(i, k) for i, k in enumerate(numbers)]
     # segment numbers must run 1..n: relabel the classes in order
     lut = np.zeros(max(256, int(mask.max()) + 1), np.uint8)
     for i, k in enumerate(numbers):

@@ -34,6 +34,7 @@ __all__ = [
     "dicom_affine",
     "decode_dicom",
     "frame_stack",
+    "frame_groups",
     "frame_rescales",
 ]
 
@@ -363,7 +364,63 @@ def _frame_planes(ds) -> tuple[list, list]:
     return positions, orientations
 
 
-def frame_stack(ds, path: str, n_frames: int):
+def _frame_values(ds) -> list[dict]:
+    """Per-frame STACK_FIELDS values of an enhanced object: Frame Content (StackID, TemporalPositionIndex),
+    MR Echo (EffectiveEchoTime), MR Diffusion (DiffusionBValue), Cardiac Synchronization (NominalCardiacTrigger
+    DelayTime), or the classic attributes a legacy-converted object keeps per frame."""
+    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or []) \
+        if "PerFrameFunctionalGroupsSequence" in ds else []
+
+    def first(grp, seq, key, conv):
+        item = _first_item(grp, seq)
+        return _get(item, key, conv) if item is not None else None
+
+    out = []
+    for grp in per_frame:
+        legacy = "UnassignedPerFrameConvertedAttributesSequence"
+        out.append({
+            "stack_id": first(grp, "FrameContentSequence", "StackID", _float),
+            "echo_numbers": first(grp, legacy, "EchoNumbers", _first_int)
+            or first(grp, "MREchoSequence", "EffectiveEchoTime", _float),
+            "temporal_position_identifier": first(grp, "FrameContentSequence", "TemporalPositionIndex", _int)
+            or first(grp, legacy, "TemporalPositionIdentifier", _int),
+            "trigger_time": first(grp, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime", _float)
+            or first(grp, legacy, "TriggerTime", _float),
+            "diffusion_b_value": first(grp, "MRDiffusionSequence", "DiffusionBValue", _float)
+            or first(grp, legacy, "DiffusionBValue", _float),
+        })
+    return out
+
+
+def frame_groups(ds, n_frames: int) -> tuple[str, list[tuple[dict, np.ndarray]]] | None:
+    """The stacks an enhanced object holds: ``(split reason, [(stack values, frame indices), ...])``, or None
+    for one stack.  Frames split by orientation, then by the STACK_FIELDS that tell repeated positions apart
+    (the same rule as a classic series)."""
+    from .stack import STACK_FIELDS, cluster_orientations, split_fields, stack_value
+
+    positions, orientations = _frame_planes(ds)
+    if n_frames < 2 or len(positions) != n_frames or any(p is None or len(p) != 3 for p in positions) \
+            or any(o is None or len(o) != 6 for o in orientations):
+        return None
+    recs = [dict(v, image_position_patient=p) for v, p in zip(_frame_values(ds), positions)]
+    planes = cluster_orientations([np.asarray(o, float) for o in orientations])
+    fields = split_fields(recs)
+    keys = [(planes[k],) + tuple(stack_value(r, f) for f in fields) for k, r in enumerate(recs)]
+    distinct = sorted(set(keys), key=lambda key: tuple((v is None, v or 0) for v in key))
+    if len(distinct) < 2:
+        return None
+    names = ["orientation"] + fields
+    reason = "+".join(n for i, n in enumerate(names) if len({key[i] for key in distinct}) > 1)
+    column = dict(STACK_FIELDS)
+    groups = []
+    for key in distinct:
+        idx = np.array([k for k, kk in enumerate(keys) if kk == key])
+        values = {column[f]: recs[idx[0]].get(column[f]) for f in fields if f != "stack"}
+        groups.append((values, idx))
+    return reason, groups
+
+
+def frame_stack(ds, path: str, n_frames: int, subset=None):
     """The frames of an enhanced multi-frame object ordered along their normal and checked as one stack
     (:func:`~bigdl_medimg.io.stack.order_stack`); None when the object has no per-frame plane positions.
 
@@ -379,8 +436,10 @@ def frame_stack(ds, path: str, n_frames: int):
     if n_frames < 2 or len(positions) != n_frames or any(p is None or len(p) != 3 for p in positions) \
             or any(o is None or len(o) != 6 for o in orientations):
         return None
+    idx = np.arange(n_frames) if subset is None else np.asarray(subset)
     try:
-        return order_stack(positions, orientations, [f"frame {k + 1}" for k in range(n_frames)])
+        return order_stack([positions[k] for k in idx], [orientations[k] for k in idx],
+                           [f"frame {k + 1}" for k in idx])
     except StackError as exc:
         raise DicomReadError(path, f"enhanced multi-frame object: {exc.reason}") from None
 
@@ -476,15 +535,31 @@ def dicom_affine(ds, shape: tuple[int, ...], stack=None) -> tuple[np.ndarray, st
     return LPS_TO_RAS @ lps, source
 
 
-def decode_dicom(content: bytes, path: str, *, with_pixels: bool = True) -> dict[str, Any]:
+def _stack_image(ds, arr: np.ndarray, stack, subset):
+    """(tensor, affine source) of the frames ``subset`` (all when None), in ``stack`` order when given."""
+    from ..tensor import from_numpy
+
+    frame_axis = 0 if arr.ndim == 3 else 1
+    if subset is not None:
+        arr = np.take(arr, np.asarray(subset), axis=frame_axis)
+    if stack is not None and not np.array_equal(stack.order, np.arange(arr.shape[frame_axis])):
+        # frames stored out of order: the array follows the positions, as a series would
+        arr = np.take(arr, stack.order, axis=frame_axis)
+    arr = np.ascontiguousarray(arr)
+    affine, source = dicom_affine(ds, arr.shape, stack)
+    return from_numpy(arr, affine), source
+
+
+def decode_dicom(content: bytes, path: str, *, with_pixels: bool = True) -> dict[str, Any] | list[dict]:
     """Decode one DICOM file into a reader row (metadata, image, error).
 
     Never raises for bad input: the returned dict carries ``error`` (a
     one-line text) and a null ``image`` instead; ``failfast`` callers re-raise.
+    An enhanced object holding several stacks gives a list of rows, one per
+    stack (``split`` says what tells them apart, ``stack_index`` numbers them).
     """
-    from ..tensor import from_numpy
-
-    row: dict[str, Any] = {"image": None, "error": None, "affine_source": None}
+    row: dict[str, Any] = {"image": None, "error": None, "affine_source": None, "split": None,
+                           "stack_index": None}
     try:
         ds = parse_dicom(content, path, stop_before_pixels=not with_pixels)
         row.update(dicom_metadata(ds))
@@ -492,13 +567,20 @@ def decode_dicom(content: bytes, path: str, *, with_pixels: bool = True) -> dict
             arr = dicom_pixels(ds, path)
             frames = int(ds.get("NumberOfFrames", 1) or 1)
             # SEG frames are per segment (several share a plane): highdicom reads them by segment number
-            stack = frame_stack(ds, path, frames) if frames > 1 and _get(ds, "Modality", _str) != "SEG" else None
-            if stack is not None and not np.array_equal(stack.order, np.arange(frames)):
-                # frames stored out of order: the array follows the positions, as a series would
-                arr = np.ascontiguousarray(arr[stack.order] if arr.ndim == 3 else arr[:, stack.order])
-            affine, source = dicom_affine(ds, arr.shape, stack)
-            row["image"] = from_numpy(arr, affine)
-            row["affine_source"] = source
+            enhanced = frames > 1 and _get(ds, "Modality", _str) != "SEG"
+            groups = frame_groups(ds, frames) if enhanced else None
+            if groups is None:
+                stack = frame_stack(ds, path, frames) if enhanced else None
+                row["image"], row["affine_source"] = _stack_image(ds, arr, stack, None)
+            else:  # one row per stack (orientation, echo, time point, b-value)
+                reason, parts = groups
+                rows = []
+                for k, (values, idx) in enumerate(parts):
+                    stack = frame_stack(ds, path, frames, idx)
+                    image, source = _stack_image(ds, arr, stack, idx)
+                    rows.append({**row, **values, "image": image, "affine_source": source, "split": reason,
+                                 "stack_index": k + 1})
+                return rows
     except BaseException as exc:  # damaged input or an unexpected library failure: still one row
         if isinstance(exc, CONTROL_FLOW):
             raise

@@ -16,7 +16,29 @@ import numpy as np
 from ..errors import ConfigError
 from ..tensor import LPS_TO_RAS
 
-__all__ = ["write_dicom_series", "write_nifti", "write_dicom_xray"]
+__all__ = ["write_dicom_series", "write_nifti", "write_dicom_xray", "ds_values", "common_modules"]
+
+
+def ds_values(values) -> list:
+    """Decimal String values of at most 16 characters (PS3.5 6.2), as precise as fits."""
+    from pydicom.valuerep import DSfloat
+
+    return [DSfloat(float(v), auto_format=True) for v in values]
+
+
+def common_modules(ds, *, series_number: int, instance_number: int, study_uid: str, series_uid: str,
+                   date: str = "20000101", time: str = "120000") -> None:
+    """The Patient, General Study, General Series, General Equipment and SOP Common attributes every
+    synthetic image carries: Type 1 filled, Type 2 present (empty when unknown), as dciodvfy checks them."""
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName, ds.PatientID = "Phantom^Synthetic", "PHANTOM"
+    ds.PatientBirthDate, ds.PatientSex = "", "O"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    ds.StudyDate, ds.StudyTime, ds.SeriesDate, ds.SeriesTime = date, time, date, time
+    ds.ContentDate, ds.ContentTime = date, time
+    ds.ReferringPhysicianName, ds.StudyID, ds.AccessionNumber = "", "1", ""
+    ds.SeriesNumber, ds.InstanceNumber = int(series_number), int(instance_number)
+    ds.Manufacturer = "bigdl-medimg"
 
 
 def write_dicom_series(volume: np.ndarray, affine: np.ndarray, out_dir: str | os.PathLike, *,
@@ -87,21 +109,22 @@ def write_dicom_series(volume: np.ndarray, affine: np.ndarray, out_dir: str | os
         ds.file_meta = meta
         ds.SOPClassUID = MRImageStorage
         ds.SOPInstanceUID = sop_uid
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
+        common_modules(ds, series_number=series_number, instance_number=i + 1, study_uid=study_uid,
+                       series_uid=series_uid)
         ds.FrameOfReferenceUID = frame_of_reference_uid
+        ds.PositionReferenceIndicator = ""
         ds.Modality = modality
-        ds.SeriesNumber = series_number
-        ds.InstanceNumber = i + 1
         ds.SeriesDescription = series_description
-        ds.Manufacturer = "bigdl-medimg"
-        ds.PatientName = "Phantom^Synthetic"
-        ds.PatientID = "PHANTOM"
-        ds.ImagePositionPatient = [float(v) for v in lps[:3, 3] + i * slice_vec]
-        ds.ImageOrientationPatient = [float(v) for v in np.concatenate([row_cos, col_cos])]
-        ds.PixelSpacing = [dr, dc]
-        ds.SliceThickness = thickness
-        ds.SpacingBetweenSlices = thickness
+        ds.PatientPosition, ds.Laterality = "HFS", ""
+        # MR Image module (PS3.3 C.8.3.1): a research-mode 2-D acquisition, its Type 2 timing left empty
+        ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
+        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions = "RM", "NONE", ""
+        ds.MRAcquisitionType, ds.RepetitionTime, ds.EchoTime, ds.EchoTrainLength = "2D", "", "", ""
+        ds.ImagePositionPatient = ds_values(lps[:3, 3] + i * slice_vec)
+        ds.ImageOrientationPatient = ds_values(np.concatenate([row_cos, col_cos]))
+        ds.PixelSpacing = ds_values([dr, dc])
+        ds.SliceThickness = ds_values([thickness])[0]
+        ds.SpacingBetweenSlices = ds_values([thickness])[0]
         ds.Rows, ds.Columns = int(vol.shape[1]), int(vol.shape[2])
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
@@ -153,14 +176,36 @@ def write_dicom_xray(image: np.ndarray, path: str | os.PathLike, *, spacing: tup
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = uid("study"), uid("series")
+    common_modules(ds, series_number=1, instance_number=1, study_uid=uid("study"), series_uid=uid("series"))
     ds.Modality, ds.ViewPosition, ds.BodyPartExamined = modality, view_position, "CHEST"
-    ds.PatientName, ds.PatientID = "Phantom^Synthetic", "PHANTOM"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.PatientOrientation = ["L", "F"] if view_position == "PA" else ["R", "F"]  # rows to the left, columns feet
+    ds.ImageLaterality = "U"  # unpaired: the chest
+    region = Dataset()
+    region.CodeValue, region.CodingSchemeDesignator, region.CodeMeaning = "51185008", "SCT", "Chest"
+    ds.AnatomicRegionSequence = [region]
+    if modality == "DX":
+        # DX modules (PS3.3 C.8.11): a for-presentation linear image, rescale identity
+        ds.PresentationIntentType = "FOR PRESENTATION"
+        ds.PixelIntensityRelationship, ds.PixelIntensityRelationshipSign = "LIN", 1
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
+        ds.BurnedInAnnotation, ds.LossyImageCompression = "NO", "00"
+        ds.DetectorType, ds.PresentationLUTShape, ds.PositionerType = "DIRECT", "IDENTITY", ""
+        lo, hi = (float(img.min()), float(img.max())) if img.size else (0.0, 1.0)
+        ds.WindowCenter, ds.WindowWidth = ds_values([(lo + hi) / 2, max(hi - lo, 1.0)])
+        ds.AcquisitionContextSequence = []
+        views = {"PA": ("399348003", "postero-anterior"), "AP": ("272479007", "antero-posterior"),
+                 "LL": ("399067008", "lateral")}
+        if view_position in views:
+            view = Dataset()
+            view.CodeValue, view.CodeMeaning = views[view_position]
+            view.CodingSchemeDesignator = "SCT"
+            ds.ViewCodeSequence = [view]
     ds.Rows, ds.Columns = img.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     bits = img.dtype.itemsize * 8
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
-    ds.ImagerPixelSpacing = [float(spacing[0]), float(spacing[1])]
+    ds.ImagerPixelSpacing = ds_values(spacing)
     ds.PixelData = np.ascontiguousarray(img, dtype=img.dtype.newbyteorder("<")).tobytes()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     pydicom.dcmwrite(path, ds, enforce_file_format=True)

@@ -105,12 +105,13 @@ def _map_decode(files, decode, fields, failfast: bool, path_label=None):
             values: dict[str, list] = {c: [] for c in columns}
             for i, path in enumerate(paths):
                 buf = contents[i].as_buffer()
-                r = decode(b"" if buf is None else buf.to_pybytes(), path if path_label is None else path_label(path))
-                if failfast and r.get("_exc") is not None:
-                    raise r["_exc"]
-                r["path"] = path
-                for c in columns:
-                    values[c].append(r.get(c))
+                got = decode(b"" if buf is None else buf.to_pybytes(), path if path_label is None else path_label(path))
+                for r in (got if isinstance(got, list) else [got]):  # a list: one row per stack of the file
+                    if failfast and r.get("_exc") is not None:
+                        raise r["_exc"]
+                    r["path"] = path
+                    for c in columns:
+                        values[c].append(r.get(c))
             yield pa.RecordBatch.from_arrays([pa.array(values[f.name], type=f.type) for f in out_schema],
                                              schema=out_schema)
 
@@ -155,12 +156,15 @@ def read_dicom(spark, path, *, with_pixels: bool = True, mode: str = "permissive
     DataFrame
         ``path``, the metadata columns of
         :data:`bigdl_medimg.io.dicom.METADATA_FIELDS`, ``transfer_syntax_uid``,
-        ``affine_source``, ``image``, ``error``.
+        ``affine_source``, ``split`` and ``stack_index`` (an enhanced object
+        holding several stacks gives a row per stack; null otherwise),
+        ``image``, ``error``.
     """
     from .dicom import decode_dicom
 
     _check_mode(mode)
-    fields = [("path", "string")] + _meta_fields() + [("affine_source", "string"), ("image", tensor_type()),
+    fields = [("path", "string")] + _meta_fields() + [("affine_source", "string"), ("split", "string"),
+                                                      ("stack_index", "int"), ("image", tensor_type()),
                                                       ("error", "string")]
     files = binary_files(spark, path, recursive=recursive)
     stage, label = _deid(deidentify)

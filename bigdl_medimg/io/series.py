@@ -17,13 +17,12 @@ import numpy as np
 
 from ..errors import DicomReadError, SeriesAssemblyError
 from ..tensor import LPS_TO_RAS
-from .stack import ORIENTATION_TOL, StackError, order_stack
+from .stack import (ORIENTATION_SPLIT_TOL, ORIENTATION_TOL, STACK_FIELDS, StackError,  # noqa: F401
+                    cluster_orientations, order_stack, split_fields, stack_value)
 
 __all__ = ["SeriesPlan", "plan_series", "assemble_volume", "ORIENTATION_SPLIT_TOL", "ORIENTATION_TOL",
            "STACK_FIELDS"]
 
-#: Image planes whose direction cosines differ by more than this are different stacks.
-ORIENTATION_SPLIT_TOL = 0.05
 
 
 @dataclass
@@ -42,20 +41,6 @@ class SeriesPlan:
 
 def _name(path: str) -> str:
     return os.path.basename(path.rstrip("/")) or path
-
-
-def _cluster_orientations(iops: list[np.ndarray]) -> list[int]:
-    centres: list[np.ndarray] = []
-    labels = []
-    for v in iops:
-        for i, c in enumerate(centres):
-            if np.max(np.abs(v - c)) <= ORIENTATION_SPLIT_TOL:
-                labels.append(i)
-                break
-        else:
-            centres.append(v)
-            labels.append(len(centres) - 1)
-    return labels
 
 
 def plan_series(records: Sequence[dict[str, Any]]) -> list[SeriesPlan]:
@@ -93,11 +78,11 @@ def plan_series(records: Sequence[dict[str, Any]]) -> list[SeriesPlan]:
     groups: dict[tuple, list[dict]] = {}
     no_geom = [r for r in good if not _has_geometry(r)]
     with_geom = [r for r in good if _has_geometry(r)]
-    stack_keys = _stack_keys(with_geom)
+    stack_keys = split_fields(with_geom)
     if with_geom:
-        labels = _cluster_orientations([np.asarray(r["image_orientation_patient"], float) for r in with_geom])
+        labels = cluster_orientations([np.asarray(r["image_orientation_patient"], float) for r in with_geom])
         for r, lab in zip(with_geom, labels):
-            key = (r.get("frame_of_reference_uid") or "", lab) + tuple(_key_value(r, k) for k in stack_keys)
+            key = (r.get("frame_of_reference_uid") or "", lab) + tuple(stack_value(r, k) for k in stack_keys)
             groups.setdefault(key, []).append(r)
     split = None
     if len(groups) > 1:
@@ -121,35 +106,6 @@ def plan_series(records: Sequence[dict[str, Any]]) -> list[SeriesPlan]:
         out.append(SeriesPlan(key, uid, paths, error=SeriesAssemblyError(
             _name(paths[0]), reason).column_text(), meta=_carry(no_geom[0])))
     return out
-
-
-#: header fields that tell stacks of one series apart (multi-echo, temporal, diffusion), in split order; the
-#: ``split`` column names them as ``echo``, ``temporal_position``, ``trigger_time``, ``diffusion_b_value``
-STACK_FIELDS = (("echo", "echo_numbers"), ("temporal_position", "temporal_position_identifier"),
-                ("trigger_time", "trigger_time"), ("diffusion_b_value", "diffusion_b_value"))
-
-
-def _key_value(r: dict, name: str):
-    v = r.get(dict(STACK_FIELDS)[name])
-    return None if v is None else round(float(v), 3)
-
-
-def _stack_keys(records: list[dict]) -> list[str]:
-    """The STACK_FIELDS a series is split by: those with several values, when slice positions repeat.
-
-    The repeat guard keeps a regular stack whole whose slices merely carry
-    different values (a trigger time per slice); TriggerTime is used only
-    without TemporalPositionIdentifier.
-    """
-    if len(records) < 2:
-        return []
-    pos = [tuple(np.round(np.asarray(r["image_position_patient"], float), 2)) for r in records]
-    if len(set(pos)) == len(pos):
-        return []
-    keys = [name for name, _ in STACK_FIELDS if len({_key_value(r, name) for r in records}) > 1]
-    if "temporal_position" in keys and "trigger_time" in keys:
-        keys.remove("trigger_time")
-    return keys
 
 
 _CARRY = ("study_instance_uid", "frame_of_reference_uid", "modality", "manufacturer",

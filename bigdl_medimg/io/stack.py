@@ -14,8 +14,11 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["StackError", "Stack", "order_stack", "ORIENTATION_TOL", "SPACING_RTOL"]
+__all__ = ["StackError", "Stack", "order_stack", "split_fields", "stack_value", "STACK_FIELDS",
+           "ORIENTATION_TOL", "ORIENTATION_SPLIT_TOL", "SPACING_RTOL", "cluster_orientations"]
 
+#: Image planes whose direction cosines differ by more than this are different stacks.
+ORIENTATION_SPLIT_TOL = 0.05
 #: Within one stack, direction cosines must agree to this (else "mixed orientations").
 ORIENTATION_TOL = 1e-3
 #: Relative tolerance on plane spacing.
@@ -94,3 +97,50 @@ def order_stack(positions: Sequence[Sequence[float]], orientations: Sequence[Seq
     if np.max(np.linalg.norm(np.diff(ipps, axis=0) - mean_step, axis=1)) > SPACING_RTOL * step + 1e-3:
         raise StackError("slice positions are not collinear (in-plane offsets vary between slices)")
     return Stack(order, normal, ipps[0], mean_step)
+
+
+#: Header fields that tell the stacks of one series (or one enhanced object) apart, in split order; the
+#: ``split`` column names them: ``stack`` (an enhanced object's StackID), ``echo``, ``temporal_position``,
+#: ``trigger_time``, ``diffusion_b_value``.
+STACK_FIELDS = (("stack", "stack_id"), ("echo", "echo_numbers"),
+                ("temporal_position", "temporal_position_identifier"), ("trigger_time", "trigger_time"),
+                ("diffusion_b_value", "diffusion_b_value"))
+
+
+def stack_value(r: dict, name: str):
+    """The value of STACK_FIELDS entry ``name`` in record ``r`` (rounded; None when absent)."""
+    v = r.get(dict(STACK_FIELDS)[name])
+    return None if v is None else round(float(v), 3)
+
+
+def split_fields(records: list[dict]) -> list[str]:
+    """The STACK_FIELDS planes are split by: those with several values, when plane positions repeat.
+
+    The repeat guard keeps a regular stack whole whose slices merely carry
+    different values (a trigger time per slice); TriggerTime is used only
+    without TemporalPositionIdentifier.
+    """
+    if len(records) < 2:
+        return []
+    pos = [tuple(np.round(np.asarray(r["image_position_patient"], float), 2)) for r in records]
+    if len(set(pos)) == len(pos):
+        return []
+    keys = [name for name, _ in STACK_FIELDS if len({stack_value(r, name) for r in records}) > 1]
+    if "temporal_position" in keys and "trigger_time" in keys:
+        keys.remove("trigger_time")
+    return keys
+
+
+def cluster_orientations(iops: list[np.ndarray]) -> list[int]:
+    """A label per plane: planes whose direction cosines agree within ORIENTATION_SPLIT_TOL share one."""
+    centres: list[np.ndarray] = []
+    labels = []
+    for v in iops:
+        for i, c in enumerate(centres):
+            if np.max(np.abs(v - c)) <= ORIENTATION_SPLIT_TOL:
+                labels.append(i)
+                break
+        else:
+            centres.append(v)
+            labels.append(len(centres) - 1)
+    return labels
