@@ -14,6 +14,7 @@ from bigdl_medimg import read_dicom, read_dicom_series, read_images
 from bigdl_medimg.io.dicom import decode_dicom
 from bigdl_medimg.io.dicom_write import write_dicom_series, write_dicom_xray
 from bigdl_medimg.tensor import get_affine, to_numpy
+from test_read_series import _same_volume
 
 
 def _decode(ds: pydicom.Dataset, tmp_path: Path, name: str = "x.dcm") -> dict:
@@ -124,11 +125,8 @@ def _reframe(enh, order):
     return out
 
 
-_OBLIQUE = np.array([[0.05, 0.1, -0.69, 10.0], [0.2, -0.78, 0.1, 20.0], [1.98, 0.17, 0.06, -5.0], [0, 0, 0, 1.0]])
-
-
 def test_enhanced_object_reads_like_its_classic_series_even_with_frames_out_of_order(spark, tmp_path):
-    vol, enh = _classic_and_enhanced(tmp_path, _OBLIQUE)
+    vol, enh = _classic_and_enhanced(tmp_path, _ras_affine(*GEOMETRIES["oblique"]))  # defined below
     [classic] = read_dicom_series(spark, str(tmp_path / "classic")).collect()
     assert classic.error is None
     order = np.random.default_rng(3).permutation(vol.shape[0])
@@ -264,7 +262,7 @@ def test_series_split_into_one_volume_per_echo_time_point_or_b_value(spark, tmp_
         assert row.error is None, row.error
         assert row.series_key == f"{uid}#{k + 1}" and row.series_instance_uid == uid and row.split == split
         assert getattr(row, column) == values[k]
-        np.testing.assert_array_equal(to_numpy(row.image), vol)
+        _same_volume(row, vol, np.diag([2.0, 0.8, 0.7, 1.0]))  # up to the slice direction
 
 
 def test_a_regular_stack_with_a_trigger_time_per_slice_stays_whole(spark, tmp_path):
@@ -346,7 +344,7 @@ def test_enhanced_object_with_two_echoes_gives_a_volume_per_echo(spark, tmp_path
     assert [(r.stack_index, r.split, r.echo_numbers, r.error) for r in rows] == [(1, "echo", 1, None),
                                                                               (2, "echo", 2, None)]
     for r, vol in zip(rows, vols):
-        np.testing.assert_array_equal(to_numpy(r.image), vol)
+        _same_volume(r, vol, aff)
         np.testing.assert_allclose(get_affine(r.image), get_affine(classic.image), atol=1e-4)
 
 
@@ -370,7 +368,8 @@ def test_highdicom_enhanced_ct_with_a_rescale_per_frame_is_in_hounsfield_units_l
         instance_number=1)
     row = _decode(enh, tmp_path, "enhanced_ct.dcm")
     assert row["error"] is None, row["error"]
-    hu = np.stack([stored[k] * a + b for k, (a, b) in enumerate(pairs)])
-    np.testing.assert_allclose(to_numpy(row["image"]), hu)
+    hu = np.stack([stored[k] * a + b for k, (a, b) in enumerate(pairs)]).astype(np.float32)
     [classic] = read_dicom_series(spark, str(tmp_path / "ct")).collect()
-    np.testing.assert_allclose(to_numpy(classic.image), hu)
+    _same_volume(classic, hu, np.diag([2.0, 0.8, 0.7, 1.0]))  # HU, up to the slice direction
+    np.testing.assert_array_equal(to_numpy(row["image"]), to_numpy(classic.image))
+    np.testing.assert_allclose(get_affine(row["image"]), get_affine(classic.image), atol=1e-4)

@@ -95,7 +95,8 @@ SECONDARY_CAPTURE_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture",
 }
 
-_METHOD = "DICOM PS3.15 E.1 Basic Application Level Confidentiality Profile (bigdl-medimg)"
+# LO: at most 64 characters with the dates suffix; the code sequence (113100 ...) names the profile exactly
+_METHOD = "PS3.15 E.1 Basic Profile (bigdl-medimg)"
 
 
 class Pseudonymizer:
