@@ -6,6 +6,7 @@ from typing import Self
 from pyspark.ml.param import TypeConverters
 
 from ..params import param
+from .training_params import TrainingParams
 
 __all__ = ["ClassifierParams", "ClassificationEstimatorParams"]
 
@@ -99,13 +100,11 @@ class ClassifierParams:
         return self.getOrDefault(self.engine)
 
 
-class ClassificationEstimatorParams(ClassifierParams):
+class ClassificationEstimatorParams(ClassifierParams, TrainingParams):
     """Params of ClassificationEstimator (training, network, optimiser, engine)."""
 
     labelCol = param("labelCol", "labels: array of 0/1 per label (multilabel) or class index (multiclass)",
                      TypeConverters.toString)
-    validationIndicatorCol = param("validationIndicatorCol", "boolean column marking validation rows ('' for none)",
-                                   TypeConverters.toString)
     topology = param("topology", "network: densenet121, densenet_small, densenet_tiny, resnet50, resnet_small, "
                                  "cnn3d, cnn3d_small", TypeConverters.toString)
     growthRate = param("growthRate", "DenseNet growth rate (0 = the topology's)", TypeConverters.toInt)
@@ -117,28 +116,11 @@ class ClassificationEstimatorParams(ClassifierParams):
                            TypeConverters.toString)
     classBalancing = param("classBalancing", "multiclass: weight classes by inverse frequency",
                            TypeConverters.toBoolean)
-    optimizer = param("optimizer", "'adam' or 'sgd'", TypeConverters.toString)
-    learningRate = param("learningRate", "initial learning rate", TypeConverters.toFloat)
-    lrSchedule = param("lrSchedule", "'constant', 'inverse'; with sgd also 'poly', 'exponential'",
-                       TypeConverters.toString)
-    lrDecay = param("lrDecay", "decay of the schedule (inverse: rate; poly: power; exponential: factor per tenth)",
-                    TypeConverters.toFloat)
-    momentum = param("momentum", "SGD momentum", TypeConverters.toFloat)
-    maxEpoch = param("maxEpoch", "epochs to train (counting resumed ones)", TypeConverters.toInt)
     earlyStoppingPatience = param("earlyStoppingPatience",
                                   "stop after this many epochs without a better validation AUROC (0 = never)",
                                   TypeConverters.toInt)
-    maxRetries = param("maxRetries", "re-runs from the last checkpoint after a failed Spark job (needs checkpointDir)",
-                       TypeConverters.toInt)
-    checkpointDir = param("checkpointDir", "folder for per-epoch checkpoints; resumes from it ('' for none)",
-                          TypeConverters.toString)
-    summaryDir = param("summaryDir", "folder for TensorBoard train/validation summaries ('' for none)",
-                       TypeConverters.toString)
     initModelPath = param("initModelPath", "BigDL model file to start from instead of a new network ('' for none; "
                                            "engine 'bigdl' only)", TypeConverters.toString)
-    numRanks = param("numRanks", "torch engine: training processes (0 = one per Spark task slot)", TypeConverters.toInt)
-    cacheMemoryMB = param("cacheMemoryMB", "torch engine: memory per rank for its decoded rows before they spill "
-                                           "to local disk", TypeConverters.toFloat)
 
     def setLabelCol(self, value: str) -> Self:
         """Set :py:attr:`labelCol`: labels: array of 0/1 per label (multilabel) or class index (multiclass)."""
@@ -149,16 +131,6 @@ class ClassificationEstimatorParams(ClassifierParams):
         (multiclass).
         """
         return self.getOrDefault(self.labelCol)
-
-    def setValidationIndicatorCol(self, value: str) -> Self:
-        """Set :py:attr:`validationIndicatorCol`: boolean column marking validation rows ('' for none)."""
-        return self._set(validationIndicatorCol=value)
-
-    def getValidationIndicatorCol(self) -> str:
-        """The value of :py:attr:`validationIndicatorCol` (set or default): boolean column marking validation rows (''
-        for none).
-        """
-        return self.getOrDefault(self.validationIndicatorCol)
 
     def setTopology(self, value: str) -> Self:
         """Set :py:attr:`topology`: network: densenet121, densenet_small, densenet_tiny, resnet50, resnet_small, cnn3d,
@@ -224,59 +196,6 @@ class ClassificationEstimatorParams(ClassifierParams):
         """
         return self.getOrDefault(self.classBalancing)
 
-    def setOptimizer(self, value: str) -> Self:
-        """Set :py:attr:`optimizer`: 'adam' or 'sgd'."""
-        return self._set(optimizer=value)
-
-    def getOptimizer(self) -> str:
-        """The value of :py:attr:`optimizer` (set or default): 'adam' or 'sgd'."""
-        return self.getOrDefault(self.optimizer)
-
-    def setLearningRate(self, value: float) -> Self:
-        """Set :py:attr:`learningRate`: initial learning rate."""
-        return self._set(learningRate=value)
-
-    def getLearningRate(self) -> float:
-        """The value of :py:attr:`learningRate` (set or default): initial learning rate."""
-        return self.getOrDefault(self.learningRate)
-
-    def setLrSchedule(self, value: str) -> Self:
-        """Set :py:attr:`lrSchedule`: 'constant', 'inverse'; with sgd also 'poly', 'exponential'."""
-        return self._set(lrSchedule=value)
-
-    def getLrSchedule(self) -> str:
-        """The value of :py:attr:`lrSchedule` (set or default): 'constant', 'inverse'; with sgd also 'poly',
-        'exponential'.
-        """
-        return self.getOrDefault(self.lrSchedule)
-
-    def setLrDecay(self, value: float) -> Self:
-        """Set :py:attr:`lrDecay`: decay of the schedule (inverse: rate; poly: power; exponential: factor per tenth).
-        """
-        return self._set(lrDecay=value)
-
-    def getLrDecay(self) -> float:
-        """The value of :py:attr:`lrDecay` (set or default): decay of the schedule (inverse: rate; poly: power;
-        exponential: factor per tenth).
-        """
-        return self.getOrDefault(self.lrDecay)
-
-    def setMomentum(self, value: float) -> Self:
-        """Set :py:attr:`momentum`: SGD momentum."""
-        return self._set(momentum=value)
-
-    def getMomentum(self) -> float:
-        """The value of :py:attr:`momentum` (set or default): SGD momentum."""
-        return self.getOrDefault(self.momentum)
-
-    def setMaxEpoch(self, value: int) -> Self:
-        """Set :py:attr:`maxEpoch`: epochs to train (counting resumed ones)."""
-        return self._set(maxEpoch=value)
-
-    def getMaxEpoch(self) -> int:
-        """The value of :py:attr:`maxEpoch` (set or default): epochs to train (counting resumed ones)."""
-        return self.getOrDefault(self.maxEpoch)
-
     def setEarlyStoppingPatience(self, value: int) -> Self:
         """Set :py:attr:`earlyStoppingPatience`: stop after this many epochs without a better validation AUROC (0 =
         never).
@@ -289,37 +208,6 @@ class ClassificationEstimatorParams(ClassifierParams):
         """
         return self.getOrDefault(self.earlyStoppingPatience)
 
-    def setMaxRetries(self, value: int) -> Self:
-        """Set :py:attr:`maxRetries`: re-runs from the last checkpoint after a failed Spark job (needs checkpointDir).
-        """
-        return self._set(maxRetries=value)
-
-    def getMaxRetries(self) -> int:
-        """The value of :py:attr:`maxRetries` (set or default): re-runs from the last checkpoint after a failed Spark job
-        (needs checkpointDir).
-        """
-        return self.getOrDefault(self.maxRetries)
-
-    def setCheckpointDir(self, value: str) -> Self:
-        """Set :py:attr:`checkpointDir`: folder for per-epoch checkpoints; resumes from it ('' for none)."""
-        return self._set(checkpointDir=value)
-
-    def getCheckpointDir(self) -> str:
-        """The value of :py:attr:`checkpointDir` (set or default): folder for per-epoch checkpoints; resumes from it (''
-        for none).
-        """
-        return self.getOrDefault(self.checkpointDir)
-
-    def setSummaryDir(self, value: str) -> Self:
-        """Set :py:attr:`summaryDir`: folder for TensorBoard train/validation summaries ('' for none)."""
-        return self._set(summaryDir=value)
-
-    def getSummaryDir(self) -> str:
-        """The value of :py:attr:`summaryDir` (set or default): folder for TensorBoard train/validation summaries ('' for
-        none).
-        """
-        return self.getOrDefault(self.summaryDir)
-
     def setInitModelPath(self, value: str) -> Self:
         """Set :py:attr:`initModelPath`: BigDL model file to start from instead of a new network ('' for none; engine
         'bigdl' only).
@@ -331,25 +219,3 @@ class ClassificationEstimatorParams(ClassifierParams):
         network ('' for none; engine 'bigdl' only).
         """
         return self.getOrDefault(self.initModelPath)
-
-    def setNumRanks(self, value: int) -> Self:
-        """Set :py:attr:`numRanks`: torch engine: training processes (0 = one per Spark task slot)."""
-        return self._set(numRanks=value)
-
-    def getNumRanks(self) -> int:
-        """The value of :py:attr:`numRanks` (set or default): torch engine: training processes (0 = one per Spark task
-        slot).
-        """
-        return self.getOrDefault(self.numRanks)
-
-    def setCacheMemoryMB(self, value: float) -> Self:
-        """Set :py:attr:`cacheMemoryMB`: torch engine: memory per rank for its decoded rows before they spill to local
-        disk.
-        """
-        return self._set(cacheMemoryMB=value)
-
-    def getCacheMemoryMB(self) -> float:
-        """The value of :py:attr:`cacheMemoryMB` (set or default): torch engine: memory per rank for its decoded rows
-        before they spill to local disk.
-        """
-        return self.getOrDefault(self.cacheMemoryMB)

@@ -6,18 +6,17 @@ from typing import Self
 from pyspark.ml.param import TypeConverters
 
 from ..params import param
+from .training_params import TrainingParams
 
 __all__ = ["SegmentationEstimatorParams"]
 
 
-class SegmentationEstimatorParams:
+class SegmentationEstimatorParams(TrainingParams):
     """Params of SegmentationEstimator (data, patches, network, optimiser, engine)."""
 
     inputCol = param("inputCol", "image tensor column (intensity-normalised)", TypeConverters.toString)
     maskCol = param("maskCol", "label-mask tensor column (0 = background)", TypeConverters.toString)
     outputCol = param("outputCol", "mask column the fitted model writes", TypeConverters.toString)
-    validationIndicatorCol = param("validationIndicatorCol", "boolean column marking validation rows ('' for none)",
-                                   TypeConverters.toString)
     nClasses = param("nClasses", "classes, background included", TypeConverters.toInt)
     classNames = param("classNames", "class names, background first", TypeConverters.toListString)
     classWeights = param("classWeights", "cross-entropy weight per class ([] = all 1)", TypeConverters.toListFloat)
@@ -32,27 +31,11 @@ class SegmentationEstimatorParams:
     dropout = param("dropout", "spatial dropout after each block", TypeConverters.toFloat)
     batchNorm = param("batchNorm", "per-channel batch norm after each convolution (5-D via 4-D reshape)",
                       TypeConverters.toBoolean)
-    optimizer = param("optimizer", "'adam' or 'sgd'", TypeConverters.toString)
-    learningRate = param("learningRate", "initial learning rate", TypeConverters.toFloat)
-    lrSchedule = param("lrSchedule", "'constant', 'inverse' (lr/(1+decay*iter)) or, with sgd, 'poly'",
-                       TypeConverters.toString)
-    lrDecay = param("lrDecay", "decay of the 'inverse' schedule or power of 'poly'", TypeConverters.toFloat)
-    momentum = param("momentum", "SGD momentum", TypeConverters.toFloat)
     batchSize = param("batchSize", "patches per iteration across the cluster", TypeConverters.toInt)
-    maxEpoch = param("maxEpoch", "epochs to train (counting resumed ones)", TypeConverters.toInt)
     overlap = param("overlap", "sliding-window overlap of the fitted model", TypeConverters.toFloat)
-    maxRetries = param("maxRetries", "re-runs from the last checkpoint after a failed Spark job (needs checkpointDir)",
-                       TypeConverters.toInt)
-    checkpointDir = param("checkpointDir", "folder for per-epoch checkpoints; resumes from it ('' for none)",
-                          TypeConverters.toString)
-    summaryDir = param("summaryDir", "folder for TensorBoard train/validation summaries ('' for none)",
-                       TypeConverters.toString)
     seed = param("seed", "seed of patch sampling", TypeConverters.toInt)
     engine = param("engine", "learning engine: 'bigdl' (BigDL's distributed optimiser) or 'torch' (PyTorch DDP on "
                              "a Spark barrier stage)", TypeConverters.toString)
-    numRanks = param("numRanks", "torch engine: training processes (0 = one per Spark task slot)", TypeConverters.toInt)
-    cacheMemoryMB = param("cacheMemoryMB", "torch engine: memory per rank for its decoded rows before they spill "
-                                           "to local disk", TypeConverters.toFloat)
 
     def setInputCol(self, value: str) -> Self:
         """Set :py:attr:`inputCol`: image tensor column (intensity-normalised)."""
@@ -77,16 +60,6 @@ class SegmentationEstimatorParams:
     def getOutputCol(self) -> str:
         """The value of :py:attr:`outputCol` (set or default): mask column the fitted model writes."""
         return self.getOrDefault(self.outputCol)
-
-    def setValidationIndicatorCol(self, value: str) -> Self:
-        """Set :py:attr:`validationIndicatorCol`: boolean column marking validation rows ('' for none)."""
-        return self._set(validationIndicatorCol=value)
-
-    def getValidationIndicatorCol(self) -> str:
-        """The value of :py:attr:`validationIndicatorCol` (set or default): boolean column marking validation rows (''
-        for none).
-        """
-        return self.getOrDefault(self.validationIndicatorCol)
 
     def setNClasses(self, value: int) -> Self:
         """Set :py:attr:`nClasses`: classes, background included."""
@@ -190,48 +163,6 @@ class SegmentationEstimatorParams:
         """
         return self.getOrDefault(self.batchNorm)
 
-    def setOptimizer(self, value: str) -> Self:
-        """Set :py:attr:`optimizer`: 'adam' or 'sgd'."""
-        return self._set(optimizer=value)
-
-    def getOptimizer(self) -> str:
-        """The value of :py:attr:`optimizer` (set or default): 'adam' or 'sgd'."""
-        return self.getOrDefault(self.optimizer)
-
-    def setLearningRate(self, value: float) -> Self:
-        """Set :py:attr:`learningRate`: initial learning rate."""
-        return self._set(learningRate=value)
-
-    def getLearningRate(self) -> float:
-        """The value of :py:attr:`learningRate` (set or default): initial learning rate."""
-        return self.getOrDefault(self.learningRate)
-
-    def setLrSchedule(self, value: str) -> Self:
-        """Set :py:attr:`lrSchedule`: 'constant', 'inverse' (lr/(1+decay*iter)) or, with sgd, 'poly'."""
-        return self._set(lrSchedule=value)
-
-    def getLrSchedule(self) -> str:
-        """The value of :py:attr:`lrSchedule` (set or default): 'constant', 'inverse' (lr/(1+decay*iter)) or, with sgd,
-        'poly'.
-        """
-        return self.getOrDefault(self.lrSchedule)
-
-    def setLrDecay(self, value: float) -> Self:
-        """Set :py:attr:`lrDecay`: decay of the 'inverse' schedule or power of 'poly'."""
-        return self._set(lrDecay=value)
-
-    def getLrDecay(self) -> float:
-        """The value of :py:attr:`lrDecay` (set or default): decay of the 'inverse' schedule or power of 'poly'."""
-        return self.getOrDefault(self.lrDecay)
-
-    def setMomentum(self, value: float) -> Self:
-        """Set :py:attr:`momentum`: SGD momentum."""
-        return self._set(momentum=value)
-
-    def getMomentum(self) -> float:
-        """The value of :py:attr:`momentum` (set or default): SGD momentum."""
-        return self.getOrDefault(self.momentum)
-
     def setBatchSize(self, value: int) -> Self:
         """Set :py:attr:`batchSize`: patches per iteration across the cluster."""
         return self._set(batchSize=value)
@@ -240,14 +171,6 @@ class SegmentationEstimatorParams:
         """The value of :py:attr:`batchSize` (set or default): patches per iteration across the cluster."""
         return self.getOrDefault(self.batchSize)
 
-    def setMaxEpoch(self, value: int) -> Self:
-        """Set :py:attr:`maxEpoch`: epochs to train (counting resumed ones)."""
-        return self._set(maxEpoch=value)
-
-    def getMaxEpoch(self) -> int:
-        """The value of :py:attr:`maxEpoch` (set or default): epochs to train (counting resumed ones)."""
-        return self.getOrDefault(self.maxEpoch)
-
     def setOverlap(self, value: float) -> Self:
         """Set :py:attr:`overlap`: sliding-window overlap of the fitted model."""
         return self._set(overlap=value)
@@ -255,37 +178,6 @@ class SegmentationEstimatorParams:
     def getOverlap(self) -> float:
         """The value of :py:attr:`overlap` (set or default): sliding-window overlap of the fitted model."""
         return self.getOrDefault(self.overlap)
-
-    def setMaxRetries(self, value: int) -> Self:
-        """Set :py:attr:`maxRetries`: re-runs from the last checkpoint after a failed Spark job (needs checkpointDir).
-        """
-        return self._set(maxRetries=value)
-
-    def getMaxRetries(self) -> int:
-        """The value of :py:attr:`maxRetries` (set or default): re-runs from the last checkpoint after a failed Spark job
-        (needs checkpointDir).
-        """
-        return self.getOrDefault(self.maxRetries)
-
-    def setCheckpointDir(self, value: str) -> Self:
-        """Set :py:attr:`checkpointDir`: folder for per-epoch checkpoints; resumes from it ('' for none)."""
-        return self._set(checkpointDir=value)
-
-    def getCheckpointDir(self) -> str:
-        """The value of :py:attr:`checkpointDir` (set or default): folder for per-epoch checkpoints; resumes from it (''
-        for none).
-        """
-        return self.getOrDefault(self.checkpointDir)
-
-    def setSummaryDir(self, value: str) -> Self:
-        """Set :py:attr:`summaryDir`: folder for TensorBoard train/validation summaries ('' for none)."""
-        return self._set(summaryDir=value)
-
-    def getSummaryDir(self) -> str:
-        """The value of :py:attr:`summaryDir` (set or default): folder for TensorBoard train/validation summaries ('' for
-        none).
-        """
-        return self.getOrDefault(self.summaryDir)
 
     def setSeed(self, value: int) -> Self:
         """Set :py:attr:`seed`: seed of patch sampling."""
@@ -306,25 +198,3 @@ class SegmentationEstimatorParams:
         'torch' (PyTorch DDP on a Spark barrier stage).
         """
         return self.getOrDefault(self.engine)
-
-    def setNumRanks(self, value: int) -> Self:
-        """Set :py:attr:`numRanks`: torch engine: training processes (0 = one per Spark task slot)."""
-        return self._set(numRanks=value)
-
-    def getNumRanks(self) -> int:
-        """The value of :py:attr:`numRanks` (set or default): torch engine: training processes (0 = one per Spark task
-        slot).
-        """
-        return self.getOrDefault(self.numRanks)
-
-    def setCacheMemoryMB(self, value: float) -> Self:
-        """Set :py:attr:`cacheMemoryMB`: torch engine: memory per rank for its decoded rows before they spill to local
-        disk.
-        """
-        return self._set(cacheMemoryMB=value)
-
-    def getCacheMemoryMB(self) -> float:
-        """The value of :py:attr:`cacheMemoryMB` (set or default): torch engine: memory per rank for its decoded rows
-        before they spill to local disk.
-        """
-        return self.getOrDefault(self.cacheMemoryMB)

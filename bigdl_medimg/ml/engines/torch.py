@@ -205,7 +205,7 @@ class TorchEngine(EpochEngine):
         # iteration): each rank's batch-norm statistics run on, and _sync_buffers gives every rank rank 0's at
         # the end of each epoch, the very values the per-forward broadcast would have left.  Gradients are
         # all-reduced in place in their buckets (no copy per step).
-        self.ddp = DistributedDataParallel(self.net, broadcast_buffers=False, gradient_as_bucket_view=True)
+        self.ddp = DistributedDataParallel(self.net, forward_sync_buffers=False, gradient_as_bucket_view=True)
         p = self.spec["params"]
         if p["optimizer"] == "adam":
             self.opt = torch.optim.Adam(self.net.parameters(), lr=p["learningRate"], eps=1e-8)
