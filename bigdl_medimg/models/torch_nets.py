@@ -25,9 +25,19 @@ from ..errors import ConfigError
 from .classifiers import check_densenet
 from .unet3d import check_patch_shape
 
-__all__ = ["UNet3d", "DenseNet2d", "ResNet2d", "CNN3d"]
+__all__ = ["UNet3d", "DenseNet2d", "ResNet2d", "CNN3d", "keras_init"]
 
 BN_EPS, BN_MOMENTUM = 1e-3, 0.99
+
+
+def keras_init(module: nn.Module) -> None:
+    """BigDL's Keras-layer initialisation: Glorot-uniform weights and zero biases for every convolution and
+    dense layer (torch's default is about 1.7x narrower), so both engines start from the same distribution."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def _bn(dims: int, n: int) -> nn.Module:
@@ -72,6 +82,7 @@ class UNet3d(nn.Module):
         self.head = nn.Conv3d(c, n_classes, 1)
         self.pool = nn.MaxPool3d(2)
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+        keras_init(self)
 
     def forward(self, x):
         skips = []
@@ -123,6 +134,7 @@ class DenseNet2d(nn.Module):
             layers.append(nn.Dropout(dropout))
         self.features = nn.Sequential(*layers)
         self.fc = nn.Linear(n, n_outputs)
+        keras_init(self)
 
     def forward(self, x):
         return self.fc(self.features(x))
@@ -165,6 +177,7 @@ class ResNet2d(nn.Module):
         mods += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.features = nn.Sequential(*mods)
         self.fc = nn.Linear(cin, n_outputs)
+        keras_init(self)
 
     def forward(self, x):
         return self.fc(self.features(x))
@@ -194,6 +207,7 @@ class CNN3d(nn.Module):
         self.features = nn.Sequential(*mods)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(2 * cin, n_outputs)
+        keras_init(self)
 
     def forward(self, x):
         x = self.features(x)
