@@ -373,3 +373,23 @@ def test_highdicom_enhanced_ct_with_a_rescale_per_frame_is_in_hounsfield_units_l
     _same_volume(classic, hu, np.diag([2.0, 0.8, 0.7, 1.0]))  # HU, up to the slice direction
     np.testing.assert_array_equal(to_numpy(row["image"]), to_numpy(classic.image))
     np.testing.assert_allclose(get_affine(row["image"]), get_affine(classic.image), atol=1e-4)
+
+
+def test_read_dicom_series_orders_a_shuffled_enhanced_file_and_refuses_one_with_several_stacks(spark, tmp_path):
+    vol, enh = _classic_and_enhanced(tmp_path, np.diag([2.0, 0.8, 0.7, 1.0]))
+    [classic] = read_dicom_series(spark, str(tmp_path / "classic")).collect()
+    (tmp_path / "one").mkdir()
+    _reframe(enh, np.random.default_rng(4).permutation(vol.shape[0])).save_as(tmp_path / "one" / "shuffled.dcm")
+    [row] = read_dicom_series(spark, str(tmp_path / "one")).collect()
+    assert row.error is None, row.error
+    np.testing.assert_array_equal(to_numpy(row.image), to_numpy(classic.image))
+    np.testing.assert_allclose(get_affine(row.image), get_affine(classic.image), atol=1e-4)
+    twice = _reframe(enh, list(range(vol.shape[0])) * 2)
+    for k, grp in enumerate(twice.PerFrameFunctionalGroupsSequence):  # the second copy: temporal position 2
+        grp.FrameContentSequence[0].TemporalPositionIndex = 1 + k // vol.shape[0]
+    (tmp_path / "two").mkdir()
+    twice.save_as(tmp_path / "two" / "two_times.dcm")
+    [row] = read_dicom_series(spark, str(tmp_path / "two")).collect()
+    assert row.image is None and "holds 2 stacks (temporal_position)" in row.error
+    rows = read_dicom(spark, str(tmp_path / "two")).collect()
+    assert sorted((r.stack_index, r.temporal_position_identifier) for r in rows) == [(1, 1), (2, 2)]

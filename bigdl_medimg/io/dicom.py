@@ -23,6 +23,8 @@ import numpy as np
 
 from ..errors import CONTROL_FLOW, DicomReadError, library_text, record_error
 from ..tensor import LPS_TO_RAS
+from .dicom_values import as_first_int, as_float, as_floats, as_int, as_str, first_item, get_value
+from .enhanced import frame_groups, frame_planes, frame_rescales, frame_stack
 
 __all__ = [
     "METADATA_FIELDS",
@@ -36,82 +38,58 @@ __all__ = [
     "frame_stack",
     "frame_groups",
     "frame_rescales",
+    "single_stack",
+    "ordered_pixels",
 ]
-
-
-def _str(v: Any) -> str | None:
-    s = str(v).strip()
-    return s or None
-
-
-def _int(v: Any) -> int | None:
-    return int(v)
-
-
-def _float(v: Any) -> float | None:
-    return float(v)
-
-
-def _first_int(v: Any) -> int | None:
-    """The first value of a possibly multi-valued IS (EchoNumbers may list several)."""
-    if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
-        return int(v)
-    return int(list(v)[0]) if len(v) else None
-
-
-def _floats(v: Any) -> list[float] | None:
-    if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
-        return [float(v)]
-    return [float(x) for x in v]
 
 
 # (column, DICOM keyword, Spark type name, converter).  An allow-list: nothing
 # that identifies a patient (names, IDs, birth dates, accession numbers, free
 # text) is read into columns.
 METADATA_FIELDS: list[tuple[str, str, str, Callable[[Any], Any]]] = [
-    ("modality", "Modality", "string", _str),
-    ("sop_class_uid", "SOPClassUID", "string", _str),
-    ("sop_instance_uid", "SOPInstanceUID", "string", _str),
-    ("study_instance_uid", "StudyInstanceUID", "string", _str),
-    ("series_instance_uid", "SeriesInstanceUID", "string", _str),
-    ("frame_of_reference_uid", "FrameOfReferenceUID", "string", _str),
-    ("series_number", "SeriesNumber", "int", _int),
-    ("instance_number", "InstanceNumber", "int", _int),
-    ("acquisition_number", "AcquisitionNumber", "int", _int),
-    ("rows", "Rows", "int", _int),
-    ("columns", "Columns", "int", _int),
-    ("number_of_frames", "NumberOfFrames", "int", _int),
-    ("samples_per_pixel", "SamplesPerPixel", "int", _int),
-    ("bits_allocated", "BitsAllocated", "int", _int),
-    ("bits_stored", "BitsStored", "int", _int),
-    ("pixel_representation", "PixelRepresentation", "int", _int),
-    ("photometric_interpretation", "PhotometricInterpretation", "string", _str),
-    ("pixel_spacing", "PixelSpacing", "array<double>", _floats),
-    ("imager_pixel_spacing", "ImagerPixelSpacing", "array<double>", _floats),
-    ("slice_thickness", "SliceThickness", "double", _float),
-    ("spacing_between_slices", "SpacingBetweenSlices", "double", _float),
-    ("slice_location", "SliceLocation", "double", _float),
-    ("image_position_patient", "ImagePositionPatient", "array<double>", _floats),
-    ("image_orientation_patient", "ImageOrientationPatient", "array<double>", _floats),
-    ("rescale_slope", "RescaleSlope", "double", _float),
-    ("rescale_intercept", "RescaleIntercept", "double", _float),
-    ("window_center", "WindowCenter", "array<double>", _floats),
-    ("window_width", "WindowWidth", "array<double>", _floats),
-    ("manufacturer", "Manufacturer", "string", _str),
-    ("manufacturer_model_name", "ManufacturerModelName", "string", _str),
-    ("body_part_examined", "BodyPartExamined", "string", _str),
-    ("view_position", "ViewPosition", "string", _str),
-    ("laterality", "ImageLaterality", "string", _str),
-    ("mr_acquisition_type", "MRAcquisitionType", "string", _str),
-    ("magnetic_field_strength", "MagneticFieldStrength", "double", _float),
-    ("echo_time", "EchoTime", "double", _float),
-    ("repetition_time", "RepetitionTime", "double", _float),
+    ("modality", "Modality", "string", as_str),
+    ("sop_class_uid", "SOPClassUID", "string", as_str),
+    ("sop_instance_uid", "SOPInstanceUID", "string", as_str),
+    ("study_instance_uid", "StudyInstanceUID", "string", as_str),
+    ("series_instance_uid", "SeriesInstanceUID", "string", as_str),
+    ("frame_of_reference_uid", "FrameOfReferenceUID", "string", as_str),
+    ("series_number", "SeriesNumber", "int", as_int),
+    ("instance_number", "InstanceNumber", "int", as_int),
+    ("acquisition_number", "AcquisitionNumber", "int", as_int),
+    ("rows", "Rows", "int", as_int),
+    ("columns", "Columns", "int", as_int),
+    ("number_of_frames", "NumberOfFrames", "int", as_int),
+    ("samples_per_pixel", "SamplesPerPixel", "int", as_int),
+    ("bits_allocated", "BitsAllocated", "int", as_int),
+    ("bits_stored", "BitsStored", "int", as_int),
+    ("pixel_representation", "PixelRepresentation", "int", as_int),
+    ("photometric_interpretation", "PhotometricInterpretation", "string", as_str),
+    ("pixel_spacing", "PixelSpacing", "array<double>", as_floats),
+    ("imager_pixel_spacing", "ImagerPixelSpacing", "array<double>", as_floats),
+    ("slice_thickness", "SliceThickness", "double", as_float),
+    ("spacing_between_slices", "SpacingBetweenSlices", "double", as_float),
+    ("slice_location", "SliceLocation", "double", as_float),
+    ("image_position_patient", "ImagePositionPatient", "array<double>", as_floats),
+    ("image_orientation_patient", "ImageOrientationPatient", "array<double>", as_floats),
+    ("rescale_slope", "RescaleSlope", "double", as_float),
+    ("rescale_intercept", "RescaleIntercept", "double", as_float),
+    ("window_center", "WindowCenter", "array<double>", as_floats),
+    ("window_width", "WindowWidth", "array<double>", as_floats),
+    ("manufacturer", "Manufacturer", "string", as_str),
+    ("manufacturer_model_name", "ManufacturerModelName", "string", as_str),
+    ("body_part_examined", "BodyPartExamined", "string", as_str),
+    ("view_position", "ViewPosition", "string", as_str),
+    ("laterality", "ImageLaterality", "string", as_str),
+    ("mr_acquisition_type", "MRAcquisitionType", "string", as_str),
+    ("magnetic_field_strength", "MagneticFieldStrength", "double", as_float),
+    ("echo_time", "EchoTime", "double", as_float),
+    ("repetition_time", "RepetitionTime", "double", as_float),
     # what tells the stacks of one series apart (split by read_dicom_series)
-    ("echo_numbers", "EchoNumbers", "int", _first_int),
-    ("temporal_position_identifier", "TemporalPositionIdentifier", "int", _int),
-    ("trigger_time", "TriggerTime", "double", _float),
-    ("diffusion_b_value", "DiffusionBValue", "double", _float),
-    ("burned_in_annotation", "BurnedInAnnotation", "string", _str),
+    ("echo_numbers", "EchoNumbers", "int", as_first_int),
+    ("temporal_position_identifier", "TemporalPositionIdentifier", "int", as_int),
+    ("trigger_time", "TriggerTime", "double", as_float),
+    ("diffusion_b_value", "DiffusionBValue", "double", as_float),
+    ("burned_in_annotation", "BurnedInAnnotation", "string", as_str),
 ]
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -177,19 +155,9 @@ def parse_dicom(content: bytes, path: str, *, stop_before_pixels: bool = False):
     return ds
 
 
-def _get(ds, keyword: str, conv: Callable[[Any], Any]):
-    try:
-        el = ds.get(keyword)
-        if el is None or el == "":
-            return None
-        return conv(el)
-    except Exception:
-        return None
-
-
 def dicom_metadata(ds) -> dict[str, Any]:
     """The allow-listed attributes of a data set, as plain Python values."""
-    out = {col: _get(ds, kw, conv) for col, kw, _t, conv in METADATA_FIELDS}
+    out = {col: get_value(ds, kw, conv) for col, kw, _t, conv in METADATA_FIELDS}
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     out["transfer_syntax_uid"] = str(ts) if ts else None
@@ -203,23 +171,6 @@ def _stored_range(ds) -> tuple[int, int]:
     return 0, (1 << bits) - 1
 
 
-def frame_rescales(ds) -> list[tuple[float, float]] | None:
-    """``(slope, intercept)`` per frame from the Pixel Value Transformation functional groups of an enhanced
-    object (per-frame items over the shared one), or None when neither group carries one."""
-    def pair(grp):
-        item = _first_item(grp, "PixelValueTransformationSequence") if grp is not None else None
-        if item is None or ("RescaleSlope" not in item and "RescaleIntercept" not in item):
-            return None
-        return float(item.get("RescaleSlope", 1) or 1), float(item.get("RescaleIntercept", 0) or 0)
-
-    shared = pair(_first_item(ds, "SharedFunctionalGroupsSequence"))
-    per = list(ds.get("PerFrameFunctionalGroupsSequence") or []) if "PerFrameFunctionalGroupsSequence" in ds else []
-    pairs = [pair(g) or shared for g in per] if per else [shared]
-    if all(p is None for p in pairs):
-        return None
-    return [p or (1.0, 0.0) for p in pairs]
-
-
 def _modality_lut(arr: np.ndarray, ds) -> np.ndarray:
     """Apply Rescale Slope/Intercept (or the Modality LUT, or RT Dose's DoseGridScaling) with a sensible dtype.
 
@@ -231,7 +182,7 @@ def _modality_lut(arr: np.ndarray, ds) -> np.ndarray:
         from pydicom.pixels import apply_modality_lut
 
         return np.asarray(apply_modality_lut(arr, ds))
-    if _get(ds, "Modality", _str) == "RTDOSE" and "DoseGridScaling" in ds:
+    if get_value(ds, "Modality", as_str) == "RTDOSE" and "DoseGridScaling" in ds:
         # stored values times DoseGridScaling are the dose in DoseUnits (GY or RELATIVE)
         return (arr.astype(np.float64) * float(ds.DoseGridScaling)).astype(np.float32)
     if "RescaleSlope" in ds or "RescaleIntercept" in ds:
@@ -295,7 +246,7 @@ def _check_pixel_size(ds, path: str) -> None:
 def dicom_pixels(ds, path: str) -> np.ndarray:
     """Decoded pixels of a parsed data set, per the module's conventions."""
     if not has_pixel_data(ds):
-        what = _get(ds, "Modality", _str) or "unknown modality"
+        what = get_value(ds, "Modality", as_str) or "unknown modality"
         raise DicomReadError(path, f"no pixel data in this DICOM object ({what})")
     _check_pixel_size(ds, path)
     try:
@@ -334,144 +285,34 @@ def dicom_pixels(ds, path: str) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(arr, -1, 0))
 
 
-def _first_item(ds, seq: str):
-    try:
-        s = ds.get(seq)
-        return s[0] if s else None
-    except Exception:
-        return None
-
-
-def _frame_planes(ds) -> tuple[list, list]:
-    """Per-frame (ImagePositionPatient, ImageOrientationPatient) of an enhanced object, in storage order:
-    each frame's Plane Position / Orientation item, else the shared one, else the top-level attribute."""
-    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
-    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or []) \
-        if "PerFrameFunctionalGroupsSequence" in ds else []
-
-    def plane(grp, seq, key):
-        item = _first_item(grp, seq) if grp is not None else None
-        return _get(item, key, _floats) if item is not None else None
-
-    top_iop = _get(ds, "ImageOrientationPatient", _floats)
-    shared_iop = plane(shared, "PlaneOrientationSequence", "ImageOrientationPatient")
-    shared_ipp = plane(shared, "PlanePositionSequence", "ImagePositionPatient")
-    positions, orientations = [], []
-    for grp in per_frame:
-        positions.append(plane(grp, "PlanePositionSequence", "ImagePositionPatient") or shared_ipp)
-        orientations.append(plane(grp, "PlaneOrientationSequence", "ImageOrientationPatient") or shared_iop
-                            or top_iop)
-    return positions, orientations
-
-
-def _frame_values(ds) -> list[dict]:
-    """Per-frame STACK_FIELDS values of an enhanced object: Frame Content (StackID, TemporalPositionIndex),
-    MR Echo (EffectiveEchoTime), MR Diffusion (DiffusionBValue), Cardiac Synchronization (NominalCardiacTrigger
-    DelayTime), or the classic attributes a legacy-converted object keeps per frame."""
-    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or []) \
-        if "PerFrameFunctionalGroupsSequence" in ds else []
-
-    def first(grp, seq, key, conv):
-        item = _first_item(grp, seq)
-        return _get(item, key, conv) if item is not None else None
-
-    out = []
-    for grp in per_frame:
-        legacy = "UnassignedPerFrameConvertedAttributesSequence"
-        out.append({
-            "stack_id": first(grp, "FrameContentSequence", "StackID", _float),
-            "echo_numbers": first(grp, legacy, "EchoNumbers", _first_int)
-            or first(grp, "MREchoSequence", "EffectiveEchoTime", _float),
-            "temporal_position_identifier": first(grp, "FrameContentSequence", "TemporalPositionIndex", _int)
-            or first(grp, legacy, "TemporalPositionIdentifier", _int),
-            "trigger_time": first(grp, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime", _float)
-            or first(grp, legacy, "TriggerTime", _float),
-            "diffusion_b_value": first(grp, "MRDiffusionSequence", "DiffusionBValue", _float)
-            or first(grp, legacy, "DiffusionBValue", _float),
-        })
-    return out
-
-
-def frame_groups(ds, n_frames: int) -> tuple[str, list[tuple[dict, np.ndarray]]] | None:
-    """The stacks an enhanced object holds: ``(split reason, [(stack values, frame indices), ...])``, or None
-    for one stack.  Frames split by orientation, then by the STACK_FIELDS that tell repeated positions apart
-    (the same rule as a classic series)."""
-    from .stack import STACK_FIELDS, cluster_orientations, split_fields, stack_value
-
-    positions, orientations = _frame_planes(ds)
-    if n_frames < 2 or len(positions) != n_frames or any(p is None or len(p) != 3 for p in positions) \
-            or any(o is None or len(o) != 6 for o in orientations):
-        return None
-    recs = [dict(v, image_position_patient=p) for v, p in zip(_frame_values(ds), positions)]
-    planes = cluster_orientations([np.asarray(o, float) for o in orientations])
-    fields = split_fields(recs)
-    keys = [(planes[k],) + tuple(stack_value(r, f) for f in fields) for k, r in enumerate(recs)]
-    distinct = sorted(set(keys), key=lambda key: tuple((v is None, v or 0) for v in key))
-    if len(distinct) < 2:
-        return None
-    names = ["orientation"] + fields
-    reason = "+".join(n for i, n in enumerate(names) if len({key[i] for key in distinct}) > 1)
-    column = dict(STACK_FIELDS)
-    groups = []
-    for key in distinct:
-        idx = np.array([k for k, kk in enumerate(keys) if kk == key])
-        values = {column[f]: recs[idx[0]].get(column[f]) for f in fields if f != "stack"}
-        groups.append((values, idx))
-    return reason, groups
-
-
-def frame_stack(ds, path: str, n_frames: int, subset=None):
-    """The frames of an enhanced multi-frame object ordered along their normal and checked as one stack
-    (:func:`~bigdl_medimg.io.stack.order_stack`); None when the object has no per-frame plane positions.
-
-    Raises
-    ------
-    DicomReadError
-        Naming the file: frames with mixed orientations, duplicate positions (several stacks: echoes,
-        temporal positions), missing frames or non-uniform spacing.
-    """
-    from .stack import StackError, order_stack
-
-    positions, orientations = _frame_planes(ds)
-    if n_frames < 2 or len(positions) != n_frames or any(p is None or len(p) != 3 for p in positions) \
-            or any(o is None or len(o) != 6 for o in orientations):
-        return None
-    idx = np.arange(n_frames) if subset is None else np.asarray(subset)
-    try:
-        return order_stack([positions[k] for k in idx], [orientations[k] for k in idx],
-                           [f"frame {k + 1}" for k in idx])
-    except StackError as exc:
-        raise DicomReadError(path, f"enhanced multi-frame object: {exc.reason}") from None
-
-
 def _geometry(ds):
     """(ipp, iop, pixel_spacing, slice_step) from top level or functional groups."""
-    ipp = _get(ds, "ImagePositionPatient", _floats)
-    iop = _get(ds, "ImageOrientationPatient", _floats)
-    ps = _get(ds, "PixelSpacing", _floats)
-    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+    ipp = get_value(ds, "ImagePositionPatient", as_floats)
+    iop = get_value(ds, "ImageOrientationPatient", as_floats)
+    ps = get_value(ds, "PixelSpacing", as_floats)
+    shared = first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") if "PerFrameFunctionalGroupsSequence" in ds else None
     for grp in [shared] + list(per_frame or []):
         if grp is None:
             continue
-        meas = _first_item(grp, "PixelMeasuresSequence")
+        meas = first_item(grp, "PixelMeasuresSequence")
         if meas is not None and ps is None:
-            ps = _get(meas, "PixelSpacing", _floats)
-    positions, orientations = _frame_planes(ds)
+            ps = get_value(meas, "PixelSpacing", as_floats)
+    positions, orientations = frame_planes(ds)
     if iop is None:
         iop = next((o for o in orientations if o is not None), None)
     if iop is None:
-        iop = _get(_first_item(shared, "PlaneOrientationSequence"), "ImageOrientationPatient", _floats) \
-            if _first_item(shared, "PlaneOrientationSequence") is not None else None
+        iop = get_value(first_item(shared, "PlaneOrientationSequence"), "ImageOrientationPatient", as_floats) \
+            if first_item(shared, "PlaneOrientationSequence") is not None else None
     positions = [p for p in positions if p is not None]
     if ipp is None and positions:
         ipp = positions[0]
-    if ipp is None and shared is not None and _first_item(shared, "PlanePositionSequence") is not None:
-        ipp = _get(_first_item(shared, "PlanePositionSequence"), "ImagePositionPatient", _floats)
+    if ipp is None and shared is not None and first_item(shared, "PlanePositionSequence") is not None:
+        ipp = get_value(first_item(shared, "PlanePositionSequence"), "ImagePositionPatient", as_floats)
     step = None
     if len(positions) >= 2:
         step = (np.asarray(positions[-1]) - np.asarray(positions[0])) / (len(positions) - 1)
-    offsets = _get(ds, "GridFrameOffsetVector", _floats)
+    offsets = get_value(ds, "GridFrameOffsetVector", as_floats)
     return ipp, iop, ps, step, offsets
 
 
@@ -498,10 +339,10 @@ def dicom_affine(ds, shape: tuple[int, ...], stack=None) -> tuple[np.ndarray, st
     if stack is not None:
         ipp, step = list(stack.origin), stack.step
     if ps is None or len(ps) != 2 or min(ps) <= 0:
-        ps = _get(ds, "ImagerPixelSpacing", _floats)
+        ps = get_value(ds, "ImagerPixelSpacing", as_floats)
     has_ps = ps is not None and len(ps) == 2 and min(ps) > 0 and np.all(np.isfinite(ps))
     dr, dc = (ps[0], ps[1]) if has_ps else (1.0, 1.0)
-    thick = _get(ds, "SpacingBetweenSlices", _float) or _get(ds, "SliceThickness", _float) or 1.0
+    thick = get_value(ds, "SpacingBetweenSlices", as_float) or get_value(ds, "SliceThickness", as_float) or 1.0
     ok_geom = (ipp is not None and len(ipp) == 3 and iop is not None and len(iop) == 6
                and np.all(np.isfinite(ipp)) and np.all(np.isfinite(iop)))
     if ok_geom:
@@ -533,6 +374,36 @@ def dicom_affine(ds, shape: tuple[int, ...], stack=None) -> tuple[np.ndarray, st
     if len(spatial) == 2:
         lps = lps[:, [1, 2, 0, 3]]
     return LPS_TO_RAS @ lps, source
+
+
+def single_stack(ds, path: str):
+    """The checked frame order of a multi-frame object read as one volume (a one-file series), or None for
+    a single frame or a SEG.
+
+    Raises
+    ------
+    DicomReadError
+        When the object holds several stacks (read_dicom gives one row per stack) or its frames do not form
+        a regular stack.
+    """
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames < 2 or get_value(ds, "Modality", as_str) == "SEG":
+        return None
+    groups = frame_groups(ds, frames)
+    if groups is not None:
+        raise DicomReadError(path, f"enhanced multi-frame object holds {len(groups[1])} stacks "
+                                   f"({groups[0]}); read_dicom gives one row per stack")
+    return frame_stack(ds, path, frames)
+
+
+def ordered_pixels(content: bytes, path: str) -> np.ndarray:
+    """The pixels of one file with a multi-frame object's frames in :func:`single_stack` order."""
+    ds = parse_dicom(content, path)
+    arr = dicom_pixels(ds, path)
+    stack = single_stack(ds, path)
+    if stack is None:
+        return arr
+    return np.ascontiguousarray(np.take(arr, stack.order, axis=0 if arr.ndim == 3 else 1))
 
 
 def _stack_image(ds, arr: np.ndarray, stack, subset):
@@ -567,7 +438,7 @@ def decode_dicom(content: bytes, path: str, *, with_pixels: bool = True) -> dict
             arr = dicom_pixels(ds, path)
             frames = int(ds.get("NumberOfFrames", 1) or 1)
             # SEG frames are per segment (several share a plane): highdicom reads them by segment number
-            enhanced = frames > 1 and _get(ds, "Modality", _str) != "SEG"
+            enhanced = frames > 1 and get_value(ds, "Modality", as_str) != "SEG"
             groups = frame_groups(ds, frames) if enhanced else None
             if groups is None:
                 stack = frame_stack(ds, path, frames) if enhanced else None

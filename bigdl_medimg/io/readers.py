@@ -403,7 +403,7 @@ def read_dicom_series(spark, path, *, mode: str = "permissive", recursive: bool 
         import pyarrow as pa
 
         from .._arrow import arrow_schema, fold_by_key, tensor_array
-        from .dicom import dicom_affine, dicom_pixels, parse_dicom
+        from .dicom import dicom_affine, ordered_pixels, parse_dicom, single_stack
         from .series import VolumeBuilder
 
         schema = arrow_schema(out_schema)
@@ -411,8 +411,8 @@ def read_dicom_series(spark, path, *, mode: str = "permissive", recursive: bool 
 
         def start(cols, i):
             aff = cols["plan_affine"][i].as_py()
-            return {"builder": VolumeBuilder(cols["n_slices"][i].as_py(),
-                                             lambda c, p: dicom_pixels(parse_dicom(c, p), p)),
+            # a one-file series (an enhanced object) comes back with its frames ordered along the normal
+            return {"builder": VolumeBuilder(cols["n_slices"][i].as_py(), ordered_pixels),
                     "affine": None if aff is None else np.asarray(aff, np.float64).reshape(4, 4),
                     "error": None, "first": None}
 
@@ -439,8 +439,8 @@ def read_dicom_series(spark, path, *, mode: str = "permissive", recursive: bool 
                 aff = state["affine"]
                 if aff is None:
                     first_content, first_path = state["first"]
-                    aff, _src = dicom_affine(parse_dicom(first_content, first_path, stop_before_pixels=True),
-                                             b.volume.shape)
+                    ds = parse_dicom(first_content, first_path, stop_before_pixels=True)
+                    aff, _src = dicom_affine(ds, b.volume.shape, single_stack(ds, first_path))
                 image = tensor_array(b.volume, aff, image_type)
             else:
                 image = pa.nulls(1, type=image_type)
