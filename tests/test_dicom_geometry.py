@@ -393,3 +393,19 @@ def test_read_dicom_series_orders_a_shuffled_enhanced_file_and_refuses_one_with_
     assert row.image is None and "holds 2 stacks (temporal_position)" in row.error
     rows = read_dicom(spark, str(tmp_path / "two")).collect()
     assert sorted((r.stack_index, r.temporal_position_identifier) for r in rows) == [(1, 1), (2, 2)]
+
+
+def test_enhanced_echoes_stated_by_effective_echo_time_split_into_volumes(tmp_path):
+    vol, enh = _classic_and_enhanced(tmp_path, np.diag([2.0, 0.8, 0.7, 1.0]))
+    n = vol.shape[0]
+    twice = _reframe(enh, list(range(n)) * 2)
+    for k, grp in enumerate(twice.PerFrameFunctionalGroupsSequence):
+        del grp.UnassignedPerFrameConvertedAttributesSequence  # nothing legacy: the enhanced MR way only
+        echo = Dataset()
+        echo.EffectiveEchoTime = 10.0 * (1 + k // n)
+        grp.MREchoSequence = Sequence([echo])
+    rows = _decode(twice, tmp_path, "effective_echo.dcm")
+    assert isinstance(rows, list) and [(r["stack_index"], r["split"], r["echo_time"], r["error"]) for r in rows] == [
+        (1, "echo", 10.0, None), (2, "echo", 20.0, None)]
+    for r in rows:
+        assert r["echo_numbers"] is None and to_numpy(r["image"]).shape == vol.shape

@@ -56,7 +56,7 @@ def frame_planes(ds) -> tuple[list, list]:
 
 def _frame_values(ds) -> list[dict]:
     """Per-frame STACK_FIELDS values of an enhanced object: Frame Content (StackID, TemporalPositionIndex),
-    MR Echo (EffectiveEchoTime), MR Diffusion (DiffusionBValue), Cardiac Synchronization (NominalCardiacTrigger
+    MR Echo (EffectiveEchoTime, as ``echo_time``), MR Diffusion (DiffusionBValue), Cardiac Synchronization (NominalCardiacTrigger
     DelayTime), or the classic attributes a legacy-converted object keeps per frame."""
     per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or []) \
         if "PerFrameFunctionalGroupsSequence" in ds else []
@@ -70,8 +70,9 @@ def _frame_values(ds) -> list[dict]:
         legacy = "UnassignedPerFrameConvertedAttributesSequence"
         out.append({
             "stack_id": first(grp, "FrameContentSequence", "StackID", as_float),
-            "echo_numbers": first(grp, legacy, "EchoNumbers", as_first_int)
-            or first(grp, "MREchoSequence", "EffectiveEchoTime", as_float),
+            "echo_numbers": first(grp, legacy, "EchoNumbers", as_first_int),
+            "echo_time": first(grp, "MREchoSequence", "EffectiveEchoTime", as_float)
+            or first(grp, legacy, "EchoTime", as_float),
             "temporal_position_identifier": first(grp, "FrameContentSequence", "TemporalPositionIndex", as_int)
             or first(grp, legacy, "TemporalPositionIdentifier", as_int),
             "trigger_time": first(grp, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime", as_float)
@@ -101,12 +102,11 @@ def frame_groups(ds, n_frames: int) -> tuple[str, list[tuple[dict, np.ndarray]]]
         return None
     names = ["orientation"] + fields
     reason = "+".join(n for i, n in enumerate(names) if len({key[i] for key in distinct}) > 1)
-    column = dict(STACK_FIELDS)
+    columns = [c for f in fields if f != "stack" for c in dict(STACK_FIELDS)[f]]  # reader columns to fill
     groups = []
     for key in distinct:
         idx = np.array([k for k, kk in enumerate(keys) if kk == key])
-        values = {column[f]: recs[idx[0]].get(column[f]) for f in fields if f != "stack"}
-        groups.append((values, idx))
+        groups.append(({c: recs[idx[0]].get(c) for c in columns}, idx))
     return reason, groups
 
 

@@ -102,14 +102,16 @@ def order_stack(positions: Sequence[Sequence[float]], orientations: Sequence[Seq
 #: Header fields that tell the stacks of one series (or one enhanced object) apart, in split order; the
 #: ``split`` column names them: ``stack`` (an enhanced object's StackID), ``echo``, ``temporal_position``,
 #: ``trigger_time``, ``diffusion_b_value``.
-STACK_FIELDS = (("stack", "stack_id"), ("echo", "echo_numbers"),
-                ("temporal_position", "temporal_position_identifier"), ("trigger_time", "trigger_time"),
-                ("diffusion_b_value", "diffusion_b_value"))
+#: Each entry names the record keys that carry it, the first present one counts (an enhanced MR object
+#: states its echoes by EffectiveEchoTime, a classic series by EchoNumbers).
+STACK_FIELDS = (("stack", ("stack_id",)), ("echo", ("echo_numbers", "echo_time")),
+                ("temporal_position", ("temporal_position_identifier",)), ("trigger_time", ("trigger_time",)),
+                ("diffusion_b_value", ("diffusion_b_value",)))
 
 
 def stack_value(r: dict, name: str):
     """The value of STACK_FIELDS entry ``name`` in record ``r`` (rounded; None when absent)."""
-    v = r.get(dict(STACK_FIELDS)[name])
+    v = next((r.get(k) for k in dict(STACK_FIELDS)[name] if r.get(k) is not None), None)
     return None if v is None else round(float(v), 3)
 
 
