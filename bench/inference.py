@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emit, mb, run_measured, table, write_json  # noqa: E402
+from common import emit, mb, run_measured, table, write_json  # noqa: E402
 
 SHAPE = (160, 384, 384)
 PATCH = (32, 64, 64)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, emit, mb, run_measured, table, write_json  # noqa: E402
+from common import DATA, emit, mb, run_measured, table, write_json  # noqa: E402
 
 INGEST = {"dir": DATA / "ingest", "series": 20, "slices": 100, "size": 512}
 SERIES = {"dir": DATA / "series", "series": 50, "slices": 160, "size": 256}
@@ -115,7 +115,7 @@ def _idle_workers_rss(psutil) -> int:
 def spark_worker(args) -> dict:
     import psutil
 
-    from _common import RssSampler
+    from common import RssSampler
     from bigdl_medimg import get_spark
     from bigdl_medimg.io import read_dicom, read_dicom_series
 

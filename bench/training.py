@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emit, mb, run_measured, table, write_json  # noqa: E402
+from common import emit, mb, run_measured, table, write_json  # noqa: E402
 
 MODELS = {
     # the knee_cartilage preset: 16x32x32 patches, depth 2, 8 base filters, batch norm, 5 classes, dice_ce

@@ -43,9 +43,9 @@ _ROW_CODE = r'''
 import tracemalloc, numpy as np, sys
 from bigdl_medimg.transforms import *
 from bigdl_medimg.tensor import from_numpy, to_numpy
-from bigdl_medimg._arrow import tensor_array
+from bigdl_medimg.arrow import tensor_array
 from bigdl_medimg.tensor import tensor_type
-from bigdl_medimg._arrow import arrow_schema
+from bigdl_medimg.arrow import arrow_schema
 from pyspark.sql import types as T
 TT = arrow_schema(T.StructType([T.StructField("t", tensor_type())])).field("t").type
 enc_ = lambda a, f: tensor_array(a, f, TT)  # what the Spark path does: no copy of the result

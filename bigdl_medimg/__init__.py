@@ -5,8 +5,8 @@ first use.
 """
 from __future__ import annotations
 
-from ._lazy import lazy_getattr
-from ._version import __version__
+from .lazy import lazy_getattr
+from .version import __version__
 
 __all__ = [
     "__version__",

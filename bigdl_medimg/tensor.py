@@ -14,7 +14,7 @@
 
 :func:`decode_array` and :func:`encode_array` are the only code that knows the
 byte layout; :func:`to_numpy` / :func:`from_numpy` (row values) and the Arrow
-path of the Spark stages (:mod:`bigdl_medimg._arrow`) go through them.
+path of the Spark stages (:mod:`bigdl_medimg.arrow`) go through them.
 """
 from __future__ import annotations
 

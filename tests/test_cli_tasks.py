@@ -82,11 +82,17 @@ def test_knee_train_evaluate_predict_and_report(spark, knee_data, knee_run, caps
 
 
 @pytest.mark.slow
-def test_knee_with_the_torch_engine_from_the_command_line(spark, knee_data, capsys):
+def test_knee_with_the_torch_engine_from_the_command_line(spark, knee_data, capsys, monkeypatch):
     root, folder = knee_data
     run = root / "knee-torch"
+    monkeypatch.setenv("BIGDL_MEDIMG_PROGRESS_SECONDS", "0.05")
+    capsys.readouterr()
     assert main(["train", "--task", "knee_cartilage", "--data", str(folder), "--out", str(run),
                  "--config", str(root / "knee.yaml"), "--engine", "torch", "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    # rank 0's progress reaches the driver's console while the barrier stage runs (over TCP, not a shared file)
+    assert re.search(r"epoch [12]/2 \| iteration \d+/\d+ \| loss \d+\.\d+ \| [\d.]+ samples/s", out), out
+    assert "epoch 2/2 done in" in out
     info = json.loads((run / "model" / "task.json").read_text())
     assert info["config"]["estimator"]["engine"] == "torch"
     train = json.loads((run / "train.json").read_text())
@@ -114,7 +120,7 @@ def test_meniscus_two_stage_from_the_command_line(spark, knee_data, knee_run, ca
     capsys.readouterr()
     # one training case's image is broken: that case is left out of training and counted
     from bigdl_medimg.tasks import task_config
-    from bigdl_medimg.tasks._common import assign_split
+    from bigdl_medimg.tasks.common import assign_split
 
     cases = pd.read_csv(folder / "labels.csv")["case"].tolist()
     split = assign_split(spark.createDataFrame([(c,) for c in cases], "case string"), "case",

@@ -1,7 +1,7 @@
 """Clinical outputs: NIfTI masks, DICOM SEG, prediction tables (Spark-side; imported lazily)."""
 from __future__ import annotations
 
-from .._lazy import lazy_getattr
+from ..lazy import lazy_getattr
 
 __all__ = ["write_nifti_masks", "to_reference_grid", "write_dicom_seg", "build_dicom_seg", "write_predictions",
            "prediction_table"]

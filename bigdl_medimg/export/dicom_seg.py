@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .._version import __version__
+from ..version import __version__
 from ..errors import ConfigError
 
 __all__ = ["TISSUE", "SEGMENT_CODES", "build_dicom_seg", "write_dicom_seg"]

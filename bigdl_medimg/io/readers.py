@@ -90,7 +90,7 @@ def _map_decode(files, decode, fields, failfast: bool, path_label=None):
     ``path_label`` (de-identification): decoders see an opaque label instead of
     the path, so error texts and failfast exceptions never carry it.
     """
-    from .._arrow import arrow_schema
+    from ..arrow import arrow_schema
 
     schema = _schema(fields)
     columns = [n for n, _ in fields]
@@ -402,7 +402,7 @@ def read_dicom_series(spark, path, *, mode: str = "permissive", recursive: bool 
         # leaves as the data buffer of the output row without a copy.
         import pyarrow as pa
 
-        from .._arrow import arrow_schema, fold_by_key, tensor_array
+        from ..arrow import arrow_schema, fold_by_key, tensor_array
         from .dicom import dicom_affine, ordered_pixels, parse_dicom, single_stack
         from .series import VolumeBuilder
 

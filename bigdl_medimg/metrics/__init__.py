@@ -4,7 +4,7 @@ The evaluators import pyspark; they load lazily.
 """
 from __future__ import annotations
 
-from .._lazy import lazy_getattr
+from ..lazy import lazy_getattr
 from .classification import auroc, auroc_per_label, bootstrap_auroc, roc_curve, sensitivity_specificity
 from .functional import confusion_matrix, dice_per_class, surface_distances
 

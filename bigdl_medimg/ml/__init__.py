@@ -1,7 +1,7 @@
 """Estimators and models (Spark ML) over BigDL or torch networks; imported lazily (they need pyspark)."""
 from __future__ import annotations
 
-from .._lazy import lazy_getattr
+from ..lazy import lazy_getattr
 
 __all__ = ["SegmentationEstimator", "SegmentationModel", "ClassificationEstimator", "ClassificationModel",
            "AUCEvaluator", "dice_ce_loss", "load_preset", "volume_dice"]

@@ -188,7 +188,7 @@ class ClassificationModel(NetworkModelPersistence, Model, ClassifierParams):
         """``df`` with the probability column: batches scored in the Python workers, the network cached per worker."""
         from pyspark.sql import types as T
 
-        from .._arrow import arrow_schema, read_tensor, replace_columns
+        from ..arrow import arrow_schema, read_tensor, replace_columns
         from .engines.torch import cached_network, state_bytes, weights_digest
 
         in_col, out_col, mode = self.getOrDefault("inputCol"), self.getOrDefault("outputCol"), \

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 
-__all__ = ["EpochProgress", "RunFollower", "format_seconds", "epoch_line"]
+__all__ = ["EpochProgress", "RankProgress", "progress_sender", "format_seconds", "epoch_line"]
 
 log = logging.getLogger("bigdl_medimg.progress")
 
@@ -116,51 +116,105 @@ def epoch_line(record: dict, max_epoch: int) -> str:
     return " | ".join(parts)
 
 
-class RunFollower:
-    """Context manager that logs the lines a torch fit's rank 0 appends to ``path`` (JSON lines with ``line``).
+class RankProgress:
+    """Context manager on the driver that logs the progress lines a torch fit's rank 0 sends it over TCP.
 
-    The ranks run inside one Spark stage; this is how their progress reaches the
-    driver's console while it runs.  Where the file is not visible to the driver
-    (executors on other hosts without a shared folder), only the epoch records
-    returned at the end are logged.
+    The ranks run inside one Spark stage on the executors, which reach the
+    driver over the network anyway (pyspark's ``TorchDistributor`` streams its
+    logs the same way), so this works on any cluster, not only where a folder
+    is shared.  The server listens on the driver's address, port 0, and takes
+    only connections that first send ``token`` (a random secret handed to the
+    ranks in the fit's spec).  Lines are plain UTF-8, one per ``\\n``.
+
+    Parameters
+    ----------
+    host : str
+        The address to listen on (``spark.driver.bindAddress`` or ``spark.driver.host``).
     """
 
-    def __init__(self, path: str, interval: float = 0.5):
-        self.path, self.interval = path, interval
+    def __init__(self, host: str):
+        import secrets
+        import socket
+
+        self.token = secrets.token_hex(16)
+        self._sock = socket.create_server((host, 0))
+        self._sock.settimeout(0.2)
+        self.address = (host, self._sock.getsockname()[1])
         self._stop = threading.Event()
-        self._thread = None
-        self._offset = 0
+        self._threads: list[threading.Thread] = []
         self.lines = 0
 
-    def _drain(self) -> None:
-        import json
+    @property
+    def endpoint(self) -> dict:
+        """What a rank needs to connect: host, port and token (for :func:`progress_sender`)."""
+        return {"host": self.address[0], "port": self.address[1], "token": self.token}
 
+    def _serve(self, conn) -> None:
         try:
-            with open(self.path) as f:
-                f.seek(self._offset)
-                chunk = f.read()
+            with conn, conn.makefile("r", encoding="utf-8", errors="replace") as f:
+                conn.settimeout(10.0)  # a silent stranger is dropped, not waited for
+                if f.readline().strip() != self.token:  # not one of our ranks
+                    return
+                conn.settimeout(None)  # a rank may be quiet for a whole epoch
+                for raw in f:
+                    log.info(raw.rstrip("\n"))
+                    self.lines += 1
         except OSError:
             return
-        done = chunk.rfind("\n") + 1  # a line being written is read next time
-        self._offset += len(chunk[:done].encode())
-        for raw in chunk[:done].splitlines():
-            try:
-                log.info(json.loads(raw)["line"])
-                self.lines += 1
-            except (ValueError, KeyError):
-                continue
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._drain()
+    def _accept(self) -> None:
+        import socket
+
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:  # closed
+                return
+            t = threading.Thread(target=self._serve, args=(conn,), name="bigdl-medimg-rank-lines", daemon=True)
+            t.start()
+            self._threads.append(t)
 
     def __enter__(self):
-        self._thread = threading.Thread(target=self._run, name="bigdl-medimg-ranks", daemon=True)
-        self._thread.start()
+        t = threading.Thread(target=self._accept, name="bigdl-medimg-ranks", daemon=True)
+        t.start()
+        self._threads.insert(0, t)
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
-        self._thread.join(timeout=5)
-        self._drain()
+        for t in self._threads:  # a rank's connection ends when its stage is over
+            t.join(timeout=5)
+        self._sock.close()
         return False
+
+
+def progress_sender(endpoint: dict | None, timeout: float = 10.0):
+    """A ``say(line)`` function that sends lines to a :class:`RankProgress` (best effort).
+
+    Progress is a courtesy: if the driver cannot be reached, or the
+    connection breaks, the lines are dropped and training goes on.
+    """
+    import socket
+
+    state: dict = {"sock": None, "dead": endpoint is None}
+
+    def say(line: str) -> None:
+        if state["dead"]:
+            return
+        try:
+            if state["sock"] is None:
+                state["sock"] = socket.create_connection((endpoint["host"], int(endpoint["port"])), timeout=timeout)
+                state["sock"].sendall((endpoint["token"] + "\n").encode())
+            state["sock"].sendall((line.replace("\n", " ") + "\n").encode("utf-8"))
+        except OSError:
+            state["dead"] = True
+
+    def close() -> None:
+        if state["sock"] is not None:
+            state["sock"].close()
+            state["sock"] = None
+
+    say.close = close
+    return say

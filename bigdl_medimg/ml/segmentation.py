@@ -87,7 +87,7 @@ class SegmentationModel(NetworkModelPersistence, Model):
         from pyspark.sql import functions as F
         from pyspark.sql import types as T
 
-        from .._arrow import read_tensor
+        from ..arrow import read_tensor
         from ..models.unet3d import flat_model
         from ..tensor import tensor_type
         from .inference import pad_to_patch, window_starts
@@ -146,7 +146,7 @@ class SegmentationModel(NetworkModelPersistence, Model):
         def blend(batches):
             # Streams each partition's tiles (sorted by volume) into one accumulator per volume:
             # a task holds the (classes, D, H, W) sums, the weights and one small batch of tiles.
-            from .._arrow import arrow_schema, fold_by_key, tensor_array
+            from ..arrow import arrow_schema, fold_by_key, tensor_array
             from .inference import TileBlender, blend_weights
 
             schema = arrow_schema(out_schema)
@@ -190,7 +190,7 @@ class SegmentationModel(NetworkModelPersistence, Model):
         """Each volume tiled, scored and blended in one Python task; the network cached per worker."""
         from pyspark.sql import types as T
 
-        from .._arrow import arrow_schema, null_array, read_tensor, replace_columns, tensor_array
+        from ..arrow import arrow_schema, null_array, read_tensor, replace_columns, tensor_array
         from ..tensor import tensor_type
         from .engines.torch import cached_network, predict_volume, state_bytes, weights_digest
 

@@ -5,7 +5,7 @@ networks need torch (never imported by ``import bigdl_medimg``).
 """
 from __future__ import annotations
 
-from .._lazy import lazy_getattr
+from ..lazy import lazy_getattr
 
 __all__ = ["build_network", "unet3d"]
 

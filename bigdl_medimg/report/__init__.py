@@ -1,7 +1,7 @@
 """Evaluation results and the HTML report (``bigdl-medimg report``)."""
 from __future__ import annotations
 
-from .._lazy import lazy_getattr
+from ..lazy import lazy_getattr
 
 __all__ = ["ClassificationResults", "SegmentationResults", "load_results", "render_report", "write_report"]
 

@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .._version import __version__
+from ..version import __version__
 from ..errors import ConfigError
 from . import plots
 from .results import ClassificationResults, SegmentationResults

@@ -2,7 +2,7 @@
 training with BigDL, a saved ``PipelineModel`` plus ``task.json``, evaluation results and clinical outputs."""
 from __future__ import annotations
 
-from ._common import TASK_NAMES, load_task, task_config
+from .common import TASK_NAMES, load_task, task_config
 
 __all__ = ["TASK_NAMES", "task_config", "load_task", "train", "evaluate", "predict"]
 

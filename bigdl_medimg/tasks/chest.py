@@ -12,7 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from ._common import as_uri, load_task, save_task, score_split, tally_outputs, write_json
+from .common import as_uri, load_task, save_task, score_split, tally_outputs, write_json
 
 __all__ = ["load", "front_stages", "train", "evaluate", "predict"]
 

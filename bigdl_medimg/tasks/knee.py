@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._common import as_uri, assign_split, load_task, save_task, score_split, tally_outputs, write_json
+from .common import as_uri, assign_split, load_task, save_task, score_split, tally_outputs, write_json
 
 __all__ = ["load", "front_stages", "train", "evaluate", "predict", "SEGMENT_LABELS"]
 

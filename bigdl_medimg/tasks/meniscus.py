@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from . import knee
-from ._common import assign_split, load_task, save_task, score_split, tally_outputs, task_config, write_json
+from .common import assign_split, load_task, save_task, score_split, tally_outputs, task_config, write_json
 
 __all__ = ["load", "train", "evaluate", "predict"]
 

@@ -5,7 +5,7 @@ Importing this package does not start a JVM; the stages import pyspark only.
 """
 from __future__ import annotations
 
-from .._lazy import lazy_getattr
+from ..lazy import lazy_getattr
 from .orientation import axcodes_of, reorient
 
 __all__ = ["reorient", "axcodes_of", "Reorient", "Resample", "IntensityWindow", "ZScoreNormalize",

@@ -82,7 +82,7 @@ class TensorStage(Transformer, DefaultParamsReadable, DefaultParamsWritable):
     def _transform(self, df):
         from pyspark.sql import types as T
 
-        from .._arrow import arrow_schema, null_array, read_tensor, replace_columns, tensor_array
+        from ..arrow import arrow_schema, null_array, read_tensor, replace_columns, tensor_array
         from ..tensor import tensor_type
 
         self._validate()

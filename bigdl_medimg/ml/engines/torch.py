@@ -347,6 +347,7 @@ def _rank_main(spec: dict, make_task):
         import torch.distributed as dist
         from pyspark import BarrierTaskContext
 
+        from ..progress import progress_sender
         from ..training import train_epochs
 
         ctx = BarrierTaskContext.get()
@@ -357,17 +358,7 @@ def _rank_main(spec: dict, make_task):
         task = make_task(spec, store)
         for batch in batches:
             task.add_rows(batch)
-        progress_file = spec.get("progress_file")
-
-        def say(line: str) -> None:
-            if rank == 0 and progress_file:
-                try:
-                    with open(progress_file, "a") as f:
-                        f.write(json.dumps({"line": line}) + "\n")
-                except OSError:  # the driver's folder is not visible from this executor: no live lines
-                    pass
-
-        spec["say"] = say
+        say = spec["say"] = progress_sender(spec.get("progress") if rank == 0 else None)
         host = infos[0].address.rsplit(":", 1)[0]
         port = ctx.allGather(str(_free_port() if rank == 0 else 0))[0]
         dist.init_process_group("gloo", init_method=f"tcp://{host}:{port}", rank=rank, world_size=world)
@@ -386,6 +377,7 @@ def _rank_main(spec: dict, make_task):
         finally:
             dist.destroy_process_group()
             store.close()
+            say.close()
         yield pa.RecordBatch.from_arrays([pa.array([rank], pa.int32()), pa.array([weights], pa.binary()),
                                           pa.array([info], pa.string())], names=["rank", "weights", "info"])
 
@@ -434,21 +426,19 @@ def fit_on_ranks(rows, spec: dict, make_task, ranks: int = 0) -> tuple[bytes, di
     """
     from pyspark.sql import types as T
 
-    from ..progress import RunFollower
+    from ..progress import RankProgress
 
     spark = rows.sparkSession
     world = int(ranks) or int(spark.sparkContext.defaultParallelism)
     shards, world = _shard(rows, world)
     schema = T.StructType([T.StructField("rank", T.IntegerType()), T.StructField("weights", T.BinaryType()),
                            T.StructField("info", T.StringType())])
-    folder = tempfile.mkdtemp(prefix="bigdl-medimg-torch-")
-    spec = dict(spec, progress_file=os.path.join(folder, "progress.jsonl"),
-                progress_seconds=float(os.environ.get("BIGDL_MEDIMG_PROGRESS_SECONDS", 10.0)))
-    try:
-        with RunFollower(spec["progress_file"]):
-            out = shards.mapInArrow(_rank_main(spec, make_task), schema, barrier=True).collect()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    conf = spark.sparkContext.getConf()
+    host = conf.get("spark.driver.bindAddress", None) or conf.get("spark.driver.host", "127.0.0.1")
+    with RankProgress(host) as progress:  # rank 0's lines reach the driver's console over TCP
+        spec = dict(spec, progress=progress.endpoint,
+                    progress_seconds=float(os.environ.get("BIGDL_MEDIMG_PROGRESS_SECONDS", 10.0)))
+        out = shards.mapInArrow(_rank_main(spec, make_task), schema, barrier=True).collect()
     head = [r for r in out if r["rank"] == 0][0]
     return bytes(head["weights"]), json.loads(head["info"])
 
@@ -484,7 +474,7 @@ class SegmentationTask:
     def add_rows(self, batch) -> None:
         import zlib
 
-        from ..._arrow import read_tensor
+        from ...arrow import read_tensor
 
         for i in range(batch.num_rows):
             img = read_tensor(batch.column(batch.schema.get_field_index("__x")), i)
@@ -606,7 +596,7 @@ class ClassificationTask:
         self.validating = bool(spec.get("validating"))
 
     def add_rows(self, batch) -> None:
-        from ..._arrow import read_tensor
+        from ...arrow import read_tensor
 
         for i in range(batch.num_rows):
             img = read_tensor(batch.column(batch.schema.get_field_index("__x")), i)
