@@ -201,7 +201,7 @@ def torch_worker(args) -> dict:
     import numpy as np
     import torch
 
-    from bigdl_medimg.ml.engines.torch import dice_ce_loss, weighted_bce_loss
+    from bigdl_medimg.ml.engines.torch_tasks import dice_ce_loss, weighted_bce_loss
     from bigdl_medimg.models import build_network
 
     torch.set_num_threads(args.threads)

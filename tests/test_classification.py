@@ -221,8 +221,11 @@ def test_multiclass_mode_resume_and_early_stopping(spark, chest, tmp_path, monke
     with pytest.raises(RuntimeError, match="executor lost"):
         ClassificationEstimator(maxEpoch=3, **kw).fit(chest[0])
     monkeypatch.setattr(mod, "fit_one_epoch", real)
-    assert ClassificationEstimator.latest_checkpoint(str(ck)).endswith("/epoch_0002")
-    model = ClassificationEstimator(maxEpoch=3, **kw).fit(chest[0])
+    [fit] = ck.glob("fit-*")  # the fit's own folder under checkpointDir
+    assert ClassificationEstimator.latest_checkpoint(str(fit)).endswith("/epoch_0002")
+    with pytest.raises(ConfigError, match=r"no checkpoint of this fit.*differs in: learningRate \(0\.003 there, 0\.001 here\)"):
+        ClassificationEstimator(maxEpoch=3, resume="require", **{**kw, "learningRate": 1e-3}).fit(chest[0])
+    model = ClassificationEstimator(maxEpoch=3, resume="require", **kw).fit(chest[0])
     assert [r["epoch"] for r in model.history] == [1, 2, 3]
     assert model.training_stats["class_weights"] is not None
     out = model.transform(chest[1]).select("probability", "prediction").collect()
@@ -237,21 +240,32 @@ def test_multiclass_mode_resume_and_early_stopping(spark, chest, tmp_path, monke
 
 
 @pytest.mark.slow
-def test_train_validation_split_selects_topology_and_optimizer(spark, chest):
-    from pyspark.ml.tuning import ParamGridBuilder, TrainValidationSplit
+def test_train_validation_split_in_parallel_with_checkpoints_trains_every_candidate_fully(spark, chest, tmp_path):
+    import json
+
+    from pyspark.ml.tuning import TrainValidationSplit
 
     from bigdl_medimg.ml import AUCEvaluator, ClassificationEstimator, ClassificationModel
 
-    est = ClassificationEstimator(labelCol="labels", labelNames=EASY, inputShape=[1, 64, 64], maxEpoch=1,
-                                  batchSize=16, learningRate=3e-3)
-    grid = (ParamGridBuilder().addGrid(est.topology, ["densenet_tiny", "resnet_small"])
-            .addGrid(est.optimizer, ["adam", "sgd"]).build())
+    ck = tmp_path / "ck"
+    est = ClassificationEstimator(labelCol="labels", labelNames=EASY, inputShape=[1, 64, 64], maxEpoch=2,
+                                  batchSize=16, checkpointDir=str(ck))
+    grid = [{est.topology: "densenet_tiny", est.learningRate: 3e-3}, {est.topology: "resnet_small", est.learningRate: 1e-5}]
+    # two candidates fitted at once on one checkpointDir: each in its own folder, neither resuming the other
     tvs = TrainValidationSplit(estimator=est, estimatorParamMaps=grid, evaluator=AUCEvaluator(labelCol="labels"),
-                               trainRatio=0.75, seed=1)
+                               trainRatio=0.75, seed=1, parallelism=2)
     fitted = tvs.fit(chest[0].filter("NOT is_val"))
-    assert len(fitted.validationMetrics) == 4 and all(0 <= m <= 1 for m in fitted.validationMetrics)
+    assert len(fitted.validationMetrics) == 2 and all(0 <= m <= 1 for m in fitted.validationMetrics)
+    assert fitted.validationMetrics[0] != fitted.validationMetrics[1]
+    fits = {json.loads((f / "fit.json").read_text())["params"]["learningRate"]: f for f in ck.glob("fit-*")}
+    assert len(list(ck.glob("fit-*"))) == 3  # two candidates and the refit of the winner
+    for f in ck.glob("fit-*"):  # every fit trained both of its epochs
+        state = json.loads((f / "epoch_0002" / "state.json").read_text())
+        assert [r["epoch"] for r in state["history"]] == [1, 2]
+    assert set(fits) == {3e-3, 1e-5}
     best = int(np.argmax(fitted.validationMetrics))
     assert isinstance(fitted.bestModel, ClassificationModel)
+    assert [r["epoch"] for r in fitted.bestModel.history] == [1, 2]
     # the best model is the chosen candidate's network: its topology's parameter count
     from bigdl_medimg.models.classifiers import build_topology
 

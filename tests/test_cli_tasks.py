@@ -93,6 +93,18 @@ def test_knee_with_the_torch_engine_from_the_command_line(spark, knee_data, caps
     # rank 0's progress reaches the driver's console while the barrier stage runs (over TCP, not a shared file)
     assert re.search(r"epoch [12]/2 \| iteration \d+/\d+ \| loss \d+\.\d+ \| [\d.]+ samples/s", out), out
     assert "epoch 2/2 done in" in out
+    # the same run again resumes its own last checkpoint (nothing left to train); a changed config does not
+    [fit] = (run / "checkpoints").glob("fit-*")
+    assert main(["train", "--task", "knee_cartilage", "--data", str(folder), "--out", str(run), "--config",
+                 str(root / "knee.yaml"), "--engine", "torch", "--epochs", "2", "--resume", "require"]) == 0
+    assert "epoch 1/2 done" not in capsys.readouterr().out
+    assert main(["train", "--task", "knee_cartilage", "--data", str(folder), "--out", str(run), "--config",
+                 str(root / "knee.yaml"), "--engine", "torch", "--epochs", "2", "--batch-size", "4",
+                 "--resume", "require"]) == 2
+    err = capsys.readouterr().err
+    assert "resume='require'" in err and str(run / "checkpoints") in err and fit.name in err
+    assert "batchSize" in err and err.count("\n") == 1
+    assert [p.name for p in (run / "checkpoints").glob("fit-*")] == [fit.name]
     info = json.loads((run / "model" / "task.json").read_text())
     assert info["config"]["estimator"]["engine"] == "torch"
     train = json.loads((run / "train.json").read_text())

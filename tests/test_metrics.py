@@ -131,12 +131,23 @@ def test_dice_and_surface_evaluators_equal_per_volume_references(spark):
     hd_ref = np.array([[_edt_reference(p, r, spacing, k)[0] for k in (1, 2)] for p, r in refs])
     msd_ref = np.array([[_edt_reference(p, r, spacing, k)[1] for k in (1, 2)] for p, r in refs])
 
+    # the two volumes that cannot be scored count as the worst (Dice 0, infinite distance) by default
+    with_worst = np.vstack([dice_ref, np.zeros((2, 2))])
     dice = DiceEvaluator(numClasses=3)
-    assert dice.isLargerBetter()
+    assert dice.isLargerBetter() and dice.getUnscored() == "worst"
+    assert dice.per_class(df) == pytest.approx({1: with_worst[:, 0].mean(), 2: with_worst[:, 1].mean()})
+    assert dice.evaluate(df) == pytest.approx(with_worst.mean())
+    assert DiceEvaluator(numClasses=3, classes=[2]).evaluate(df) == pytest.approx(with_worst[:, 1].mean())
+    assert SurfaceDistanceEvaluator(numClasses=3).evaluate(df) == float("inf")
+    with pytest.raises(ConfigError, match="2 of 6 volume.*could not be scored.*prediction is null"):
+        DiceEvaluator(numClasses=3, unscored="error").evaluate(df)
+    with pytest.raises(ConfigError, match="unscored must be one of"):
+        DiceEvaluator(numClasses=3, unscored="ignore").evaluate(df)
+    # 'skip' leaves them out: the mean of the scored volumes alone
+    dice = DiceEvaluator(numClasses=3, unscored="skip")
     assert dice.per_class(df) == pytest.approx({1: dice_ref[:, 0].mean(), 2: dice_ref[:, 1].mean()})
     assert dice.evaluate(df) == pytest.approx(dice_ref.mean())
-    assert DiceEvaluator(numClasses=3, classes=[2]).evaluate(df) == pytest.approx(dice_ref[:, 1].mean())
-    hd = SurfaceDistanceEvaluator(numClasses=3)
+    hd = SurfaceDistanceEvaluator(numClasses=3, unscored="skip")
     assert not hd.isLargerBetter()
     assert hd.evaluate(df) == pytest.approx(hd_ref.mean(), rel=1e-9)
     assert hd.setMetricName("msd").evaluate(df) == pytest.approx(msd_ref.mean(), rel=1e-9)

@@ -152,7 +152,8 @@ def test_interrupted_fit_resumes_from_the_saved_epoch(spark, data, tmp_path, mon
     with pytest.raises(RuntimeError, match="executor lost"):
         est.fit(data[0])
     monkeypatch.setattr(mod.SegmentationEstimator, "_patches", real)
-    saved = SegmentationEstimator.latest_checkpoint(str(ck))
+    [fit] = ck.glob("fit-*")  # the fit's own folder under checkpointDir
+    saved = SegmentationEstimator.latest_checkpoint(str(fit))
     assert saved.endswith("/epoch_0002")
     state = json.loads(Path(saved, "state.json").read_text())
     from bigdl.dllib.keras.models import load_model
@@ -161,7 +162,7 @@ def test_interrupted_fit_resumes_from_the_saved_epoch(spark, data, tmp_path, mon
     resumed = SegmentationEstimator(maxEpoch=3, checkpointDir=str(ck), **SMALL)
     from bigdl_medimg.ml.training import read_checkpoint
 
-    where, got = read_checkpoint(str(ck))
+    where, got = read_checkpoint(str(fit))
     assert got["epoch"] == 2 and [r["epoch"] for r in got["history"]] == [1, 2]
     assert all(np.array_equal(a, b) for a, b in zip(load_model(str(Path(where, "model"))).get_weights(), saved_weights))
     # a volume whose image could not be read (null) is left out and counted, not lost silently
@@ -172,7 +173,9 @@ def test_interrupted_fit_resumes_from_the_saved_epoch(spark, data, tmp_path, mon
     assert model.training_stats == {"volumes": 11, "skipped_volumes": 1}
     assert [r["epoch"] for r in model.history] == [1, 2, 3]
     assert model.history[:2] == state["history"]  # epochs 1-2 came from the checkpoint, only epoch 3 trained
-    assert SegmentationEstimator.latest_checkpoint(str(ck)).endswith("/epoch_0003")
+    # the unreadable volume cannot train, so this is the same fit: it resumed in the same folder
+    assert [p.name for p in ck.glob("fit-*")] == [fit.name]
+    assert SegmentationEstimator.latest_checkpoint(str(fit)).endswith("/epoch_0003")
 
 
 @pytest.mark.slow

@@ -152,7 +152,8 @@ def test_spark_submit_training_on_both_executors_survives_killed_executors(clust
     assert "retry 2 of 2 resumes from epoch_0002" in text, text[-4000:]
     result = json.loads((out / "result.json").read_text())
     assert result["epochs"] == 3
-    state = json.loads((out / "checkpoints" / "epoch_0003" / "state.json").read_text())
+    [fit] = (out / "checkpoints").glob("fit-*")  # one fit: the retries resumed in its own folder
+    state = json.loads((fit / "epoch_0003" / "state.json").read_text())
     assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
     # Spark's event log: the application ran on the standalone master; BigDL's distributed optimiser
     # ran its training tasks on both original executors (and on the replacement after the kill)
@@ -201,9 +202,9 @@ def test_torch_engine_trains_on_both_executors_and_survives_a_killed_executor(cl
 
             deadline = time.time() + 600
             summary = out / "summaries" / "classification" / "train"
-            done = out / "checkpoints" / "epoch_0001" / "state.json"
             while time.time() < deadline and proc.poll() is None and not killed:
-                if done.exists():
+                done = next((out / "checkpoints").glob("fit-*/epoch_0001/state.json"), None)
+                if done is not None:
                     state = json.loads(done.read_text())
                     per_epoch = -(-state["history"][0]["images"] // 4)
                     steps = [s for s, _v, _t in read_scalars(str(summary)).get("Loss", [])]
@@ -221,7 +222,8 @@ def test_torch_engine_trains_on_both_executors_and_survives_a_killed_executor(cl
     text = log_path.read_text()
     assert killed, text[-3000:]
     assert proc.returncode == 0, text[-4000:]
-    state = json.loads((out / "checkpoints" / "epoch_0003" / "state.json").read_text())
+    [fit] = (out / "checkpoints").glob("fit-*")
+    state = json.loads((fit / "epoch_0003" / "state.json").read_text())
     assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
     assert state["history"][0] == before  # epoch 1 was not trained again: the ranks resumed from its checkpoint
     assert "retry 1 of 2 resumes from epoch_0001" in text, text[-4000:]

@@ -49,7 +49,7 @@ def test_torch_losses_equal_the_bigdl_criteria(spark):
 
     from bigdl_medimg.ml import dice_ce_loss as bigdl_dice_ce
     from bigdl_medimg.ml.classification import weighted_bce_loss as bigdl_bce
-    from bigdl_medimg.ml.engines.torch import dice_ce_loss, weighted_bce_loss
+    from bigdl_medimg.ml.engines.torch_tasks import dice_ce_loss, weighted_bce_loss
 
     rng = np.random.default_rng(3)
     b, v, c = 3, 40, 4

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, help="override estimator.batchSize")
     tr.add_argument("--engine", choices=["bigdl", "torch"],
                     help="override estimator.engine: BigDL (default) or PyTorch DDP on the executors")
+    tr.add_argument("--resume", choices=["auto", "never", "require"],
+                    help="override estimator.resume: 'auto' (default) resumes this very run (same config and data) "
+                         "from RUN/checkpoints, 'never' starts afresh, 'require' fails unless it can resume")
     tr.add_argument("--seg-model", help="meniscus_tear: a knee_cartilage model folder for stage 1 "
                                         "(default: train one first)")
     spark_opts(tr)
@@ -268,7 +271,8 @@ def cmd_train(args) -> int:
     from .. import tasks
 
     overrides = {"estimator": {k: v for k, v in (("maxEpoch", args.epochs), ("batchSize", args.batch_size),
-                                                 ("engine", args.engine)) if v is not None}}
+                                                 ("engine", args.engine), ("resume", args.resume))
+                                if v is not None}}
     cfg = tasks.task_config(args.task, args.config, overrides)
     if args.seg_model and args.task != "meniscus_tear":
         raise MedImgError("--seg-model only applies to --task meniscus_tear")

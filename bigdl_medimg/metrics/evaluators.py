@@ -105,12 +105,19 @@ def _nanmean(values) -> float:
     return float(v.mean()) if v.size else float("nan")
 
 
+#: What a segmentation evaluator does with a volume it cannot score (null prediction or reference, other grid).
+UNSCORED = ("worst", "error", "skip")
+
+
 class _SegmentationEvalParams(Params):
     predictionCol = param("predictionCol", "predicted label-mask tensor column", TypeConverters.toString)
     labelCol = param("labelCol", "reference label-mask tensor column", TypeConverters.toString)
     numClasses = param("numClasses", "number of classes including background (0)", TypeConverters.toInt)
     classes = param("classes", "foreground classes to average ([] = all of 1..numClasses-1)",
                     TypeConverters.toListInt)
+    unscored = param("unscored", "a volume that cannot be scored: 'worst' (Dice 0, infinite distance; the default), "
+                                 "'error' (raise) or 'skip' (left out: not for model selection)",
+                     TypeConverters.toString)
 
     def _check(self) -> list[int]:
         n = self.getOrDefault("numClasses")
@@ -127,14 +134,41 @@ class _SegmentationEvalParams(Params):
                                    ).toPandas()
 
     def _scored(self, df):
+        """``(classes, per-volume scores)``: the scored volumes and, under ``unscored='worst'``, one worst row
+        (Dice 0 and infinite distances for every class) per volume that could not be scored."""
+        import pandas as pd
+
         ks = self._check()
+        policy = self.getOrDefault("unscored")
+        if policy not in UNSCORED:
+            raise ConfigError(f"unscored must be one of {UNSCORED}, got {policy!r}")
         vols = self.volume_scores(df)
-        good = vols[vols["error"].isna()]
+        good, bad = vols[vols["error"].isna()], vols[vols["error"].notna()]
+        errors = bad["error"].unique()[:3]
         if good.empty:
-            errors = vols["error"].dropna().unique()[:3]
             raise ConfigError(f"{type(self).__name__}: no volume could be scored"
                               + (f" ({'; '.join(errors)})" if len(errors) else " (empty DataFrame)"))
+        if len(bad) and policy == "error":
+            raise ConfigError(f"{type(self).__name__}: {len(bad)} of {len(vols)} volume(s) could not be scored "
+                              f"({'; '.join(errors)}); unscored='worst' counts them as Dice 0 and infinite distance")
+        if len(bad) and policy == "worst":  # a model that fails on the hard cases must not score higher
+            n = int(self.getOrDefault("numClasses")) - 1
+            worst = pd.DataFrame({"dice": [[0.0] * n] * len(bad), "hd": [[float("inf")] * n] * len(bad),
+                                  "msd": [[float("inf")] * n] * len(bad)})
+            good = pd.concat([good[["dice", "hd", "msd"]], worst], ignore_index=True)
         return ks, good
+
+    def setUnscored(self, value: str) -> Self:
+        """Set :py:attr:`unscored`: what a volume that cannot be scored (null prediction or reference, other shape
+        or grid) counts as: 'worst' (Dice 0 and infinite distance for every class; the default), 'error' (a
+        ConfigError naming the count and reasons) or 'skip' (left out; a model that fails on hard cases then scores
+        higher, so not for model selection).
+        """
+        return self._set(unscored=value)
+
+    def getUnscored(self) -> str:
+        """The value of :py:attr:`unscored` (set or default): 'worst', 'error' or 'skip'."""
+        return self.getOrDefault(self.unscored)
 
     def setPredictionCol(self, value: str) -> Self:
         """Set :py:attr:`predictionCol`: predicted label-mask tensor column."""
@@ -174,15 +208,17 @@ class DiceEvaluator(Evaluator, _SegmentationEvalParams, DefaultParamsReadable, D
     """Mean Dice over volumes, per foreground class, then over ``classes`` (larger is better).
 
     A class absent from both prediction and reference of a volume does not
-    count for that volume (NaN, as MONAI's ``ignore_empty``).  Volumes whose
-    prediction or reference is missing are skipped (``volume_scores`` lists
-    them with their error).
+    count for that volume (NaN, as MONAI's ``ignore_empty``).  A volume that
+    cannot be scored (prediction or reference missing, another grid) counts
+    as Dice 0 for every class by default (``unscored``; ``volume_scores``
+    lists them with their error).
     """
 
     @keyword_only
-    def __init__(self, *, predictionCol="segmentation", labelCol="mask", numClasses=2, classes=None):
+    def __init__(self, *, predictionCol="segmentation", labelCol="mask", numClasses=2, classes=None,
+                 unscored="worst"):
         super().__init__()
-        self._setDefault(predictionCol="segmentation", labelCol="mask", numClasses=2, classes=[])
+        self._setDefault(predictionCol="segmentation", labelCol="mask", numClasses=2, classes=[], unscored="worst")
         self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
     def _surface_args(self) -> dict:
@@ -210,7 +246,8 @@ class SurfaceDistanceEvaluator(Evaluator, _SegmentationEvalParams, DefaultParams
     :func:`~bigdl_medimg.metrics.functional.surface_distances`).  Averaged
     over volumes per class, then over ``classes``; a class present in only one
     of prediction and reference makes that volume's distance infinite, and the
-    mean with it (smaller is better).
+    mean with it (smaller is better); so does, by default, a volume that
+    cannot be scored (``unscored``).
     """
 
     metricName = param("metricName", "hd95 | msd", TypeConverters.toString)
@@ -218,10 +255,10 @@ class SurfaceDistanceEvaluator(Evaluator, _SegmentationEvalParams, DefaultParams
 
     @keyword_only
     def __init__(self, *, predictionCol="segmentation", labelCol="mask", numClasses=2, classes=None,
-                 metricName="hd95", percentile=95.0):
+                 metricName="hd95", percentile=95.0, unscored="worst"):
         super().__init__()
         self._setDefault(predictionCol="segmentation", labelCol="mask", numClasses=2, classes=[],
-                         metricName="hd95", percentile=95.0)
+                         metricName="hd95", percentile=95.0, unscored="worst")
         self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
     def _surface_args(self) -> dict:

@@ -44,7 +44,7 @@ from ..params import param
 from ._persist import NetworkModelPersistence
 from .classification_params import ClassificationEstimatorParams, ClassifierParams
 from .progress import epoch_line
-from .training import check_optim, fit_with_retries, from_preset, latest_checkpoint, train_epochs
+from .training import check_optim, checkpoint_folder, fit_with_retries, from_preset, latest_checkpoint, train_epochs
 
 __all__ = ["ClassificationEstimator", "ClassificationModel", "AUCEvaluator", "weighted_bce_loss"]
 
@@ -290,8 +290,8 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                  topology="densenet121", growthRate=0, blockConfig=None, filters=None, dropout=0.0,
                  labelWeighting="chexnet", classBalancing=False, optimizer="adam", learningRate=1e-3,
                  lrSchedule="constant", lrDecay=0.0, momentum=0.9, maxEpoch=10, earlyStoppingPatience=0,
-                 checkpointDir="", summaryDir="", initModelPath="", maxRetries=2, engine="bigdl", numRanks=0,
-                 cacheMemoryMB=4096.0):
+                 checkpointDir="", summaryDir="", initModelPath="", maxRetries=2, resume="auto", engine="bigdl",
+                 numRanks=0, cacheMemoryMB=4096.0):
         super().__init__()
         self._setDefault(inputCol="image", labelCol="label", outputCol="probability", predictionCol="prediction",
                          mode="multilabel", labelNames=[], inputShape=[1, 224, 224], batchSize=16,
@@ -299,7 +299,7 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                          dropout=0.0, labelWeighting="chexnet", classBalancing=False, optimizer="adam",
                          learningRate=1e-3, lrSchedule="constant", lrDecay=0.0, momentum=0.9, maxEpoch=10,
                          earlyStoppingPatience=0, checkpointDir="", summaryDir="", initModelPath="", maxRetries=2,
-                         engine="bigdl", numRanks=0, cacheMemoryMB=4096.0)
+                         resume="auto", engine="bigdl", numRanks=0, cacheMemoryMB=4096.0)
         self._set(**self._input_kwargs)
         self.history: list[dict] = []
 
@@ -445,12 +445,19 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
 
     # ------------------------------------------------------------------ fit ---
     def _fit(self, df):
-        return fit_with_retries("ClassificationEstimator", self._fit_once, df, self._get("checkpointDir"),
+        self._validate()
+        in_col, label_col, vcol = self._get("inputCol"), self._get("labelCol"), self._get("validationIndicatorCol")
+        for c in (in_col, label_col) + ((vcol,) if vcol else ()):
+            if c not in df.columns:
+                raise ConfigError(f"ClassificationEstimator: column {c!r} not found; "
+                                  f"the DataFrame has {sorted(df.columns)}")
+        folder = checkpoint_folder("ClassificationEstimator", self, df, [in_col, label_col, vcol])
+        return fit_with_retries("ClassificationEstimator", lambda d: self._fit_once(d, folder), df, folder,
                                 self._get("maxRetries"))
 
-    def _loop_args(self) -> dict:
+    def _loop_args(self, folder: str) -> dict:
         return dict(max_epoch=self._get("maxEpoch"), metric="val_auroc", tag="AUC", app="classification",
-                    checkpoint_dir=self._get("checkpointDir"), summary_dir=self._get("summaryDir"),
+                    checkpoint_dir=folder, summary_dir=self._get("summaryDir"),
                     patience=self._get("earlyStoppingPatience"), select_best=True)
 
     def _check_rows(self, n_train: int) -> None:
@@ -460,22 +467,17 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
             raise ConfigError(f"ClassificationEstimator: {n_train} training rows but batchSize "
                               f"{self._get('batchSize')}; lower batchSize or add data")
 
-    def _fit_once(self, df):
-        self._validate()
+    def _fit_once(self, df, folder: str):
         in_col, label_col, vcol = self._get("inputCol"), self._get("labelCol"), self._get("validationIndicatorCol")
-        for c in (in_col, label_col) + ((vcol,) if vcol else ()):
-            if c not in df.columns:
-                raise ConfigError(f"ClassificationEstimator: column {c!r} not found; "
-                                  f"the DataFrame has {sorted(df.columns)}")
         base = self._labels(df.select(*[c for c in (in_col, label_col, vcol) if c]), label_col)
         fit = self._fit_torch if self._get("engine") == "torch" else self._fit_bigdl
-        network, spec, self.history, best, stats = fit(base)
+        network, spec, self.history, best, stats = fit(base, folder)
         model = self._model(network, spec)
         model.history = list(self.history)
         model.training_stats = {**stats, "best_epoch": best.get("epoch")}
         return model
 
-    def _fit_bigdl(self, base):
+    def _fit_bigdl(self, base, folder: str):
         from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
@@ -510,10 +512,10 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                                                     self._get("lrSchedule"), self._get("lrDecay"),
                                                     self._get("momentum"), iters * self._get("maxEpoch")),
                 batch_size=self._get("batchSize"), max_epoch=self._get("maxEpoch"), count_key="images",
-                app="classification", summary_dir=self._get("summaryDir"), checkpoint_dir=self._get("checkpointDir"))
+                app="classification", summary_dir=self._get("summaryDir"), checkpoint_dir=folder)
             try:
                 history, best = train_epochs(engine, report=lambda r: log.info(epoch_line(r, self._get("maxEpoch"))),
-                                             **self._loop_args())
+                                             **self._loop_args(folder))
             finally:
                 engine.close()
         finally:
@@ -522,13 +524,14 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                 val.unpersist()
         return engine.network, None, history, best, {**weights, "train_images": n_train, "val_images": n_val}
 
-    def _fit_torch(self, base):
+    def _fit_torch(self, base, folder: str):
         import functools
 
         from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
-        from .engines.torch import ClassificationTask, build_torch_network, fit_on_ranks, load_state_bytes, network_spec
+        from .engines.torch import build_torch_network, fit_on_ranks, load_state_bytes, network_spec
+        from .engines.torch_tasks import ClassificationTask
 
         in_col, label_col, vcol = self._get("inputCol"), self._get("labelCol"), self._get("validationIndicatorCol")
         is_val = F.col(vcol) if vcol else F.lit(False)
@@ -545,7 +548,7 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                                     self._network_params())
             spec = dict(owner="ClassificationEstimator", params={p.name: self.getOrDefault(p) for p in self.params},
                         network=net_spec, loss_weights=weights, count_key="images", validating=n_val > 0,
-                        epoch_line=functools.partial(epoch_line, max_epoch=self._get("maxEpoch")), **self._loop_args())
+                        epoch_line=functools.partial(epoch_line, max_epoch=self._get("maxEpoch")), **self._loop_args(folder))
             weights_bytes, info = fit_on_ranks(rows.drop("label"), spec, ClassificationTask, self._get("numRanks"))
         finally:
             rows.unpersist()

@@ -192,7 +192,8 @@ class SegmentationModel(NetworkModelPersistence, Model):
 
         from ..arrow import arrow_schema, null_array, read_tensor, replace_columns, tensor_array
         from ..tensor import tensor_type
-        from .engines.torch import cached_network, predict_volume, state_bytes, weights_digest
+        from .engines.torch import cached_network, state_bytes, weights_digest
+        from .engines.torch_tasks import predict_volume
 
         patch = tuple(self.getOrDefault("patchShape"))
         chans, overlap = self.getOrDefault("inChannels"), self.getOrDefault("overlap")

@@ -20,7 +20,7 @@ network's softmax output and one-hot labels, so it runs inside BigDL's
 distributed optimiser like a built-in criterion.  ``"ce"`` is the weighted
 cross-entropy alone (BigDL's ``TimeDistributedCriterion(CrossEntropyCriterion)``
 on integer labels, a fifth of the label memory).  The torch engine computes the
-same losses in torch (:func:`~bigdl_medimg.ml.engines.torch.dice_ce_loss`, tested
+same losses in torch (:func:`~bigdl_medimg.ml.engines.torch_tasks.dice_ce_loss`, tested
 equal to the BigDL criterion; ``torch.nn.functional.cross_entropy`` with the
 class weights).
 """
@@ -36,7 +36,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from ..errors import ConfigError
 from .progress import epoch_line
 from .segmentation_params import SegmentationEstimatorParams
-from .training import check_optim, fit_with_retries, from_preset, latest_checkpoint, load_preset_section, train_epochs
+from .training import check_optim, checkpoint_folder, fit_with_retries, from_preset, latest_checkpoint, load_preset_section, train_epochs
 
 __all__ = ["SegmentationEstimator", "dice_ce_loss", "load_preset", "volume_dice"]
 
@@ -95,15 +95,15 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                  patchShape=(16, 32, 32), patchesPerImage=8, posFraction=0.7, depth=2, baseFilters=8, dropout=0.0,
                  batchNorm=True, optimizer="adam", learningRate=2e-3, lrSchedule="inverse", lrDecay=1e-4, momentum=0.9,
                  batchSize=16, maxEpoch=10, overlap=0.5, checkpointDir="", summaryDir="", seed=0, maxRetries=2,
-                 engine="bigdl", numRanks=0, cacheMemoryMB=4096.0):
+                 resume="auto", engine="bigdl", numRanks=0, cacheMemoryMB=4096.0):
         super().__init__()
         self._setDefault(inputCol="image", maskCol="mask", outputCol="segmentation", validationIndicatorCol="",
                          nClasses=5, classNames=[], classWeights=[], loss="dice_ce", diceSmooth=1.0,
                          patchShape=[16, 32, 32], patchesPerImage=8, posFraction=0.7, depth=2, baseFilters=8,
                          dropout=0.0, batchNorm=True, optimizer="adam", learningRate=2e-3,
                          lrSchedule="inverse", lrDecay=1e-4, momentum=0.9, batchSize=16, maxEpoch=10, overlap=0.5,
-                         checkpointDir="", summaryDir="", seed=0, maxRetries=2, engine="bigdl", numRanks=0,
-                         cacheMemoryMB=4096.0)
+                         checkpointDir="", summaryDir="", seed=0, maxRetries=2, resume="auto", engine="bigdl",
+                         numRanks=0, cacheMemoryMB=4096.0)
         self._set(**self._input_kwargs)
         self.history: list[dict] = []
 
@@ -215,13 +215,6 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
 
     # ------------------------------------------------------------------ fit ---
     def _fit(self, df):
-        return fit_with_retries("SegmentationEstimator", self._fit_once, df, self._get("checkpointDir"),
-                                self._get("maxRetries"))
-
-    def _fit_once(self, df):
-        from pyspark import StorageLevel
-        from pyspark.sql import functions as F
-
         self._validate()
         for c in (self._get("inputCol"), self._get("maskCol")):
             if c not in df.columns:
@@ -229,6 +222,16 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
         vcol = self._get("validationIndicatorCol")
         if vcol and vcol not in df.columns:
             raise ConfigError(f"SegmentationEstimator: validation column {vcol!r} not found")
+        folder = checkpoint_folder("SegmentationEstimator", self, df,
+                                   [self._get("inputCol"), self._get("maskCol"), vcol])
+        return fit_with_retries("SegmentationEstimator", lambda d: self._fit_once(d, folder), df, folder,
+                                self._get("maxRetries"))
+
+    def _fit_once(self, df, folder: str):
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        vcol = self._get("validationIndicatorCol")
         # preprocessing upstream runs once, not once per epoch
         df = df.select(*[c for c in (self._get("inputCol"), self._get("maskCol"), vcol) if c]) \
             .persist(StorageLevel.MEMORY_AND_DISK)
@@ -242,10 +245,10 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
         spec = None
         try:
             if self._get("engine") == "torch":
-                network, spec, self.history, extra = self._fit_torch(df.filter(~missing), vcol)
+                network, spec, self.history, extra = self._fit_torch(df.filter(~missing), vcol, folder)
                 stats.update(extra)
             else:
-                network, self.history = self._fit_bigdl(df, vcol)
+                network, self.history = self._fit_bigdl(df.filter(~missing), vcol, folder)
         finally:
             df.unpersist()
         model = self._model(network, spec)
@@ -253,11 +256,11 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
         model.training_stats = stats
         return model
 
-    def _loop_args(self) -> dict:
+    def _loop_args(self, folder: str) -> dict:
         return dict(max_epoch=self._get("maxEpoch"), metric="val_dice", tag="Dice", app="segmentation",
-                    checkpoint_dir=self._get("checkpointDir"), summary_dir=self._get("summaryDir"))
+                    checkpoint_dir=folder, summary_dir=self._get("summaryDir"))
 
-    def _fit_bigdl(self, df, vcol: str):
+    def _fit_bigdl(self, df, vcol: str, folder: str):
         from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
@@ -291,20 +294,21 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
             label_shape=self._label_shape(), epoch_data=epoch_data, validate=validate if val is not None else None,
             make_optim=self._optim, batch_size=self._get("batchSize"), max_epoch=self._get("maxEpoch"),
             count_key="patches", app="segmentation", summary_dir=self._get("summaryDir"),
-            checkpoint_dir=self._get("checkpointDir"))
+            checkpoint_dir=folder)
         try:
             history, _best = train_epochs(engine, report=lambda r: log.info(epoch_line(r, self._get("maxEpoch"))),
-                                          **self._loop_args())
+                                          **self._loop_args(folder))
         finally:
             engine.close()
         return engine.network, history
 
-    def _fit_torch(self, rows, vcol: str):
+    def _fit_torch(self, rows, vcol: str, folder: str):
         import functools
 
         from pyspark.sql import functions as F
 
-        from .engines.torch import SegmentationTask, build_torch_network, fit_on_ranks, load_state_bytes, network_spec
+        from .engines.torch import build_torch_network, fit_on_ranks, load_state_bytes, network_spec
+        from .engines.torch_tasks import SegmentationTask
 
         rows = rows.select(F.col(self._get("inputCol")).alias("__x"), F.col(self._get("maskCol")).alias("__y"),
                            (F.col(vcol) if vcol else F.lit(False)).alias("__val"))
@@ -312,7 +316,7 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
         spec = dict(owner="SegmentationEstimator", params={p.name: self.getOrDefault(p) for p in self.params},
                     network=net_spec,
                     count_key="patches", validating=bool(vcol), select_best=False, patience=0,
-                    epoch_line=functools.partial(epoch_line, max_epoch=self._get("maxEpoch")), **self._loop_args())
+                    epoch_line=functools.partial(epoch_line, max_epoch=self._get("maxEpoch")), **self._loop_args(folder))
         weights, info = fit_on_ranks(rows, spec, SegmentationTask, self._get("numRanks"))
         net = load_state_bytes(build_torch_network(net_spec), weights).eval()
         return net, net_spec, info["history"], {

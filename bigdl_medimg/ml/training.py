@@ -62,6 +62,103 @@ def fit_with_retries(owner: str, fit_once, df, checkpoint_dir: str, max_retries:
                         attempt, max_retries, ck.rsplit("/", 1)[-1] if ck else "the start (no checkpoint yet)")
 
 
+#: Params that do not change what a fit learns (where it writes, how it retries, how torch ranks hold their rows,
+#: what output columns are called).  Every other Param is part of a fit's fingerprint.
+BOOKKEEPING_PARAMS = frozenset({"checkpointDir", "summaryDir", "maxRetries", "resume", "numRanks", "cacheMemoryMB",
+                                "outputCol", "predictionCol"})
+RESUME_MODES = ("auto", "never", "require")
+
+
+def fit_fingerprint(estimator, df, columns) -> dict:
+    """What makes two fits the same fit: the Params that shape training (the engine among them) and the data.
+
+    The data part is the number of rows a fit can train on (input and target
+    not null: ``columns[0]`` and ``columns[1]``) and an order-independent sum
+    of a 64-bit hash of each such row's ``columns`` (image, mask or label,
+    validation flag): numbers only, nothing of a patient.  It costs one pass
+    over the input, so estimators take it only when they keep checkpoints.
+    """
+    from pyspark.sql import functions as F
+
+    params = {p.name: estimator.getOrDefault(p) for p in estimator.params
+              if p.name not in BOOKKEEPING_PARAMS and estimator.isDefined(p)}
+    usable = df.filter(F.col(columns[0]).isNotNull() & F.col(columns[1]).isNotNull())
+    row = usable.select(F.count(F.lit(1)).alias("n"),
+                    F.sum(F.pmod(F.xxhash64(*[F.col(c) for c in columns]), F.lit(2 ** 31 - 1))).alias("h")).first()
+    return {"params": json.loads(json.dumps(params, default=str)), "rows": int(row["n"]), "keys": int(row["h"] or 0)}
+
+
+def _differences(mine: dict, other: dict) -> list[str]:
+    out = [f"{k} ({other['params'].get(k)!r} there, {mine['params'].get(k)!r} here)"
+           for k in sorted(set(mine["params"]) | set(other.get("params", {})))
+           if mine["params"].get(k) != other.get("params", {}).get(k)]
+    if mine["rows"] != other.get("rows"):
+        out.append(f"training rows ({other.get('rows')} there, {mine['rows']} here)")
+    elif mine["keys"] != other.get("keys"):
+        out.append("the training rows' content (same count, other images, labels or validation flags)")
+    return out
+
+
+def fit_folder(owner: str, checkpoint_dir: str, fingerprint: dict, resume: str = "auto") -> str:
+    """The checkpoint folder of one fit: ``<checkpoint_dir>/fit-<hash of its fingerprint>``.
+
+    A fit resumes only its own checkpoints: a fit with other Params or other
+    data (a changed config, another candidate or fold of a tuning run, the
+    final refit) gets a folder of its own and trains from scratch; the same
+    fit run again (or retried after a lost executor) resumes.  ``resume``:
+
+    - ``"auto"``: resume this fit's newest checkpoint if there is one, else start fresh
+      (other fits' checkpoints are left alone; the log says how they differ);
+    - ``"never"``: start fresh, deleting this fit's earlier checkpoints;
+    - ``"require"``: a :class:`~bigdl_medimg.errors.ConfigError` unless this fit has a checkpoint to resume;
+      it names the folder and what differs from the fits found there.
+
+    Returns ``""`` when ``checkpoint_dir`` is ``""`` (no checkpoints).
+    """
+    import hashlib
+
+    from ..io import files
+
+    if resume not in RESUME_MODES:
+        raise ConfigError(f"{owner}: resume must be one of {RESUME_MODES}, got {resume!r}")
+    if not checkpoint_dir:
+        if resume == "require":
+            raise ConfigError(f"{owner}: resume='require' needs a checkpointDir")
+        return ""
+    blob = json.dumps(fingerprint, sort_keys=True)
+    name = "fit-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+    folder = files.join(checkpoint_dir, name)
+    if resume == "never":
+        files.remove(folder)
+    if latest_checkpoint(folder) is None:
+        others = []
+        for other in files.list_names(checkpoint_dir):
+            meta = files.join(files.join(checkpoint_dir, other), "fit.json")
+            if other.startswith("fit-") and other != name and files.is_file(meta):
+                others.append((other, _differences(fingerprint, json.loads(files.read_bytes(meta)))))
+        legacy = [n for n in files.list_names(checkpoint_dir) if n.startswith("epoch_")]
+        closest = min(others, key=lambda o: len(o[1])) if others else None
+        why = (f"; the closest fit there, {closest[0]}, differs in: {'; '.join(closest[1])}" if closest else "") + \
+              (f"; {len(legacy)} checkpoint(s) of an earlier layout (epoch_NNNN directly in it) are not resumed"
+               if legacy else "")
+        if resume == "require":
+            raise ConfigError(f"{owner}: resume='require' but {checkpoint_dir} holds no checkpoint of this fit "
+                              f"({name}){why or ' (it holds no fit at all)'}")
+        if why:  # a changed config must not look like a resumed run
+            log.warning("%s: %s holds no checkpoint of this fit; it trains from scratch in %s%s", owner,
+                        checkpoint_dir, name, why)
+    if not files.is_file(files.join(folder, "fit.json")):
+        files.make_dirs(folder)
+        files.write_bytes(files.join(folder, "fit.json"), blob.encode())
+    return folder
+
+
+def checkpoint_folder(owner: str, estimator, df, columns) -> str:
+    """:func:`fit_folder` of ``estimator``'s fit on ``df`` (its ``checkpointDir`` and ``resume`` Params)."""
+    ck, resume = estimator.getOrDefault("checkpointDir"), estimator.getOrDefault("resume")
+    return fit_folder(owner, ck, fit_fingerprint(estimator, df, [c for c in columns if c]) if ck else {}, resume)
+
+
 def latest_checkpoint(folder: str) -> str | None:
     """The newest complete ``epoch_NNNN`` checkpoint in ``folder`` (a path or Hadoop URI; None when there is none)."""
     from ..io import files

@@ -25,10 +25,13 @@ class TrainingParams:
     maxEpoch = param("maxEpoch", "epochs to train (counting resumed ones)", TypeConverters.toInt)
     maxRetries = param("maxRetries", "re-runs from the last checkpoint after a failed Spark job (needs checkpointDir)",
                        TypeConverters.toInt)
-    checkpointDir = param("checkpointDir", "folder for per-epoch checkpoints; resumes from it ('' for none)",
+    checkpointDir = param("checkpointDir", "folder for per-epoch checkpoints, one subfolder per fit ('' for none)",
                           TypeConverters.toString)
     summaryDir = param("summaryDir", "folder for TensorBoard train/validation summaries ('' for none)",
                        TypeConverters.toString)
+    resume = param("resume", "with checkpointDir: 'auto' resumes this very fit (same Params and data) if it has a "
+                             "checkpoint, 'never' starts afresh, 'require' fails unless it can resume",
+                   TypeConverters.toString)
     numRanks = param("numRanks", "torch engine: training processes (0 = one per Spark task slot)", TypeConverters.toInt)
     cacheMemoryMB = param("cacheMemoryMB", "torch engine: memory per rank for its decoded rows before they spill "
                                            "to local disk", TypeConverters.toFloat)
@@ -105,12 +108,12 @@ class TrainingParams:
         return self.getOrDefault(self.maxRetries)
 
     def setCheckpointDir(self, value: str) -> Self:
-        """Set :py:attr:`checkpointDir`: folder for per-epoch checkpoints; resumes from it ('' for none)."""
+        """Set :py:attr:`checkpointDir`: folder for per-epoch checkpoints, one subfolder per fit ('' for none)."""
         return self._set(checkpointDir=value)
 
     def getCheckpointDir(self) -> str:
-        """The value of :py:attr:`checkpointDir` (set or default): folder for per-epoch checkpoints; resumes from it (''
-        for none).
+        """The value of :py:attr:`checkpointDir` (set or default): folder for per-epoch checkpoints, one subfolder per
+        fit ('' for none).
         """
         return self.getOrDefault(self.checkpointDir)
 
@@ -123,6 +126,20 @@ class TrainingParams:
         none).
         """
         return self.getOrDefault(self.summaryDir)
+
+    def setResume(self, value: str) -> Self:
+        """Set :py:attr:`resume`: with checkpointDir, 'auto' resumes this very fit (same Params and data) if it has a
+        checkpoint, 'never' starts afresh, 'require' fails unless it can resume.
+
+        Each fit keeps its checkpoints in ``checkpointDir/fit-<fingerprint>``
+        (:func:`~bigdl_medimg.ml.training.fit_folder`): a fit never resumes
+        another one's weights, whatever ``resume`` says.
+        """
+        return self._set(resume=value)
+
+    def getResume(self) -> str:
+        """The value of :py:attr:`resume` (set or default): 'auto', 'never' or 'require'."""
+        return self.getOrDefault(self.resume)
 
     def setNumRanks(self, value: int) -> Self:
         """Set :py:attr:`numRanks`: torch engine: training processes (0 = one per Spark task slot)."""

@@ -12,6 +12,8 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
+
 from ...io import files
 from ..progress import EpochProgress
 from ..training import EpochEngine
@@ -19,6 +21,17 @@ from ..training import EpochEngine
 __all__ = ["BigDLEngine", "ReplicasLost", "fit_one_epoch", "make_optim", "driver_heap_mb", "bigdl_path"]
 
 log = logging.getLogger(__name__)
+
+
+#: Names BigDL gives the RDDs it caches for one fit (FeatureSet.scala, DistriOptimizer.scala): after an epoch's
+#: fit these, and only these, are released, so the DataFrames other fits have cached (parallel tuning) stay.
+BIGDL_RDD_NAMES = ("cached feature set", "Thread Model RDD")
+
+# One BigDL epoch at a time per driver: BigDL's optimiser uses every executor core for each iteration, and
+# two at once would compete for the same replicas.  Parallel tuning still runs the rest of each fit (data
+# preparation, validation, checkpoints) concurrently; the torch engine needs no lock (Spark schedules a
+# barrier stage only when all of its tasks can start).
+_EPOCH_LOCK = threading.Lock()
 
 
 def bigdl_path(uri: str) -> str:
@@ -73,15 +86,17 @@ def fit_one_epoch(df, estimator, data, progress=None, strict: bool = True) -> No
     re-run from the last checkpoint; otherwise a warning is logged.
     """
     sc = df.sparkSession.sparkContext
-    before = set(sc._jsc.getPersistentRDDs().keySet())
-    alive = _executors(sc)
-    with progress if progress is not None else contextlib.nullcontext():
-        estimator.fit(data)
-    for rdd_id, rdd in dict(sc._jsc.getPersistentRDDs()).items():
-        if rdd_id not in before:  # otherwise the driver heap grows by the training set every epoch
-            rdd.unpersist(False)
+    with _EPOCH_LOCK:
+        before = set(sc._jsc.getPersistentRDDs().keySet())
+        alive = _executors(sc)
+        with progress if progress is not None else contextlib.nullcontext():
+            estimator.fit(data)
+        for rdd_id, rdd in dict(sc._jsc.getPersistentRDDs()).items():
+            # BigDL's caches of this fit: otherwise the driver heap grows by the training set every epoch
+            if rdd_id not in before and any(n in str(rdd.name() or "") for n in BIGDL_RDD_NAMES):
+                rdd.unpersist(False)
+        lost = sorted(alive - _executors(sc))
     sc._jvm.System.gc()
-    lost = sorted(alive - _executors(sc))
     if lost:
         text = (f"{len(lost)} executor(s) lost while BigDL trained ({', '.join(lost)}); Spark re-ran their tasks, "
                 f"which rebuilds those replicas from the weights and optimiser state the epoch started with")
