@@ -168,8 +168,11 @@ def test_model_columns_thresholds_and_pipeline_save_load(spark, chest, chest_mod
     test = chest[1]
     broken = test.limit(1).withColumn("image", F.lit(None).cast(test.schema["image"].dataType)) \
         .withColumn("id", F.lit(-1))
-    out = {r.id: r for r in model.transform(test.unionByName(broken)).collect()}
-    assert len(out) == test.count() + 1
+    from test_segmentation_model import counted
+
+    tapped, runs = counted(spark, test.unionByName(broken))
+    out = {r.id: r for r in model.transform(tapped).collect()}
+    assert len(out) == test.count() + 1 == runs.value  # the upstream ran once: no filter-and-union of two passes
     assert out[-1].probability is None and out[-1].prediction is None
     # and validation rows without an image do not count in the per-epoch AUROC
     val = chest[0].filter("is_val").select("image", F.col("labels").alias("__y"))
@@ -178,9 +181,14 @@ def test_model_columns_thresholds_and_pipeline_save_load(spark, chest, chest_mod
     assert got["val_auroc"] == pytest.approx(want["val_auroc"]) and np.isfinite(got["val_auroc"])
     pipe = PipelineModel(stages=[model])
     pipe.write().overwrite().save(str(tmp_path / "pm"))
-    again = PipelineModel.load(str(tmp_path / "pm")).transform(chest[1]).orderBy("id").collect()
+    loaded = PipelineModel.load(str(tmp_path / "pm"))
+    again = loaded.transform(chest[1]).orderBy("id").collect()
     before = model.transform(chest[1]).orderBy("id").collect()
     assert all(np.allclose(a.probability, b.probability, atol=1e-6) for a, b in zip(again, before))
+    # the fit's record survives the save; the estimator's Params reached the model through _copyValues
+    assert loaded.stages[0].history == model.history and len(model.history) == 6
+    assert loaded.stages[0].training_stats == model.training_stats and "best_epoch" in model.training_stats
+    assert loaded.stages[0].getLabelNames() == EASY and loaded.stages[0].getInputShape() == [1, 64, 64]
 
 
 @pytest.mark.slow

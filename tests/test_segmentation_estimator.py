@@ -184,9 +184,14 @@ def test_trained_model_in_a_saved_pipeline(spark, data, trained, tmp_path):
     pipe = PipelineModel(stages=[model])
     before = [to_numpy(r.segmentation) for r in pipe.transform(data[1]).orderBy("case").collect()]
     pipe.write().overwrite().save(str(tmp_path / "pm"))
-    after = [to_numpy(r.segmentation) for r in PipelineModel.load(str(tmp_path / "pm")).transform(data[1])
-             .orderBy("case").collect()]
+    loaded = PipelineModel.load(str(tmp_path / "pm"))
+    after = [to_numpy(r.segmentation) for r in loaded.transform(data[1]).orderBy("case").collect()]
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    # what the fit recorded survives save and load, and the estimator's shared Params reached the model
+    back = loaded.stages[0]
+    assert back.history == model.history and len(back.history) == EPOCHS
+    assert back.training_stats == model.training_stats and back.training_stats["volumes"] > 0
+    assert back.getPatchShape() == _est.getPatchShape() and back.getNClasses() == _est.getNClasses()
 
 
 def test_dice_ce_loss_equals_a_numpy_reference_with_its_gradient(spark):

@@ -106,3 +106,36 @@ def test_save_load_and_pipeline_model(spark, tmp_path):
         SegmentationModel(network=net, patchShape=[8, 8, 8], nClasses=2, overlap=1.5).transform(df)
     with pytest.raises(ConfigError, match="divisible"):
         unet3d(2, (6, 8, 8), depth=2)
+
+
+def counted(spark, df):
+    """``df`` passed through a stage that counts the rows it yields (an accumulator): the upstream's runs."""
+    acc = spark.sparkContext.accumulator(0)
+
+    def tap(batches):
+        for b in batches:
+            acc.add(b.num_rows)
+            yield b
+
+    return df.mapInArrow(tap, df.schema), acc
+
+
+def test_transform_runs_its_upstream_once_and_keeps_equal_images_apart(spark):
+    """Rows are keyed by position, not bytes: the same voxels under two affines give two masks on their own grids."""
+    from bigdl_medimg.ml.segmentation import SegmentationModel
+    from bigdl_medimg.models.unet3d import unet3d
+
+    vol = np.random.default_rng(4).normal(size=(8, 12, 10)).astype(np.float32)
+    affines = {0: np.diag([2.0, 1, 1, 1]), 1: np.diag([3.0, 0.5, 0.5, 1]), 2: None}
+    df = spark.createDataFrame([(i, None if a is None else from_numpy(vol, a)) for i, a in affines.items()], SCHEMA)
+    tapped, runs = counted(spark, df.repartition(2))
+    model = SegmentationModel(network=unet3d(2, (8, 8, 8), depth=1, base_filters=2), patchShape=[8, 8, 8],
+                              nClasses=2, probabilityCol="prob")
+    rows = {r.id: r for r in model.transform(tapped).collect()}
+    assert runs.value == 3  # every input row read once: no second pass for a join back
+    assert sorted(rows) == [0, 1, 2] and rows[2].segmentation is None and rows[2].prob is None
+    for i in (0, 1):
+        assert np.array_equal(get_affine(rows[i].segmentation), affines[i])
+        assert np.array_equal(get_affine(rows[i].image), affines[i]) and to_numpy(rows[i].segmentation).shape == vol.shape
+    # equal voxels, equal network: equal masks, each on its own grid
+    assert np.array_equal(to_numpy(rows[0].segmentation), to_numpy(rows[1].segmentation))

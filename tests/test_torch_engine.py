@@ -101,6 +101,7 @@ def torch_seg(spark, seg_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("torch-seg")
     est = SegmentationEstimator(validationIndicatorCol="is_val", maxEpoch=TORCH_EPOCHS, engine="torch",
                                 checkpointDir=(root / "ck").as_uri(), summaryDir=str(root / "summ"),
+                                classNames=["background", "femoral", "tibial", "patellar", "meniscus"],
                                 **{**SMALL, "patchesPerImage": 16})
     return est, est.fit(seg_data[0]), root
 
@@ -208,6 +209,9 @@ def test_torch_model_in_a_pipeline_loads_in_a_fresh_process(spark, seg_data, tor
         spark = get_spark("local", master="local[2]")
         pipe = PipelineModel.load({str(tmp_path / "pipe")!r})
         assert pipe.stages[-1].getEngine() == "torch"
+        with open({str(tmp_path / "record.json")!r}, "w") as f:
+            json.dump({{"history": pipe.stages[-1].history, "stats": pipe.stages[-1].training_stats,
+                       "classNames": pipe.stages[-1].getClassNames()}}, f)
         out = pipe.transform(read_tensors(spark, {str(tmp_path / "in")!r})).select("case", "segmentation").collect()
         for r in out:
             np.save({str(tmp_path)!r} + f"/seg_{{r.case}}.npy", to_numpy(r.segmentation))
@@ -216,6 +220,11 @@ def test_torch_model_in_a_pipeline_loads_in_a_fresh_process(spark, seg_data, tor
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [900, 901]
+    # the model's record of its fit and the estimator's class names came through the save
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["history"] == json.loads(json.dumps(model.history)) and len(record["history"]) == TORCH_EPOCHS
+    assert record["stats"] == json.loads(json.dumps(model.training_stats)) and record["stats"]["ranks"] == 2
+    assert record["classNames"] == _est.getClassNames() != []
     for case, seg in here.items():
         assert np.array_equal(np.load(tmp_path / f"seg_{case}.npy"), seg)
         assert seg.max() > 0

@@ -21,6 +21,10 @@ class NetworkModelPersistence(MLWritable, MLReadable):
 
     _network = None
     _network_spec = None
+    #: what the fit recorded and users read (per-epoch records; counts, class weights, best epoch, ...):
+    #: saved in the stage's metadata, so they survive ``PipelineModel.save``/``load``
+    history: list = ()
+    training_stats: dict = {}
 
     @property
     def network(self):
@@ -31,6 +35,7 @@ class NetworkModelPersistence(MLWritable, MLReadable):
         that = super().copy(extra)
         that._network = self._network
         that._network_spec = self._network_spec
+        that.history, that.training_stats = list(self.history), dict(self.training_stats)
         return that
 
     def write(self) -> MLWriter:
@@ -50,7 +55,10 @@ class _NetworkModelWriter(MLWriter):
         from ..io import hfs
 
         self.instance._validate()
-        DefaultParamsWriter.saveMetadata(self.instance, path, self.sc)
+        record = {"history": list(self.instance.history), "training_stats": dict(self.instance.training_stats)}
+        # numpy scalars and arrays in the records become plain JSON numbers and lists
+        record = json.loads(json.dumps(record, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+        DefaultParamsWriter.saveMetadata(self.instance, path, self.sc, extraMetadata=record)
         root = path.rstrip("/")
         if self.instance.getOrDefault("engine") == "torch":
             from .engines.torch import state_bytes
@@ -73,6 +81,7 @@ class _NetworkModelReader(MLReader):
         model = self.cls()
         DefaultParamsReader.getAndSetParams(model, meta)
         model._resetUid(meta["uid"])
+        model.history, model.training_stats = list(meta.get("history", [])), dict(meta.get("training_stats", {}))
         root = path.rstrip("/")
         if model.getOrDefault("engine") == "torch":
             from ..io import hfs

@@ -101,7 +101,6 @@ class ClassificationModel(NetworkModelPersistence, Model, ClassifierParams):
         self._network = kwargs.pop("network", None)
         self._network_spec = kwargs.pop("network_spec", None)
         self._set(**kwargs)
-        self.history: list[dict] = []
 
     @classmethod
     def from_bigdl_file(cls, path: str, **params) -> "ClassificationModel":
@@ -167,15 +166,16 @@ class ClassificationModel(NetworkModelPersistence, Model, ClassifierParams):
             self.getOrDefault("mode")
         shape = list(self.getOrDefault("inputShape"))
         feats = "__features"
-        x = ToFeatures(inputCol=in_col, outputCol=feats).transform(df.filter(F.col(in_col).isNotNull()))
+        x = ToFeatures(inputCol=in_col, outputCol=feats).transform(df)
+        # one pass over the input: rows without an image (a reader's error rows) are scored on a dummy all-zero
+        # input and get a null output, so nothing vanishes and the upstream stages run once (no filter + union)
+        x = x.withColumn("__has", F.col(feats).isNotNull()).withColumn(
+            feats, F.coalesce(F.col(feats), F.array_repeat(F.lit(0.0).cast("float"), int(np.prod(shape)))))
         x = _sized_features(x, feats, shape, "ClassificationModel")
         nn = NNModel(self._network, shape).setFeaturesCol(feats).setPredictionCol("__scores") \
             .setBatchSize(self.getOrDefault("batchSize"))
         scored = nn.transform(x).drop(feats)
-        # rows without an image (a reader's error rows) pass through with null outputs: nothing vanishes
-        unscored = df.filter(F.col(in_col).isNull()).withColumn(
-            "__scores", F.lit(None).cast(scored.schema["__scores"].dataType))
-        scored = scored.unionByName(unscored)
+        scored = scored.withColumn("__scores", F.when(F.col("__has"), F.col("__scores"))).drop("__has")
 
         @F.pandas_udf(T.ArrayType(T.DoubleType()))
         def probs(scores: pd.Series) -> pd.Series:
@@ -271,7 +271,8 @@ def _check_feature_size(df, col: str, shape, owner: str) -> None:
 
 
 def _sized_features(df, col: str, shape, owner: str):
-    """Rows with features; a row of another size fails its task with the same message (no extra job)."""
+    """``df`` with its features checked: a row of another size fails its task with the same message (no extra
+    job).  Rows without features are left out."""
     from pyspark.sql import functions as F
 
     head, tail = _size_message(owner, shape)
@@ -426,11 +427,8 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
         return seq
 
     def _model(self, network, network_spec=None) -> ClassificationModel:
-        return ClassificationModel(network=network, network_spec=network_spec, engine=self._get("engine"),
-                                   inputCol=self._get("inputCol"), outputCol=self._get("outputCol"),
-                                   predictionCol=self._get("predictionCol"), mode=self._get("mode"),
-                                   labelNames=self._get("labelNames"), inputShape=self._get("inputShape"),
-                                   batchSize=self._get("batchSize"))
+        # the Params both share (ClassifierParams) pass on as pyspark.ml passes them: set values and defaults
+        return self._copyValues(ClassificationModel(network=network, network_spec=network_spec))
 
     def _validation_auroc(self, network, val) -> dict:
         from pyspark.sql import functions as F

@@ -22,10 +22,12 @@ from pyspark.ml.param import TypeConverters
 from ..errors import ConfigError
 from ..params import param
 from ._persist import NetworkModelPersistence
+from .segmentation_params import SegmentationParams
 
 __all__ = ["SegmentationModel"]
 
-class SegmentationModel(NetworkModelPersistence, Model):
+
+class SegmentationModel(NetworkModelPersistence, Model, SegmentationParams):
     """A trained segmentation network applied by sliding window.
 
     Parameters (Params)
@@ -34,29 +36,23 @@ class SegmentationModel(NetworkModelPersistence, Model):
     outputCol : label mask column (``uint8``, same grid and affine)
     probabilityCol : optional per-class probability column ``(classes, D, H, W)`` ('' for none)
     patchShape, nClasses, inChannels : the network's input patch, classes and channels
+    classNames : names of the classes, background first (from the estimator)
     overlap : fraction of overlap between neighbouring tiles (0 <= overlap < 1)
     blendMode : ``"gaussian"`` or ``"constant"``
     batchSize : tiles per BigDL inference batch
     """
 
-    inputCol = param("inputCol", "image tensor column", TypeConverters.toString)
-    outputCol = param("outputCol", "label-mask tensor column to write", TypeConverters.toString)
     probabilityCol = param("probabilityCol", "per-class probability column ('' for none)", TypeConverters.toString)
-    patchShape = param("patchShape", "network input patch (D, H, W)", TypeConverters.toListInt)
-    nClasses = param("nClasses", "number of classes, background included", TypeConverters.toInt)
     inChannels = param("inChannels", "input channels", TypeConverters.toInt)
-    overlap = param("overlap", "overlap between neighbouring tiles, in [0, 1)", TypeConverters.toFloat)
     blendMode = param("blendMode", "'gaussian' or 'constant' tile weights", TypeConverters.toString)
-    batchSize = param("batchSize", "tiles per inference batch", TypeConverters.toInt)
-    engine = param("engine", "engine of the network: 'bigdl' or 'torch'", TypeConverters.toString)
 
     @keyword_only
     def __init__(self, *, network=None, network_spec=None, inputCol="image", outputCol="segmentation",
-                 probabilityCol="", patchShape=None, nClasses=None, inChannels=1, overlap=0.5, blendMode="gaussian",
-                 batchSize=8, engine="bigdl"):
+                 probabilityCol="", patchShape=None, nClasses=None, classNames=None, inChannels=1, overlap=0.5,
+                 blendMode="gaussian", batchSize=8, engine="bigdl"):
         super().__init__()
-        self._setDefault(inputCol="image", outputCol="segmentation", probabilityCol="", inChannels=1, overlap=0.5,
-                         blendMode="gaussian", batchSize=8, engine="bigdl")
+        self._setDefault(inputCol="image", outputCol="segmentation", probabilityCol="", classNames=[], inChannels=1,
+                         overlap=0.5, blendMode="gaussian", batchSize=8, engine="bigdl")
         kwargs = dict(self._input_kwargs)
         self._network = kwargs.pop("network", None)
         self._network_spec = kwargs.pop("network_spec", None)
@@ -84,10 +80,9 @@ class SegmentationModel(NetworkModelPersistence, Model):
     def _transform(self, df):
         import pyarrow as pa
         from bigdl.dllib.nnframes import NNModel
-        from pyspark.sql import functions as F
         from pyspark.sql import types as T
 
-        from ..arrow import read_tensor
+        from ..arrow import arrow_schema, read_tensor
         from ..models.unet3d import flat_model
         from ..tensor import tensor_type
         from .inference import pad_to_patch, window_starts
@@ -102,51 +97,71 @@ class SegmentationModel(NetworkModelPersistence, Model):
         n_classes, chans = self.getOrDefault("nClasses"), self.getOrDefault("inChannels")
         overlap, mode = self.getOrDefault("overlap"), self.getOrDefault("blendMode")
         out_col, prob_col = self.getOrDefault("outputCol"), self.getOrDefault("probabilityCol")
-        voxels = int(np.prod(patch))
+        outs = [out_col] + ([prob_col] if prob_col else [])
+        voxels, n_in = int(np.prod(patch)), chans * int(np.prod(patch))
+        out_schema = T.StructType([f for f in df.schema.fields if f.name not in outs]
+                                  + [T.StructField(c, tensor_type(), True) for c in outs])
+        ints = T.ArrayType(T.IntegerType())
         tile_schema = T.StructType([
-            T.StructField("__key", T.LongType()), T.StructField("__start", T.ArrayType(T.IntegerType())),
-            T.StructField("__shape", T.ArrayType(T.IntegerType())), T.StructField("__padded", T.ArrayType(T.IntegerType())),
-            T.StructField("__affine", T.ArrayType(T.DoubleType())), T.StructField("features", T.ArrayType(T.FloatType())),
+            T.StructField("__key", T.LongType()), T.StructField("__kind", T.IntegerType()),
+            T.StructField("__start", ints), T.StructField("__shape", ints), T.StructField("__padded", ints),
+            T.StructField("__row", T.BinaryType()), T.StructField("features", T.ArrayType(T.FloatType())),
         ])
+        in_idx = df.columns.index(in_col)
 
         def tiles(batches):
+            # One pass over the input: every row becomes a row record (kind 0: the row itself as Arrow IPC, so
+            # the upstream stages run once and nothing is joined back) followed by its tiles (kind 1).  Rows are
+            # keyed by partition and position, not by their bytes: equal images with other affines stay apart.
+            from pyspark import TaskContext
+
+            schema = arrow_schema(tile_schema)
+            zeros = pa.array(np.zeros(n_in, np.float32))  # NNModel scores every row: the record gets a dummy tile
+            key = TaskContext.get().partitionId() << 36
             for batch in batches:
-                keys = batch.column(0)
                 for i in range(batch.num_rows):
-                    t = read_tensor(batch.column(1), i)
-                    if t is None:
+                    key += 1
+                    row = batch.slice(i, 1)
+                    sink = pa.BufferOutputStream()
+                    with pa.ipc.new_stream(sink, row.schema) as w:
+                        w.write_batch(row)
+                    t = read_tensor(row.column(in_idx), 0)
+                    vol = None
+                    if t is not None:
+                        vol = t[0] if t[0].ndim == 4 else t[0][np.newaxis]
+                        if vol.ndim != 4 or vol.shape[0] != chans:
+                            raise ConfigError(f"SegmentationModel expects {chans}-channel 3-D images, "
+                                              f"got shape {t[0].shape}")
+                        padded, orig = pad_to_patch(vol, patch)
+                    shapes = [None, None] if vol is None else [list(orig), list(padded.shape[1:])]
+                    yield pa.RecordBatch.from_arrays([
+                        pa.array([key], pa.int64()), pa.array([0], pa.int32()), pa.nulls(1, pa.list_(pa.int32())),
+                        pa.array([shapes[0]], pa.list_(pa.int32())), pa.array([shapes[1]], pa.list_(pa.int32())),
+                        pa.array([sink.getvalue().to_pybytes()], pa.binary()),
+                        pa.ListArray.from_arrays(pa.array([0, n_in], pa.int32()), zeros)], schema=schema)
+                    if vol is None:
                         continue
-                    arr, aff, _ = t
-                    vol = arr if arr.ndim == 4 else arr[np.newaxis]
-                    if vol.ndim != 4 or vol.shape[0] != chans:
-                        raise ConfigError(f"SegmentationModel expects {chans}-channel 3-D images, got shape {arr.shape}")
-                    padded, orig = pad_to_patch(vol, patch)
-                    starts = window_starts(padded.shape[1:], patch, overlap)
-                    for st in starts:
+                    for st in window_starts(padded.shape[1:], patch, overlap):
                         x = padded[(slice(None),) + tuple(slice(s, s + p) for s, p in zip(st, patch))]
                         flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
                         yield pa.RecordBatch.from_arrays([
-                            pa.array([keys[i].as_py()], pa.int64()), pa.array([list(st)], pa.list_(pa.int32())),
-                            pa.array([list(orig)], pa.list_(pa.int32())),
-                            pa.array([list(padded.shape[1:])], pa.list_(pa.int32())),
-                            pa.array([aff.ravel().tolist()], pa.list_(pa.float64())),
+                            pa.array([key], pa.int64()), pa.array([1], pa.int32()),
+                            pa.array([list(st)], pa.list_(pa.int32())), pa.nulls(1, pa.list_(pa.int32())),
+                            pa.nulls(1, pa.list_(pa.int32())), pa.nulls(1, pa.binary()),
                             pa.ListArray.from_arrays(pa.array([0, flat.size], pa.int32()), pa.array(flat)),
-                        ], names=[f.name for f in tile_schema.fields])
+                        ], schema=schema)
 
-        keyed = df.withColumn("__key", F.xxhash64(F.col(f"{in_col}.data")))
-        tile_df = keyed.select("__key", in_col).mapInArrow(tiles, tile_schema)
+        tile_df = df.mapInArrow(tiles, tile_schema)
         nn = NNModel(flat_model(self._network, voxels, n_classes), [chans, *patch]) \
             .setFeaturesCol("features").setPredictionCol("__pred").setBatchSize(self.getOrDefault("batchSize"))
         scored = nn.transform(tile_df).drop("features") \
-            .repartition("__key").sortWithinPartitions("__key")
-        out_schema = T.StructType([T.StructField("__key", T.LongType()), T.StructField(out_col, tensor_type()),
-                                   T.StructField("__prob", tensor_type())])
+            .repartition("__key").sortWithinPartitions("__key", "__kind")
         want_prob = bool(prob_col)
 
         def blend(batches):
-            # Streams each partition's tiles (sorted by volume) into one accumulator per volume:
-            # a task holds the (classes, D, H, W) sums, the weights and one small batch of tiles.
-            from ..arrow import arrow_schema, fold_by_key, tensor_array
+            # Streams each partition's records (sorted by row, the row record first) into one accumulator per
+            # row: a task holds one row, its (classes, D, H, W) sums, the weights and one small batch of tiles.
+            from ..arrow import arrow_schema, fold_by_key, null_array, replace_columns, tensor_array
             from .inference import TileBlender, blend_weights
 
             schema = arrow_schema(out_schema)
@@ -154,11 +169,17 @@ class SegmentationModel(NetworkModelPersistence, Model):
             weights = blend_weights(patch, mode)
 
             def start(cols, i):
-                return {"shape": tuple(cols["__shape"][i].as_py()),
-                        "aff": np.asarray(cols["__affine"][i].as_py(), np.float64).reshape(4, 4),
-                        "blender": TileBlender(n_classes, tuple(cols["__padded"][i].as_py()), weights)}
+                return {}
 
             def add(state, cols, i):
+                if cols["__kind"][i].as_py() == 0:
+                    row = pa.ipc.open_stream(cols["__row"][i].as_buffer()).read_next_batch()
+                    state["row"] = row
+                    if cols["__shape"][i].is_valid:
+                        state["shape"] = tuple(cols["__shape"][i].as_py())
+                        state["aff"] = read_tensor(row.column(in_idx), 0)[1]
+                        state["blender"] = TileBlender(n_classes, tuple(cols["__padded"][i].as_py()), weights)
+                    return
                 logits = cols["__pred"][i].values.to_numpy(zero_copy_only=False).astype(np.float32)
                 logits = logits.reshape(voxels, n_classes).T.reshape((n_classes,) + patch)
                 logits -= logits.max(axis=0, keepdims=True)
@@ -167,24 +188,19 @@ class SegmentationModel(NetworkModelPersistence, Model):
                 state["blender"].add(cols["__start"][i].as_py(), logits)
 
             def finish(key, state):
+                if "blender" not in state:  # rows without an image pass through with null outputs
+                    return replace_columns(state["row"], schema, {c: null_array(ttype) for c in outs})
                 prob = state["blender"].result()
                 prob = prob[(slice(None),) + tuple(slice(0, s) for s in state["shape"])]
-                seg = np.argmax(prob, axis=0).astype(np.uint8)
-                probs = tensor_array(np.ascontiguousarray(prob), state["aff"], ttype) if want_prob \
-                    else pa.nulls(1, type=ttype)
-                return pa.RecordBatch.from_arrays([pa.array([key], pa.int64()),
-                                                   tensor_array(seg, state["aff"], ttype), probs], schema=schema)
+                new = {out_col: tensor_array(np.argmax(prob, axis=0).astype(np.uint8), state["aff"], ttype)}
+                if want_prob:
+                    new[prob_col] = tensor_array(np.ascontiguousarray(prob), state["aff"], ttype)
+                return replace_columns(state["row"], schema, new)
 
             return fold_by_key(batches, "__key", start, add, finish)
 
-        stitched = scored.select("__key", "__start", "__shape", "__padded", "__affine", "__pred") \
+        return scored.select("__key", "__kind", "__start", "__shape", "__padded", "__row", "__pred") \
             .mapInArrow(blend, out_schema)
-        if not want_prob:
-            stitched = stitched.drop("__prob")
-        else:
-            stitched = stitched.withColumnRenamed("__prob", prob_col)
-        base = keyed.drop(*[c for c in (out_col, prob_col) if c and c in keyed.columns])
-        return base.join(stitched, on="__key", how="left").drop("__key")
 
     def _transform_torch(self, df):
         """Each volume tiled, scored and blended in one Python task; the network cached per worker."""
@@ -232,22 +248,6 @@ class SegmentationModel(NetworkModelPersistence, Model):
 
         return df.mapInArrow(run, schema)
 
-    def setInputCol(self, value: str) -> Self:
-        """Set :py:attr:`inputCol`: image tensor column."""
-        return self._set(inputCol=value)
-
-    def getInputCol(self) -> str:
-        """The value of :py:attr:`inputCol` (set or default): image tensor column."""
-        return self.getOrDefault(self.inputCol)
-
-    def setOutputCol(self, value: str) -> Self:
-        """Set :py:attr:`outputCol`: label-mask tensor column to write."""
-        return self._set(outputCol=value)
-
-    def getOutputCol(self) -> str:
-        """The value of :py:attr:`outputCol` (set or default): label-mask tensor column to write."""
-        return self.getOrDefault(self.outputCol)
-
     def setProbabilityCol(self, value: str) -> Self:
         """Set :py:attr:`probabilityCol`: per-class probability column ('' for none)."""
         return self._set(probabilityCol=value)
@@ -255,22 +255,6 @@ class SegmentationModel(NetworkModelPersistence, Model):
     def getProbabilityCol(self) -> str:
         """The value of :py:attr:`probabilityCol` (set or default): per-class probability column ('' for none)."""
         return self.getOrDefault(self.probabilityCol)
-
-    def setPatchShape(self, value: list[int]) -> Self:
-        """Set :py:attr:`patchShape`: network input patch (D, H, W)."""
-        return self._set(patchShape=value)
-
-    def getPatchShape(self) -> list[int]:
-        """The value of :py:attr:`patchShape` (set or default): network input patch (D, H, W)."""
-        return self.getOrDefault(self.patchShape)
-
-    def setNClasses(self, value: int) -> Self:
-        """Set :py:attr:`nClasses`: number of classes, background included."""
-        return self._set(nClasses=value)
-
-    def getNClasses(self) -> int:
-        """The value of :py:attr:`nClasses` (set or default): number of classes, background included."""
-        return self.getOrDefault(self.nClasses)
 
     def setInChannels(self, value: int) -> Self:
         """Set :py:attr:`inChannels`: input channels."""
@@ -280,14 +264,6 @@ class SegmentationModel(NetworkModelPersistence, Model):
         """The value of :py:attr:`inChannels` (set or default): input channels."""
         return self.getOrDefault(self.inChannels)
 
-    def setOverlap(self, value: float) -> Self:
-        """Set :py:attr:`overlap`: overlap between neighbouring tiles, in [0, 1)."""
-        return self._set(overlap=value)
-
-    def getOverlap(self) -> float:
-        """The value of :py:attr:`overlap` (set or default): overlap between neighbouring tiles, in [0, 1)."""
-        return self.getOrDefault(self.overlap)
-
     def setBlendMode(self, value: str) -> Self:
         """Set :py:attr:`blendMode`: 'gaussian' or 'constant' tile weights."""
         return self._set(blendMode=value)
@@ -295,19 +271,3 @@ class SegmentationModel(NetworkModelPersistence, Model):
     def getBlendMode(self) -> str:
         """The value of :py:attr:`blendMode` (set or default): 'gaussian' or 'constant' tile weights."""
         return self.getOrDefault(self.blendMode)
-
-    def setBatchSize(self, value: int) -> Self:
-        """Set :py:attr:`batchSize`: tiles per inference batch."""
-        return self._set(batchSize=value)
-
-    def getBatchSize(self) -> int:
-        """The value of :py:attr:`batchSize` (set or default): tiles per inference batch."""
-        return self.getOrDefault(self.batchSize)
-
-    def setEngine(self, value: str) -> Self:
-        """Set :py:attr:`engine`: engine of the network: 'bigdl' or 'torch'."""
-        return self._set(engine=value)
-
-    def getEngine(self) -> str:
-        """The value of :py:attr:`engine` (set or default): engine of the network: 'bigdl' or 'torch'."""
-        return self.getOrDefault(self.engine)

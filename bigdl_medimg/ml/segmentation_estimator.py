@@ -201,10 +201,8 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
     def _model(self, network, network_spec=None):
         from .segmentation import SegmentationModel
 
-        return SegmentationModel(network=network, network_spec=network_spec, inputCol=self._get("inputCol"), outputCol=self._get("outputCol"),
-                                 patchShape=self._get("patchShape"), nClasses=self._get("nClasses"),
-                                 overlap=self._get("overlap"), batchSize=self._get("batchSize"),
-                                 engine=self._get("engine"))
+        # the Params both share (SegmentationParams) pass on as pyspark.ml passes them: set values and defaults
+        return self._copyValues(SegmentationModel(network=network, network_spec=network_spec))
 
     def _network_params(self) -> dict:
         """``build_network`` keywords of the U-Net (the same for both engines)."""

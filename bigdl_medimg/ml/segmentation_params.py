@@ -1,4 +1,4 @@
-"""Params of SegmentationEstimator, with their setters and getters."""
+"""Params of SegmentationEstimator and SegmentationModel, with their setters and getters."""
 from __future__ import annotations
 
 from typing import Self
@@ -8,32 +8,22 @@ from pyspark.ml.param import TypeConverters
 from ..params import param
 from .training_params import TrainingParams
 
-__all__ = ["SegmentationEstimatorParams"]
+__all__ = ["SegmentationParams", "SegmentationEstimatorParams"]
 
 
-class SegmentationEstimatorParams(TrainingParams):
-    """Params of SegmentationEstimator (data, patches, network, optimiser, engine)."""
+class SegmentationParams:
+    """Params a segmentation estimator and its model share; the estimator hands their values to the model
+    (``_copyValues``, as pyspark.ml does)."""
 
     inputCol = param("inputCol", "image tensor column (intensity-normalised)", TypeConverters.toString)
-    maskCol = param("maskCol", "label-mask tensor column (0 = background)", TypeConverters.toString)
-    outputCol = param("outputCol", "mask column the fitted model writes", TypeConverters.toString)
+    outputCol = param("outputCol", "label-mask tensor column the model writes", TypeConverters.toString)
     nClasses = param("nClasses", "classes, background included", TypeConverters.toInt)
-    classNames = param("classNames", "class names, background first", TypeConverters.toListString)
-    classWeights = param("classWeights", "cross-entropy weight per class ([] = all 1)", TypeConverters.toListFloat)
-    loss = param("loss", "'dice_ce' (weighted cross-entropy + foreground soft Dice) or 'ce'", TypeConverters.toString)
-    diceSmooth = param("diceSmooth", "smoothing term of the soft Dice (numerator and denominator)",
-                       TypeConverters.toFloat)
-    patchShape = param("patchShape", "training patch (D, H, W), divisible by 2**depth", TypeConverters.toListInt)
-    patchesPerImage = param("patchesPerImage", "patches per volume per epoch", TypeConverters.toInt)
-    posFraction = param("posFraction", "share of patches centred on foreground", TypeConverters.toFloat)
-    depth = param("depth", "U-Net pooling levels", TypeConverters.toInt)
-    baseFilters = param("baseFilters", "filters at full resolution", TypeConverters.toInt)
-    dropout = param("dropout", "spatial dropout after each block", TypeConverters.toFloat)
-    batchNorm = param("batchNorm", "per-channel batch norm after each convolution (5-D via 4-D reshape)",
-                      TypeConverters.toBoolean)
-    batchSize = param("batchSize", "patches per iteration across the cluster", TypeConverters.toInt)
-    overlap = param("overlap", "sliding-window overlap of the fitted model", TypeConverters.toFloat)
-    seed = param("seed", "seed of patch sampling", TypeConverters.toInt)
+    classNames = param("classNames", "class names, background first ([] = unnamed)", TypeConverters.toListString)
+    patchShape = param("patchShape", "network input patch (D, H, W): training patches and sliding-window tiles, "
+                                     "divisible by 2**depth", TypeConverters.toListInt)
+    overlap = param("overlap", "overlap between neighbouring sliding-window tiles, in [0, 1)", TypeConverters.toFloat)
+    batchSize = param("batchSize", "training: patches per iteration across the cluster; inference: tiles per batch",
+                      TypeConverters.toInt)
     engine = param("engine", "learning engine: 'bigdl' (BigDL's distributed optimiser) or 'torch' (PyTorch DDP on "
                              "a Spark barrier stage)", TypeConverters.toString)
 
@@ -45,20 +35,12 @@ class SegmentationEstimatorParams(TrainingParams):
         """The value of :py:attr:`inputCol` (set or default): image tensor column (intensity-normalised)."""
         return self.getOrDefault(self.inputCol)
 
-    def setMaskCol(self, value: str) -> Self:
-        """Set :py:attr:`maskCol`: label-mask tensor column (0 = background)."""
-        return self._set(maskCol=value)
-
-    def getMaskCol(self) -> str:
-        """The value of :py:attr:`maskCol` (set or default): label-mask tensor column (0 = background)."""
-        return self.getOrDefault(self.maskCol)
-
     def setOutputCol(self, value: str) -> Self:
-        """Set :py:attr:`outputCol`: mask column the fitted model writes."""
+        """Set :py:attr:`outputCol`: label-mask tensor column the model writes."""
         return self._set(outputCol=value)
 
     def getOutputCol(self) -> str:
-        """The value of :py:attr:`outputCol` (set or default): mask column the fitted model writes."""
+        """The value of :py:attr:`outputCol` (set or default): label-mask tensor column the model writes."""
         return self.getOrDefault(self.outputCol)
 
     def setNClasses(self, value: int) -> Self:
@@ -70,12 +52,82 @@ class SegmentationEstimatorParams(TrainingParams):
         return self.getOrDefault(self.nClasses)
 
     def setClassNames(self, value: list[str]) -> Self:
-        """Set :py:attr:`classNames`: class names, background first."""
+        """Set :py:attr:`classNames`: class names, background first ([] = unnamed)."""
         return self._set(classNames=value)
 
     def getClassNames(self) -> list[str]:
-        """The value of :py:attr:`classNames` (set or default): class names, background first."""
+        """The value of :py:attr:`classNames` (set or default): class names, background first ([] = unnamed)."""
         return self.getOrDefault(self.classNames)
+
+    def setPatchShape(self, value: list[int]) -> Self:
+        """Set :py:attr:`patchShape`: network input patch (D, H, W): training patches and sliding-window tiles,
+        divisible by 2**depth.
+        """
+        return self._set(patchShape=value)
+
+    def getPatchShape(self) -> list[int]:
+        """The value of :py:attr:`patchShape` (set or default): network input patch (D, H, W): training patches and
+        sliding-window tiles, divisible by 2**depth.
+        """
+        return self.getOrDefault(self.patchShape)
+
+    def setOverlap(self, value: float) -> Self:
+        """Set :py:attr:`overlap`: overlap between neighbouring sliding-window tiles, in [0, 1)."""
+        return self._set(overlap=value)
+
+    def getOverlap(self) -> float:
+        """The value of :py:attr:`overlap` (set or default): overlap between neighbouring sliding-window tiles, in [0,
+        1).
+        """
+        return self.getOrDefault(self.overlap)
+
+    def setBatchSize(self, value: int) -> Self:
+        """Set :py:attr:`batchSize`: training: patches per iteration across the cluster; inference: tiles per batch."""
+        return self._set(batchSize=value)
+
+    def getBatchSize(self) -> int:
+        """The value of :py:attr:`batchSize` (set or default): training: patches per iteration across the cluster;
+        inference: tiles per batch.
+        """
+        return self.getOrDefault(self.batchSize)
+
+    def setEngine(self, value: str) -> Self:
+        """Set :py:attr:`engine`: learning engine: 'bigdl' (BigDL's distributed optimiser) or 'torch' (PyTorch DDP on a
+        Spark barrier stage).
+        """
+        return self._set(engine=value)
+
+    def getEngine(self) -> str:
+        """The value of :py:attr:`engine` (set or default): learning engine: 'bigdl' (BigDL's distributed optimiser) or
+        'torch' (PyTorch DDP on a Spark barrier stage).
+        """
+        return self.getOrDefault(self.engine)
+
+
+class SegmentationEstimatorParams(SegmentationParams, TrainingParams):
+    """Params of SegmentationEstimator (data, patches, network, optimiser, engine)."""
+
+    maskCol = param("maskCol", "label-mask tensor column (0 = background)", TypeConverters.toString)
+    classWeights = param("classWeights", "cross-entropy weight per class ([] = all 1)", TypeConverters.toListFloat)
+    loss = param("loss", "'dice_ce' (weighted cross-entropy + foreground soft Dice) or 'ce'", TypeConverters.toString)
+    diceSmooth = param("diceSmooth", "smoothing term of the soft Dice (numerator and denominator)",
+                       TypeConverters.toFloat)
+    patchesPerImage = param("patchesPerImage", "patches per volume per epoch", TypeConverters.toInt)
+    posFraction = param("posFraction", "share of patches centred on foreground", TypeConverters.toFloat)
+    depth = param("depth", "U-Net pooling levels", TypeConverters.toInt)
+    baseFilters = param("baseFilters", "filters at full resolution", TypeConverters.toInt)
+    dropout = param("dropout", "spatial dropout after each block", TypeConverters.toFloat)
+    batchNorm = param("batchNorm", "per-channel batch norm after each convolution (5-D via 4-D reshape)",
+                      TypeConverters.toBoolean)
+    seed = param("seed", "seed of patch sampling", TypeConverters.toInt)
+
+    def setMaskCol(self, value: str) -> Self:
+        """Set :py:attr:`maskCol`: label-mask tensor column (0 = background)."""
+        return self._set(maskCol=value)
+
+    def getMaskCol(self) -> str:
+        """The value of :py:attr:`maskCol` (set or default): label-mask tensor column (0 = background)."""
+        return self.getOrDefault(self.maskCol)
 
     def setClassWeights(self, value: list[float]) -> Self:
         """Set :py:attr:`classWeights`: cross-entropy weight per class ([] = all 1)."""
@@ -104,14 +156,6 @@ class SegmentationEstimatorParams(TrainingParams):
         denominator).
         """
         return self.getOrDefault(self.diceSmooth)
-
-    def setPatchShape(self, value: list[int]) -> Self:
-        """Set :py:attr:`patchShape`: training patch (D, H, W), divisible by 2**depth."""
-        return self._set(patchShape=value)
-
-    def getPatchShape(self) -> list[int]:
-        """The value of :py:attr:`patchShape` (set or default): training patch (D, H, W), divisible by 2**depth."""
-        return self.getOrDefault(self.patchShape)
 
     def setPatchesPerImage(self, value: int) -> Self:
         """Set :py:attr:`patchesPerImage`: patches per volume per epoch."""
@@ -163,22 +207,6 @@ class SegmentationEstimatorParams(TrainingParams):
         """
         return self.getOrDefault(self.batchNorm)
 
-    def setBatchSize(self, value: int) -> Self:
-        """Set :py:attr:`batchSize`: patches per iteration across the cluster."""
-        return self._set(batchSize=value)
-
-    def getBatchSize(self) -> int:
-        """The value of :py:attr:`batchSize` (set or default): patches per iteration across the cluster."""
-        return self.getOrDefault(self.batchSize)
-
-    def setOverlap(self, value: float) -> Self:
-        """Set :py:attr:`overlap`: sliding-window overlap of the fitted model."""
-        return self._set(overlap=value)
-
-    def getOverlap(self) -> float:
-        """The value of :py:attr:`overlap` (set or default): sliding-window overlap of the fitted model."""
-        return self.getOrDefault(self.overlap)
-
     def setSeed(self, value: int) -> Self:
         """Set :py:attr:`seed`: seed of patch sampling."""
         return self._set(seed=value)
@@ -186,15 +214,3 @@ class SegmentationEstimatorParams(TrainingParams):
     def getSeed(self) -> int:
         """The value of :py:attr:`seed` (set or default): seed of patch sampling."""
         return self.getOrDefault(self.seed)
-
-    def setEngine(self, value: str) -> Self:
-        """Set :py:attr:`engine`: learning engine: 'bigdl' (BigDL's distributed optimiser) or 'torch' (PyTorch DDP on a
-        Spark barrier stage).
-        """
-        return self._set(engine=value)
-
-    def getEngine(self) -> str:
-        """The value of :py:attr:`engine` (set or default): learning engine: 'bigdl' (BigDL's distributed optimiser) or
-        'torch' (PyTorch DDP on a Spark barrier stage).
-        """
-        return self.getOrDefault(self.engine)
