@@ -10,10 +10,21 @@ from __future__ import annotations
 
 from pyspark.ml.param import Param, Params, TypeConverters
 
-__all__ = ["param", "param_type"]
+__all__ = ["param", "param_type", "to_settings"]
+
+
+def to_settings(value) -> dict:
+    """Type converter of Params holding a dict of settings (JSON-able: saved with the stage)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a dict of settings, got {type(value).__name__}")
+    return {str(k): v for k, v in value.items()}
+
 
 # type converter -> the Python type a Param holds
 _TYPES = {
+    to_settings: dict,
     TypeConverters.toString: str, TypeConverters.toInt: int, TypeConverters.toFloat: float,
     TypeConverters.toBoolean: bool, TypeConverters.toListInt: list[int], TypeConverters.toListFloat: list[float],
     TypeConverters.toListString: list[str], TypeConverters.toList: list,

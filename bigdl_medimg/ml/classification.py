@@ -44,6 +44,7 @@ from ..params import param
 from ._persist import NetworkModelPersistence
 from .classification_params import ClassificationEstimatorParams, ClassifierParams
 from .progress import epoch_line
+from ..transforms.sampling import augment_config
 from .training import check_optim, checkpoint_folder, fit_with_retries, from_preset, latest_checkpoint, train_epochs
 
 __all__ = ["ClassificationEstimator", "ClassificationModel", "AUCEvaluator", "weighted_bce_loss"]
@@ -292,7 +293,7 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                  labelWeighting="chexnet", classBalancing=False, optimizer="adam", learningRate=1e-3,
                  lrSchedule="constant", lrDecay=0.0, momentum=0.9, maxEpoch=10, earlyStoppingPatience=0,
                  checkpointDir="", summaryDir="", initModelPath="", maxRetries=2, resume="auto", engine="bigdl",
-                 numRanks=0, cacheMemoryMB=4096.0):
+                 numRanks=0, cacheMemoryMB=4096.0, augment=None, seed=0):
         super().__init__()
         self._setDefault(inputCol="image", labelCol="label", outputCol="probability", predictionCol="prediction",
                          mode="multilabel", labelNames=[], inputShape=[1, 224, 224], batchSize=16,
@@ -300,7 +301,7 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                          dropout=0.0, labelWeighting="chexnet", classBalancing=False, optimizer="adam",
                          learningRate=1e-3, lrSchedule="constant", lrDecay=0.0, momentum=0.9, maxEpoch=10,
                          earlyStoppingPatience=0, checkpointDir="", summaryDir="", initModelPath="", maxRetries=2,
-                         resume="auto", engine="bigdl", numRanks=0, cacheMemoryMB=4096.0)
+                         resume="auto", engine="bigdl", numRanks=0, cacheMemoryMB=4096.0, augment={}, seed=0)
         self._set(**self._input_kwargs)
         self.history: list[dict] = []
 
@@ -326,6 +327,7 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
         n = len(self._get("labelNames"))
         if n < 1 or (self._get("mode") == "multiclass" and n < 2):
             raise ConfigError("ClassificationEstimator: labelNames needs the label names (>= 2 classes for multiclass)")
+        augment_config(self._augment_settings())
         if self._get("topology") not in TOPOLOGIES and not self._get("initModelPath"):
             raise ConfigError(f"ClassificationEstimator: unknown topology {self._get('topology')!r}; "
                               f"available: {', '.join(sorted(TOPOLOGIES))}")
@@ -486,8 +488,14 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
         shape = list(self._get("inputShape"))
         feats = ToFeatures(inputCol=in_col, outputCol="features").transform(base) \
             .filter(F.col("features").isNotNull())
-        train = feats.filter(~F.col(vcol)) if vcol else feats
-        train = train.select("features", "label").persist(StorageLevel.MEMORY_AND_DISK)
+        train = (feats.filter(~F.col(vcol)) if vcol else feats).select("features", "label")
+        if self._get("augment"):  # the images are kept; each epoch augments and flattens them afresh
+            images, epoch_data = self._augmented_epochs(base)
+            kept, train = images, ToFeatures(inputCol=in_col, outputCol="features").transform(images) \
+                .filter(F.col("features").isNotNull()).select("features", "label")  # counts and label weights
+        else:  # the same flattened rows every epoch
+            kept = train = train.persist(StorageLevel.MEMORY_AND_DISK)
+            epoch_data = lambda epoch: (train, n_train, lambda: None)  # noqa: E731
         val = None
         if vcol:
             # rows without an input would score null and be skipped each epoch: left out once, counted
@@ -504,7 +512,7 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
             engine = BigDLEngine(
                 base, build_network=self._build_network, training_network=self._training_network,
                 criterion=self._criterion(weights), feature_shape=shape, label_shape=self._label_size(),
-                epoch_data=lambda epoch: (train, n_train, lambda: None),
+                epoch_data=epoch_data,
                 validate=(lambda net: self._validation_auroc(net, val)) if val is not None else None,
                 make_optim=lambda iters: make_optim(self._get("optimizer"), self._get("learningRate"),
                                                     self._get("lrSchedule"), self._get("lrDecay"),
@@ -517,10 +525,39 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
             finally:
                 engine.close()
         finally:
-            train.unpersist()
+            kept.unpersist()
             if val is not None:
                 val.unpersist()
         return engine.network, None, history, best, {**weights, "train_images": n_train, "val_images": n_val}
+
+    def _augment_settings(self) -> dict:
+        """The ``augment`` Param with ``spatialDims`` from ``inputShape`` (channels first) unless it says."""
+        aug = dict(self._get("augment"))
+        return {"spatialDims": len(self._get("inputShape")) - 1, **aug} if aug else {}
+
+    def _augmented_epochs(self, base):
+        """``(images, epoch_data)`` of a BigDL fit with ``augment``: the training images, cached (the upstream
+        runs once), and ``epoch_data(epoch)``, which augments them afresh on the executors (seed and epoch),
+        flattens them and caches them for that epoch only."""
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        from ..transforms.features import ToFeatures
+        from ..transforms.sampling import Augment, epoch_seed
+
+        in_col, vcol = self._get("inputCol"), self._get("validationIndicatorCol")
+        images = base.filter(F.col(in_col).isNotNull() & (~F.col(vcol) if vcol else F.lit(True))) \
+            .select(in_col, "label").persist(StorageLevel.MEMORY_AND_DISK)
+
+        def epoch_data(epoch):
+            aug = Augment(seed=epoch_seed(self._get("seed"), epoch, 1), inputCol=in_col, outputCol=in_col,
+                          errorCol="__aug_error", **self._augment_settings()).transform(images)
+            data = ToFeatures(inputCol=in_col, outputCol="features").transform(aug) \
+                .filter(F.col("features").isNotNull()).select("features", "label") \
+                .persist(StorageLevel.MEMORY_AND_DISK)
+            return data, data.count(), data.unpersist
+
+        return images, epoch_data
 
     def _fit_torch(self, base, folder: str):
         import functools
@@ -546,6 +583,7 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                                     self._network_params())
             spec = dict(owner="ClassificationEstimator", params={p.name: self.getOrDefault(p) for p in self.params},
                         network=net_spec, loss_weights=weights, count_key="images", validating=n_val > 0,
+                        augment=self._augment_settings(),
                         epoch_line=functools.partial(epoch_line, max_epoch=self._get("maxEpoch")), **self._loop_args(folder))
             weights_bytes, info = fit_on_ranks(rows.drop("label"), spec, ClassificationTask, self._get("numRanks"))
         finally:

@@ -36,6 +36,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from ..errors import ConfigError
 from .progress import epoch_line
 from .segmentation_params import SegmentationEstimatorParams
+from ..transforms.sampling import augment_config
 from .training import check_optim, checkpoint_folder, fit_with_retries, from_preset, latest_checkpoint, load_preset_section, train_epochs
 
 __all__ = ["SegmentationEstimator", "dice_ce_loss", "load_preset", "volume_dice"]
@@ -95,7 +96,7 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                  patchShape=(16, 32, 32), patchesPerImage=8, posFraction=0.7, depth=2, baseFilters=8, dropout=0.0,
                  batchNorm=True, optimizer="adam", learningRate=2e-3, lrSchedule="inverse", lrDecay=1e-4, momentum=0.9,
                  batchSize=16, maxEpoch=10, overlap=0.5, checkpointDir="", summaryDir="", seed=0, maxRetries=2,
-                 resume="auto", engine="bigdl", numRanks=0, cacheMemoryMB=4096.0):
+                 resume="auto", augment=None, engine="bigdl", numRanks=0, cacheMemoryMB=4096.0):
         super().__init__()
         self._setDefault(inputCol="image", maskCol="mask", outputCol="segmentation", validationIndicatorCol="",
                          nClasses=5, classNames=[], classWeights=[], loss="dice_ce", diceSmooth=1.0,
@@ -103,7 +104,7 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                          dropout=0.0, batchNorm=True, optimizer="adam", learningRate=2e-3,
                          lrSchedule="inverse", lrDecay=1e-4, momentum=0.9, batchSize=16, maxEpoch=10, overlap=0.5,
                          checkpointDir="", summaryDir="", seed=0, maxRetries=2, resume="auto", engine="bigdl",
-                         numRanks=0, cacheMemoryMB=4096.0)
+                         numRanks=0, cacheMemoryMB=4096.0, augment={})
         self._set(**self._input_kwargs)
         self.history: list[dict] = []
 
@@ -133,6 +134,7 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
         if names and len(names) != n:
             raise ConfigError(f"SegmentationEstimator: classNames needs {n} names, got {names}")
         check_patch_shape(self._get("patchShape"), self._get("depth"))
+        augment_config(self._get("augment"))
         if self._get("loss") not in ("dice_ce", "ce"):
             raise ConfigError(f"SegmentationEstimator: loss must be 'dice_ce' or 'ce', got {self._get('loss')!r}")
         if self._get("diceSmooth") < 0:
@@ -182,13 +184,16 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
         from pyspark.sql import functions as F
 
         from ..transforms.features import ToFeatures
-        from ..transforms.sampling import PatchSampler
+        from ..transforms.sampling import Augment, PatchSampler, epoch_seed
 
         sampler = PatchSampler(patchShape=self._get("patchShape"), patchesPerImage=self._get("patchesPerImage"),
                                posFraction=self._get("posFraction"), labelCol="__mask", inputCol="__image",
-                               outputCol="__image", seed=self._get("seed") * 100003 + epoch, errorCol="__error")
+                               outputCol="__image", seed=epoch_seed(self._get("seed"), epoch), errorCol="__error")
         base = df.select(F.col(self._get("inputCol")).alias("__image"), F.col(self._get("maskCol")).alias("__mask"))
         p = sampler.transform(base).filter(F.col("__image").isNotNull() & F.col("__mask").isNotNull())
+        if self._get("augment"):  # each patch, image and mask together, new draws every epoch
+            p = Augment(seed=epoch_seed(self._get("seed"), epoch, 1), inputCol="__image", outputCol="__image",
+                        maskCol="__mask", errorCol="__error", **self._get("augment")).transform(p)
         p = ToFeatures(inputCol="__image", outputCol="features").transform(p)
         p = ToFeatures(inputCol="__mask", outputCol="__labels").transform(p)
         if self._get("loss") == "ce":  # BigDL's class indices are 1-based

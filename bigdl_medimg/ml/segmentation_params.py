@@ -119,7 +119,6 @@ class SegmentationEstimatorParams(SegmentationParams, TrainingParams):
     dropout = param("dropout", "spatial dropout after each block", TypeConverters.toFloat)
     batchNorm = param("batchNorm", "per-channel batch norm after each convolution (5-D via 4-D reshape)",
                       TypeConverters.toBoolean)
-    seed = param("seed", "seed of patch sampling", TypeConverters.toInt)
 
     def setMaskCol(self, value: str) -> Self:
         """Set :py:attr:`maskCol`: label-mask tensor column (0 = background)."""
@@ -207,10 +206,3 @@ class SegmentationEstimatorParams(SegmentationParams, TrainingParams):
         """
         return self.getOrDefault(self.batchNorm)
 
-    def setSeed(self, value: int) -> Self:
-        """Set :py:attr:`seed`: seed of patch sampling."""
-        return self._set(seed=value)
-
-    def getSeed(self) -> int:
-        """The value of :py:attr:`seed` (set or default): seed of patch sampling."""
-        return self.getOrDefault(self.seed)

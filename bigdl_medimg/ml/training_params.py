@@ -6,7 +6,7 @@ from typing import Self
 
 from pyspark.ml.param import TypeConverters
 
-from ..params import param
+from ..params import param, to_settings
 
 __all__ = ["TrainingParams"]
 
@@ -32,6 +32,10 @@ class TrainingParams:
     resume = param("resume", "with checkpointDir: 'auto' resumes this very fit (same Params and data) if it has a "
                              "checkpoint, 'never' starts afresh, 'require' fails unless it can resume",
                    TypeConverters.toString)
+    seed = param("seed", "seed of the fit's random draws (patch sampling, augmentation), combined with the epoch",
+                 TypeConverters.toInt)
+    augment = param("augment", "augmentation of the training rows, redrawn every epoch on the executors: Augment "
+                               "Params such as flipProb, flipAxes, affineProb ({} = none)", to_settings)
     numRanks = param("numRanks", "torch engine: training processes (0 = one per Spark task slot)", TypeConverters.toInt)
     cacheMemoryMB = param("cacheMemoryMB", "torch engine: memory per rank for its decoded rows before they spill "
                                            "to local disk", TypeConverters.toFloat)
@@ -140,6 +144,37 @@ class TrainingParams:
     def getResume(self) -> str:
         """The value of :py:attr:`resume` (set or default): 'auto', 'never' or 'require'."""
         return self.getOrDefault(self.resume)
+
+    def setSeed(self, value: int) -> Self:
+        """Set :py:attr:`seed`: seed of the fit's random draws (patch sampling, augmentation), combined with the
+        epoch (:func:`~bigdl_medimg.transforms.sampling.epoch_seed`).
+        """
+        return self._set(seed=value)
+
+    def getSeed(self) -> int:
+        """The value of :py:attr:`seed` (set or default): seed of the fit's random draws (patch sampling,
+        augmentation).
+        """
+        return self.getOrDefault(self.seed)
+
+    def setAugment(self, value: dict) -> Self:
+        """Set :py:attr:`augment`: augmentation of the training rows, redrawn every epoch on the executors.
+
+        A dict of :class:`~bigdl_medimg.transforms.Augment` Params (``flipProb``,
+        ``flipAxes``, ``rot90Prob``, ``affineProb``, ``maxRotationDeg``,
+        ``scaleRange``, ``intensityProb``, ``intensityScale``,
+        ``intensityShift``, ``gammaProb``, ``gammaRange``, ``biasProb``,
+        ``biasStrength``; the ones left out take Augment's defaults), ``{}``
+        for none.  Both engines apply it with the estimator's seed and the
+        epoch, so a fit is reproducible and each epoch sees new draws.
+        Segmentation augments each sampled patch (image and mask together);
+        classification each image.  Validation rows are never augmented.
+        """
+        return self._set(augment=value)
+
+    def getAugment(self) -> dict:
+        """The value of :py:attr:`augment` (set or default): the augmentation settings ({} = none)."""
+        return self.getOrDefault(self.augment)
 
     def setNumRanks(self, value: int) -> Self:
         """Set :py:attr:`numRanks`: torch engine: training processes (0 = one per Spark task slot)."""

@@ -13,7 +13,7 @@ from . import array as A
 from ._stage import TensorStage, row_error, row_seed
 from .augment import AugmentConfig, augment
 
-__all__ = ["PatchSampler", "Augment", "sample_patches"]
+__all__ = ["augment_config", "epoch_seed", "PatchSampler", "Augment", "sample_patches"]
 
 
 def sample_patches(image: np.ndarray, mask: np.ndarray | None, patch, n: int, pos_fraction: float,
@@ -195,26 +195,40 @@ class Augment(TensorStage):
     intensityShift = param("intensityShift", "shift drawn from +- this times the range", TypeConverters.toFloat)
     gammaProb = param("gammaProb", "probability of a gamma change", TypeConverters.toFloat)
     gammaRange = param("gammaRange", "gamma drawn log-uniformly in [1-r, 1/(1-r)]", TypeConverters.toFloat)
+    flipAxes = param("flipAxes", "anatomical axes a flip may mirror: 'LR', 'AP', 'SI' (by the affine)",
+                     TypeConverters.toListString)
+    biasProb = param("biasProb", "probability of a smooth multiplicative bias field (MR coil shading)",
+                     TypeConverters.toFloat)
+    biasStrength = param("biasStrength", "bias field: coefficients of its log-polynomial drawn from +- this",
+                         TypeConverters.toFloat)
+    spatialDims = param("spatialDims", "spatial axes of the images: 0 = from the array (3 for three or more axes), "
+                                       "2 for (channels, H, W) images", TypeConverters.toInt)
 
-    _CFG = ("flipProb", "rot90Prob", "affineProb", "maxRotationDeg", "scaleRange", "intensityProb",
-            "intensityScale", "intensityShift", "gammaProb", "gammaRange")
+    # Param -> AugmentConfig field: the settings an estimator's ``augment`` Param may hold
+    _CFG = {"flipProb": "flip_prob", "rot90Prob": "rot90_prob", "affineProb": "affine_prob",
+            "maxRotationDeg": "max_rotation_deg", "scaleRange": "scale_range", "intensityProb": "intensity_prob",
+            "intensityScale": "intensity_scale", "intensityShift": "intensity_shift", "gammaProb": "gamma_prob",
+            "gammaRange": "gamma_range", "flipAxes": "flip_axes", "biasProb": "bias_prob",
+            "biasStrength": "bias_strength", "spatialDims": "spatial_dims"}
 
     @keyword_only
     def __init__(self, *, seed=0, flipProb=0.5, rot90Prob=0.5, affineProb=0.3, maxRotationDeg=10.0,
                  scaleRange=0.1, intensityProb=0.5, intensityScale=0.1, intensityShift=0.1, gammaProb=0.3,
-                 gammaRange=0.3, inputCol="image", outputCol="image", maskCol="", maskOutputCol="",
-                 errorCol="error"):
+                 gammaRange=0.3, flipAxes=None, biasProb=0.0, biasStrength=0.1, spatialDims=0, inputCol="image",
+                 outputCol="image", maskCol="", maskOutputCol="", errorCol="error"):
         super().__init__()
         d = AugmentConfig()
         self._setDefault(seed=0, flipProb=d.flip_prob, rot90Prob=d.rot90_prob, affineProb=d.affine_prob,
                          maxRotationDeg=d.max_rotation_deg, scaleRange=d.scale_range, intensityProb=d.intensity_prob,
                          intensityScale=d.intensity_scale, intensityShift=d.intensity_shift, gammaProb=d.gamma_prob,
-                         gammaRange=d.gamma_range)
-        self._set(**self._input_kwargs)
+                         gammaRange=d.gamma_range, flipAxes=list(d.flip_axes), biasProb=d.bias_prob,
+                         biasStrength=d.bias_strength, spatialDims=d.spatial_dims)
+        self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
     def _config(self) -> AugmentConfig:
-        v = [self.getOrDefault(n) for n in self._CFG]
-        return AugmentConfig(*v).validate()
+        v = {field: self.getOrDefault(name) for name, field in self._CFG.items()}
+        v["flip_axes"] = tuple(v["flip_axes"])
+        return AugmentConfig(**v).validate()
 
     def _validate(self):
         self._config()
@@ -313,3 +327,63 @@ class Augment(TensorStage):
     def getGammaRange(self) -> float:
         """The value of :py:attr:`gammaRange` (set or default): gamma drawn log-uniformly in [1-r, 1/(1-r)]."""
         return self.getOrDefault(self.gammaRange)
+
+    def setFlipAxes(self, value: list[str]) -> Self:
+        """Set :py:attr:`flipAxes`: anatomical axes a flip may mirror: 'LR', 'AP', 'SI' (by the affine)."""
+        return self._set(flipAxes=value)
+
+    def getFlipAxes(self) -> list[str]:
+        """The value of :py:attr:`flipAxes` (set or default): anatomical axes a flip may mirror: 'LR', 'AP', 'SI'
+        (by the affine).
+        """
+        return self.getOrDefault(self.flipAxes)
+
+    def setBiasProb(self, value: float) -> Self:
+        """Set :py:attr:`biasProb`: probability of a smooth multiplicative bias field (MR coil shading)."""
+        return self._set(biasProb=value)
+
+    def getBiasProb(self) -> float:
+        """The value of :py:attr:`biasProb` (set or default): probability of a smooth multiplicative bias field (MR
+        coil shading).
+        """
+        return self.getOrDefault(self.biasProb)
+
+    def setBiasStrength(self, value: float) -> Self:
+        """Set :py:attr:`biasStrength`: bias field: coefficients of its log-polynomial drawn from +- this."""
+        return self._set(biasStrength=value)
+
+    def getBiasStrength(self) -> float:
+        """The value of :py:attr:`biasStrength` (set or default): bias field: coefficients of its log-polynomial
+        drawn from +- this.
+        """
+        return self.getOrDefault(self.biasStrength)
+
+    def setSpatialDims(self, value: int) -> Self:
+        """Set :py:attr:`spatialDims`: spatial axes of the images: 0 = from the array (3 for three or more axes), 2
+        for (channels, H, W) images.
+        """
+        return self._set(spatialDims=value)
+
+    def getSpatialDims(self) -> int:
+        """The value of :py:attr:`spatialDims` (set or default): spatial axes of the images (0 = from the array)."""
+        return self.getOrDefault(self.spatialDims)
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """The seed of one epoch's draws of a fit: ``stream`` 0 samples patches, 1 augments (both engines)."""
+    return int(seed) * 100003 + int(epoch) + int(stream) * 1000003
+
+
+def augment_config(settings) -> AugmentConfig | None:
+    """The :class:`~bigdl_medimg.transforms.augment.AugmentConfig` of an estimator's ``augment`` Param: a dict of
+    :class:`Augment` Params (``flipProb``, ``flipAxes``, ...; the others at their defaults), or None for ``{}``.
+
+    Raises ConfigError naming unknown settings or bad values.
+    """
+    if not settings:
+        return None
+    unknown = sorted(set(settings) - set(Augment._CFG))
+    if unknown:
+        raise ConfigError(f"augment: unknown setting(s) {unknown}; known: {sorted(Augment._CFG)}")
+    return Augment(**dict(settings))._config()
+

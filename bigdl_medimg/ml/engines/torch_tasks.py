@@ -39,16 +39,32 @@ def weighted_bce_loss(logits, y, wp, wn):
 
 # ------------------------------------------------------------------- tasks ---
 class _Rows:
-    """Indexable stack of a shard's arrays: ``rows[idx]`` -> one batch array."""
+    """Indexable stack of a shard's images: ``rows[idx]`` -> one float32 batch array of ``shape`` images.
 
-    def __init__(self, arrays):
-        self.arrays = arrays
+    With an augmentation config each image is augmented as its batch is
+    drawn (nothing augmented is kept), with a generator of the epoch's
+    ``seed`` and the image's bytes: the BigDL engine's ``Augment`` stage draws
+    the same way.
+    """
+
+    def __init__(self, arrays, shape, affines=None, cfg=None, seed=None):
+        self.arrays, self.shape, self.affines, self.cfg, self.seed = arrays, tuple(shape), affines, cfg, seed
 
     def __len__(self):
         return len(self.arrays)
 
+    def _one(self, i: int) -> np.ndarray:
+        x = self.arrays[i]
+        if self.cfg is not None:
+            from ...transforms.array import row_seed
+            from ...transforms.augment import augment
+
+            x, _aff, _ = augment(x, self.affines[i], None, row_seed(self.seed, np.ascontiguousarray(x).tobytes()),
+                                 self.cfg)
+        return np.asarray(x, np.float32).reshape(self.shape)
+
     def __getitem__(self, idx):
-        return np.stack([self.arrays[int(i)] for i in idx])
+        return np.stack([self._one(int(i)) for i in idx])
 
 
 class SegmentationTask:
@@ -76,7 +92,8 @@ class SegmentationTask:
             is_val = bool(batch.column(batch.schema.get_field_index("__val"))[i].as_py())
             if img is None or mask is None:
                 continue
-            row = {"image": self.store.keep(img[0]), "mask": self.store.keep(mask[0]), "crc": zlib.crc32(img[2])}
+            row = {"image": self.store.keep(img[0]), "mask": self.store.keep(mask[0]), "crc": zlib.crc32(img[2]),
+                   "affine": img[1]}
             (self.val if is_val else self.train).append(row)
 
     def counts(self) -> dict:
@@ -88,16 +105,21 @@ class SegmentationTask:
     def epoch_samples(self, epoch: int):
         """This rank's patches of ``epoch``: the sampler and seeds of the BigDL engine's ``PatchSampler``."""
         from ...transforms import array as A
-        from ...transforms.sampling import sample_patches
+        from ...transforms.augment import augment
+        from ...transforms.sampling import augment_config, epoch_seed, sample_patches
 
-        seed = int(self.p["seed"]) * 100003 + epoch
+        seed, aug_seed = epoch_seed(self.p["seed"], epoch), epoch_seed(self.p["seed"], epoch, 1)
+        cfg = augment_config(self.p.get("augment"))
         xs, ys = [], []
         for r in self.train:
             for start, _fg in sample_patches(r["image"], r["mask"], self.patch, int(self.p["patchesPerImage"]),
                                              float(self.p["posFraction"]), A.row_seed(seed, crc=r["crc"])):
-                x = A.extract_patch(r["image"], start, self.patch).astype(np.float32)
-                xs.append(x.reshape((1,) + self.patch))
-                ys.append(A.extract_patch(r["mask"], start, self.patch).reshape(self.patch).astype(np.int64))
+                x = np.ascontiguousarray(A.extract_patch(r["image"], start, self.patch))
+                y = A.extract_patch(r["mask"], start, self.patch)
+                if cfg is not None:  # seeded by the patch's bytes, as the BigDL engine's Augment stage is
+                    x, _aff, y = augment(x, r["affine"], y, A.row_seed(aug_seed, x.tobytes()), cfg)
+                xs.append(x.astype(np.float32).reshape((1,) + self.patch))
+                ys.append(y.reshape(self.patch).astype(np.int64))
         if not xs:
             return np.zeros((0, 1) + self.patch, np.float32), np.zeros((0,) + self.patch, np.int64)
         return np.stack(xs), np.stack(ys)
@@ -186,7 +208,7 @@ class ClassificationTask:
         self.wn = torch.tensor(lw.get("neg_weights") or [1.0], dtype=torch.float32)
         cw = lw.get("class_weights")
         self.class_weights = None if cw is None else torch.tensor(cw, dtype=torch.float32)
-        self.train_x, self.train_y, self.val = [], [], []
+        self.train_x, self.train_aff, self.train_y, self.val = [], [], [], []
         self.validating = bool(spec.get("validating"))
 
     def add_rows(self, batch) -> None:
@@ -197,11 +219,12 @@ class ClassificationTask:
             if img is None:
                 continue
             label = batch.column(batch.schema.get_field_index("__y"))[i].as_py()
-            x = self.store.keep(np.asarray(img[0], np.float32).reshape(self.shape))
             if batch.column(batch.schema.get_field_index("__val"))[i].as_py():
-                self.val.append((x, label))
+                self.val.append((self.store.keep(np.asarray(img[0], np.float32).reshape(self.shape)), label))
             else:
-                self.train_x.append(x)
+                # kept as stored (the augmentation draws from the image's own bytes, as the BigDL engine's do)
+                self.train_x.append(self.store.keep(img[0]))
+                self.train_aff.append(img[1])
                 self.train_y.append(label)
 
     def counts(self) -> dict:
@@ -211,7 +234,11 @@ class ClassificationTask:
         return build_torch_network(self.spec["network"])
 
     def epoch_samples(self, epoch: int):
-        return _Rows(self.train_x), self.train_y
+        from ...transforms.sampling import augment_config, epoch_seed
+
+        cfg = augment_config(self.spec.get("augment"))  # the estimator's settings, spatialDims filled in
+        seed = epoch_seed(self.p["seed"], epoch, 1) if cfg is not None else None
+        return _Rows(self.train_x, self.shape, self.train_aff, cfg, seed), self.train_y
 
     def target(self, y, idx):
         import torch
