@@ -35,7 +35,8 @@ def main(argv=None) -> int:
     from pyspark.sql import functions as F
 
     from bigdl_medimg import get_spark
-    from bigdl_medimg.datasets.synth import load_synth_knee, synth_dataset
+    from bigdl_medimg.datasets.layouts import load_knee_folder
+    from bigdl_medimg.datasets.synth import synth_dataset
     from bigdl_medimg.export import write_nifti_masks
     from bigdl_medimg.ml import SegmentationEstimator
     from bigdl_medimg.report import SegmentationResults, write_report
@@ -49,9 +50,9 @@ def main(argv=None) -> int:
     folders = {k: synth_dataset("knee", out / k, n, seed=seed, shape=shape, formats=("nifti",), spark=spark)
                for k, (n, seed) in sets.items()}
     norm = PercentileScale(lower=1, upper=99)
-    train = norm.transform(load_synth_knee(spark, folders["train"])).withColumn("is_val", F.lit(False))
-    val = norm.transform(load_synth_knee(spark, folders["val"])).withColumn("is_val", F.lit(True))
-    test = norm.transform(load_synth_knee(spark, folders["test"]))
+    train = norm.transform(load_knee_folder(spark, folders["train"])).withColumn("is_val", F.lit(False))
+    val = norm.transform(load_knee_folder(spark, folders["val"])).withColumn("is_val", F.lit(True))
+    test = norm.transform(load_knee_folder(spark, folders["test"]))
     overrides = {"maxEpoch": args.epochs} if args.epochs else {}
     overrides["engine"] = args.engine
     est = SegmentationEstimator.from_preset("knee_cartilage", validationIndicatorCol="is_val",

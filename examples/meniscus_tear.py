@@ -49,7 +49,8 @@ def main(argv=None) -> int:
     from pyspark.sql import functions as F
 
     from bigdl_medimg import get_spark, read_dicom_series
-    from bigdl_medimg.datasets.synth import load_synth_knee, synth_dataset, synth_knee_labels
+    from bigdl_medimg.datasets.layouts import load_knee_folder
+    from bigdl_medimg.datasets.synth import synth_dataset, synth_knee_labels
     from bigdl_medimg.export import write_dicom_seg, write_predictions
     from bigdl_medimg.ml import ClassificationEstimator, SegmentationEstimator, SegmentationModel
     from bigdl_medimg.report import ClassificationResults, write_report
@@ -71,8 +72,8 @@ def main(argv=None) -> int:
             df = st.transform(df)
         return df
 
-    train = prepare(load_synth_knee(spark, folders["train"])).withColumn("is_val", F.lit(False))
-    val = prepare(load_synth_knee(spark, folders["val"])).withColumn("is_val", F.lit(True))
+    train = prepare(load_knee_folder(spark, folders["train"])).withColumn("is_val", F.lit(False))
+    val = prepare(load_knee_folder(spark, folders["val"])).withColumn("is_val", F.lit(True))
     data = train.unionByName(val).repartition(spark.sparkContext.defaultParallelism).cache()
 
     seg_s = 0.0

@@ -21,6 +21,10 @@ KNEE_CFG = """task: knee_cartilage
 estimator:
   patchesPerImage: 8
   maxEpoch: 1
+split:  # the meniscus preset's: this model serves as the meniscus run's stage 1 (--seg-model)
+  val: 0.15
+  test: 0.25
+  seed: 0
 """
 
 
@@ -163,6 +167,26 @@ def test_meniscus_two_stage_from_the_command_line(spark, knee_data, knee_run, ca
     got = spark.read.parquet(str(root / "tear-pred" / "predictions")).toPandas()
     assert len(got) == 1 and got["prob_tear"].between(0, 1).all()
     assert len(list((root / "tear-pred" / "seg").glob("*.seg.dcm"))) == 1
+    # an unreadable input is a row with its error, counted in predict.json, and the exit code says so
+    broken = root / "tear-broken"
+    (broken / "nifti").mkdir(parents=True)
+    shutil.copy(folder / "nifti" / "case_0001_image.nii.gz", broken / "nifti" / "case_0001_image.nii.gz")
+    (broken / "nifti" / "case_0002_image.nii.gz").write_bytes(b"not a NIfTI file")
+    assert main(["predict", "--model", str(root / "tear" / "model"), "--data", str(broken / "nifti"),
+                 "--out", str(root / "tear-pred2")]) == 3
+    pred = json.loads((root / "tear-pred2" / "predict.json").read_text())
+    assert pred["rows"] == 2 and pred["cases"]["failed"] >= 1 and pred["cases"]["written"] + pred["cases"]["failed"] == 2
+    # a stage-1 model trained on another split would have seen this run's test cases: refused before training
+    other = root / "seg-other-split"
+    shutil.copytree(knee_run / "model", other)
+    info = json.loads((other / "task.json").read_text())
+    info["config"]["split"] = {"val": 0.0, "test": 0.0, "seed": 0}  # every case a training case of stage 1
+    (other / "task.json").write_text(json.dumps(info))
+    capsys.readouterr()
+    assert main(["train", "--task", "meniscus_tear", "--data", str(folder), "--out", str(root / "tear-leak"),
+                 "--seg-model", str(other), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "of this run's test cases were training cases of that segmentation model" in err
 
 
 def test_knee_loaders_take_uris_and_name_bad_label_tables(spark, knee_data, tmp_path):

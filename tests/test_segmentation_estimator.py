@@ -65,11 +65,12 @@ def test_brief_training_updates_the_network_and_segments_held_out_volumes(spark,
     fresh = unet3d(5, (16, 32, 32), depth=2, base_filters=8, batch_norm=True).get_weights()
     trained_w = model.network.get_weights()
     assert [w.shape for w in fresh] == [w.shape for w in trained_w]
-    last_ck = json.loads((root / "ck" / f"epoch_{EPOCHS:04d}" / "state.json").read_text())
+    [fit] = (root / "ck").glob("fit-*")  # the fit's own folder under checkpointDir
+    last_ck = json.loads((fit / f"epoch_{EPOCHS:04d}" / "state.json").read_text())
     assert [h["epoch"] for h in last_ck["history"]] == list(range(1, EPOCHS + 1))
     from bigdl.dllib.keras.models import load_model
 
-    ck3 = root / "ck" / f"epoch_{EPOCHS - 1:04d}" / "model"
+    ck3 = fit / f"epoch_{EPOCHS - 1:04d}" / "model"
     assert any(not np.allclose(a, b) for a, b in zip(load_model(str(ck3)).get_weights(), trained_w))
     rows = model.transform(data[1]).collect()
     assert len(rows) == 2

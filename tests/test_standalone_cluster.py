@@ -128,8 +128,8 @@ def test_spark_submit_training_on_both_executors_survives_killed_executors(clust
             summary = out / "summaries" / "classification" / "train"
             while time.time() < deadline and proc.poll() is None and len(killed) < len(plan):
                 executor, after = plan[len(killed)]
-                done = out / "checkpoints" / f"epoch_{after:04d}" / "state.json"
-                if done.exists():
+                done = next((out / "checkpoints").glob(f"fit-*/epoch_{after:04d}/state.json"), None)
+                if done is not None:
                     # BigDL numbers iterations across epochs (a resumed epoch re-uses its numbers): a step
                     # two past the checkpointed epochs' last one means the optimiser is inside the next epoch
                     # (late flushes of the previous epoch's events do not count)

@@ -125,7 +125,8 @@ def test_two_rank_fit_ends_with_identical_weights_and_segments_unseen_volumes(sp
     from bigdl_medimg.ml.tfevents import read_scalars
 
     assert len(read_scalars(str(root / "summ" / "segmentation" / "validation"))["Dice"]) == TORCH_EPOCHS
-    assert sorted(p.name for p in (root / "ck").glob("epoch_*")) == [f"epoch_{TORCH_EPOCHS - 1:04d}",
+    [fit] = (root / "ck").glob("fit-*")  # the fit's own folder under checkpointDir
+    assert sorted(p.name for p in fit.glob("epoch_*")) == [f"epoch_{TORCH_EPOCHS - 1:04d}",
                                                                       f"epoch_{TORCH_EPOCHS:04d}"]
     dice = volume_dice(model.transform(seg_data[1]), "segmentation", "mask", 5)
     assert dice["mean"] > 0.2, dice  # chance ~0.03
@@ -169,14 +170,17 @@ def test_resume_continues_a_torch_fit_from_its_checkpoint(spark, seg_data, torch
     from bigdl_medimg.ml.training import read_checkpoint
 
     est, model, root = torch_seg
-    _where, state = read_checkpoint(str(root / "ck"))
+    [fit] = (root / "ck").glob("fit-*")
+    _where, state = read_checkpoint(str(fit))
     assert state["epoch"] == TORCH_EPOCHS and state["history"] == model.history
+    # one more epoch is the same fit continued (maxEpoch is not part of the fingerprint under this schedule)
     more = SegmentationEstimator(**{**{p.name: v for p, v in est.extractParamMap().items()},
-                                    "maxEpoch": TORCH_EPOCHS + 1, "summaryDir": ""})
+                                    "maxEpoch": TORCH_EPOCHS + 1, "summaryDir": "", "resume": "require"})
     resumed = more.fit(seg_data[0])
     assert [r["epoch"] for r in resumed.history] == list(range(1, TORCH_EPOCHS + 2))
     assert resumed.history[:TORCH_EPOCHS] == model.history  # only the last epoch trained
-    assert read_checkpoint(str(root / "ck"))[1]["epoch"] == TORCH_EPOCHS + 1
+    assert read_checkpoint(str(fit))[1]["epoch"] == TORCH_EPOCHS + 1
+    assert [p.name for p in (root / "ck").glob("fit-*")] == [fit.name]
 
 
 @pytest.mark.slow

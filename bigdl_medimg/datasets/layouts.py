@@ -29,7 +29,8 @@ from .phantoms import CHEST_LABELS, chest_xray_phantom, knee_phantom
 
 __all__ = ["DatasetLayoutError", "write_chestxray14_replica", "load_chestxray14", "patient_split",
            "write_mrnet_replica", "load_mrnet", "MRNET_PLANES", "MRNET_TASKS", "OAIZIB_LABELS",
-           "write_oaizib_replica", "load_oaizib"]
+           "write_oaizib_replica", "load_oaizib", "knee_folder_cases", "load_knee_folder", "load_oaizib_knees",
+           "OAIZIB_TO_KNEE"]
 
 OAIZIB_LABELS = ("background", "femoral_bone", "femoral_cartilage", "tibial_bone", "tibial_cartilage")
 
@@ -405,3 +406,116 @@ def load_oaizib(spark, root: str, *, oai_root: str | None = None):
     return out.select("subject_id", "fold", "oai_path", "mask", "image",
                       F.concat_ws("; ", "mask_error", "image_error").alias("error")).withColumn(
         "error", F.when(F.col("error") == "", None).otherwise(F.col("error")))
+
+
+# ------------------------------------------------------------ knee folders ---
+_PAIR_NAME = r"([^/]+)_(image|mask)\.nii(\.gz)?$"
+
+
+def knee_folder_cases(spark, root: str, images: str = "auto") -> dict:
+    """The cases of a knee folder from its file listing alone (no image is read).
+
+    Returns ``{"images_from": "nifti" | "dicom", "images": set, "masks": set}``: the
+    cases with an image (``nifti/<case>_image.nii[.gz]``, or a series folder
+    ``dicom/<case>/``) and those with a mask (``nifti/<case>_mask.nii[.gz]``).
+    ``images="auto"`` takes NIfTI images when there are any, else ``dicom/``.
+    """
+    import re
+
+    from ..io import hfs
+
+    root = hfs.to_uri(root)
+    if images not in ("auto", "nifti", "dicom"):
+        raise DatasetLayoutError(f"images must be 'auto', 'nifti' or 'dicom', got {images!r}")
+    nifti, dicom = hfs.join(root, "nifti"), hfs.join(root, "dicom")
+    names = hfs.list_names(spark, nifti) if hfs.is_dir(spark, nifti) else []
+    found = {"image": set(), "mask": set()}
+    for n in names:
+        m = re.search(_PAIR_NAME, n)
+        if m:
+            found[m.group(2)].add(m.group(1))
+    if images == "auto":
+        images = "nifti" if found["image"] or not hfs.is_dir(spark, dicom) else "dicom"
+    if images == "dicom":
+        if not hfs.is_dir(spark, dicom):
+            raise DatasetLayoutError(f"{root}: images from DICOM series need a dicom/<case>/ folder per case")
+        found["image"] = set(hfs.list_names(spark, dicom))
+    if not found["mask"]:
+        raise DatasetLayoutError(f"{root}: expected label masks nifti/<case>_mask.nii[.gz] with images "
+                                 "nifti/<case>_image.nii[.gz] or DICOM series dicom/<case>/")
+    return {"images_from": images, "images": found["image"], "masks": found["mask"]}
+
+
+def load_knee_folder(spark, root: str, images: str = "auto"):
+    """A knee folder as one row per case: ``case``, ``image``, ``mask``, ``error``, ``pairing``.
+
+    Layout: masks ``nifti/<case>_mask.nii[.gz]``; images ``nifti/<case>_image.nii[.gz]``
+    or, with ``images="dicom"`` (or ``"auto"`` and no NIfTI images), the DICOM
+    series in ``dicom/<case>/`` (as ``bigdl-medimg synth --kind knee`` writes
+    both).  Nothing is dropped: a case with only an image or only a mask keeps
+    its row with the other side null and ``pairing`` saying ``"no mask"`` or
+    ``"no image"``; an unreadable file gives a null side and its ``error``; a
+    case folder holding several DICOM series is an error row.  With
+    ``labels.csv`` (case,tear) the rows get ``tear`` and ``tear_int``.
+    """
+    from pyspark.sql import functions as F
+
+    from ..io import hfs
+    from ..io.readers import read_dicom_series, read_nifti
+    from .synth import synth_knee_labels
+
+    root = hfs.to_uri(root)
+    images = knee_folder_cases(spark, root, images)["images_from"]
+    files = read_nifti(spark, hfs.join(root, "nifti"))
+    named = files.select(F.regexp_extract("path", _PAIR_NAME, 1).alias("case"),
+                         F.regexp_extract("path", _PAIR_NAME, 2).alias("kind"), "image", "error")
+    masks = named.filter(F.col("kind") == "mask").select("case", F.col("image").alias("mask"),
+                                                         F.col("error").alias("mask_error"), F.lit(True).alias("__m"))
+    if images == "nifti":
+        imgs = named.filter(F.col("kind") == "image").select("case", "image", F.col("error").alias("image_error"))
+    else:
+        series = read_dicom_series(spark, hfs.join(root, "dicom"), recursive=True).select(
+            F.regexp_extract(F.element_at("path", 1), r"/dicom/([^/]+)/", 1).alias("case"), "image",
+            F.col("error").alias("image_error"))
+        per_case = series.groupBy("case").count()
+        imgs = series.join(per_case, "case").select(
+            "case", F.when(F.col("count") == 1, F.col("image")).alias("image"),
+            F.when(F.col("count") == 1, F.col("image_error"))
+            .otherwise(F.concat(F.lit("DatasetLayoutError: "), F.col("count").cast("string"),
+                                F.lit(" DICOM series in the case folder; expected one"))).alias("image_error"))
+    pairs = imgs.withColumn("__i", F.lit(True)).join(masks, "case", "full_outer")
+    pairs = pairs.select(
+        "case", "image", "mask",
+        F.concat_ws("; ", "image_error", "mask_error").alias("error"),
+        F.when(F.col("__i").isNull(), F.lit("no image")).when(F.col("__m").isNull(), F.lit("no mask"))
+        .alias("pairing"))
+    pairs = pairs.withColumn("error", F.when(F.col("error") == "", None).otherwise(F.col("error")))
+    labels = hfs.join(root, "labels.csv")
+    if hfs.exists(spark, labels):
+        pairs = pairs.join(synth_knee_labels(spark, labels), "case", "left")
+    return pairs
+
+
+def load_oaizib_knees(spark, root: str):
+    """An OAI-ZIB download beside its OAI images (``root/OAI-ZIB``, ``root/OAI``) in the knee task's terms.
+
+    Rows as :func:`load_knee_folder` gives them (``case`` = the OAI subject id,
+    ``pairing`` null).  The masks are relabelled into the task's classes:
+    femoral cartilage 2 -> 1, tibial cartilage 4 -> 2, both bones -> background.
+    OAI-ZIB has no patellar cartilage or menisci, so classes 3 and 4 never
+    occur in it (their Dice is not defined on OAI-ZIB).
+    """
+    from pyspark.sql import functions as F
+
+    from ..io import hfs
+    from ..transforms.labels import MapLabels
+
+    root = hfs.to_uri(root)
+    df = load_oaizib(spark, hfs.join(root, "OAI-ZIB"), oai_root=hfs.join(root, "OAI"))
+    df = MapLabels(labelMap=OAIZIB_TO_KNEE, inputCol="mask", outputCol="mask", errorCol="__map_error").transform(df)
+    return df.select(F.col("subject_id").alias("case"), "image", "mask",
+                     F.coalesce("error", "__map_error").alias("error"), F.lit(None).cast("string").alias("pairing"))
+
+
+#: OAI-ZIB labels (:data:`OAIZIB_LABELS`) -> the knee task's classes (background, femoral, tibial cartilage)
+OAIZIB_TO_KNEE = [0, 0, 1, 0, 2]

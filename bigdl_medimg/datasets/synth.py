@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import ConfigError
 from .phantoms import CHEST_LABELS, chest_xray_phantom, knee_phantom
 
-__all__ = ["write_knee_case", "write_chest_case", "synth_dataset", "render_preview", "load_synth_knee"]
+__all__ = ["write_knee_case", "write_chest_case", "synth_dataset", "render_preview", "synth_knee_labels"]
 
 
 def write_knee_case(root: Path, index: int, seed: int, shape: Sequence[int], formats: Sequence[str]) -> dict:
@@ -126,28 +126,6 @@ def render_preview(path, *, n_knee: int = 4, n_chest: int = 4, seed: int = 0, ti
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return str(path)
-
-
-def load_synth_knee(spark, root):
-    """A synthetic knee dataset (``synth --kind knee`` output) as ``case``, ``image``, ``mask`` (from the NIfTI
-    pairs) and, when ``labels.csv`` is there, ``tear`` (``[0.0]``/``[1.0]``, a one-label array) and ``tear_int``."""
-    from pyspark.sql import functions as F
-
-    from ..io import hfs
-    from ..io.readers import read_nifti
-
-    root = hfs.to_uri(root)
-    df = read_nifti(spark, hfs.join(root, "nifti"))
-    name = F.regexp_extract("path", r"(case_\d+)_(image|mask)\.nii\.gz$", 1)
-    kind = F.regexp_extract("path", r"_(image|mask)\.nii\.gz$", 1)
-    df = df.select(name.alias("case"), kind.alias("kind"), "image")
-    images = df.filter(F.col("kind") == "image").select("case", "image")
-    masks = df.filter(F.col("kind") == "mask").select("case", F.col("image").alias("mask"))
-    pairs = images.join(masks, "case")
-    labels = hfs.join(root, "labels.csv")
-    if hfs.exists(spark, labels):
-        pairs = pairs.join(synth_knee_labels(spark, labels), "case")
-    return pairs
 
 
 def synth_knee_labels(spark, labels_csv):

@@ -66,11 +66,18 @@ def fit_with_retries(owner: str, fit_once, df, checkpoint_dir: str, max_retries:
 #: what output columns are called).  Every other Param is part of a fit's fingerprint.
 BOOKKEEPING_PARAMS = frozenset({"checkpointDir", "summaryDir", "maxRetries", "resume", "numRanks", "cacheMemoryMB",
                                 "outputCol", "predictionCol"})
+#: Params a fit may be continued with other values of: more epochs, another patience (not part of the fingerprint,
+#: except maxEpoch under the schedules that depend on the total: poly and exponential)
+CONTINUABLE_PARAMS = frozenset({"maxEpoch", "earlyStoppingPatience"})
 RESUME_MODES = ("auto", "never", "require")
 
 
 def fit_fingerprint(estimator, df, columns) -> dict:
     """What makes two fits the same fit: the Params that shape training (the engine among them) and the data.
+
+    A fit run again with a larger ``maxEpoch`` (or another patience) is the
+    same fit continued, unless the learning-rate schedule depends on the total
+    (``poly``, ``exponential``).
 
     The data part is the number of rows a fit can train on (input and target
     not null: ``columns[0]`` and ``columns[1]``) and an order-independent sum
@@ -80,8 +87,11 @@ def fit_fingerprint(estimator, df, columns) -> dict:
     """
     from pyspark.sql import functions as F
 
+    skip = BOOKKEEPING_PARAMS | CONTINUABLE_PARAMS
+    if estimator.getOrDefault("lrSchedule") in ("poly", "exponential"):
+        skip = skip - {"maxEpoch"}  # the schedule is spread over all epochs: another total is another fit
     params = {p.name: estimator.getOrDefault(p) for p in estimator.params
-              if p.name not in BOOKKEEPING_PARAMS and estimator.isDefined(p)}
+              if p.name not in skip and estimator.isDefined(p)}
     usable = df.filter(F.col(columns[0]).isNotNull() & F.col(columns[1]).isNotNull())
     row = usable.select(F.count(F.lit(1)).alias("n"),
                     F.sum(F.pmod(F.xxhash64(*[F.col(c) for c in columns]), F.lit(2 ** 31 - 1))).alias("h")).first()

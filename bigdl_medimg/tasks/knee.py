@@ -1,13 +1,18 @@
 """Task ``knee_cartilage``: 3-D U-Net segmentation of the femoral, tibial and patellar cartilage and menisci.
 
-Data: a knee folder as ``bigdl-medimg synth --kind knee`` writes it
-(``nifti/case_NNNN_image.nii.gz`` + ``_mask.nii.gz``, optionally ``dicom/``).
+Data (:func:`load`): a knee folder with masks ``nifti/<case>_mask.nii[.gz]`` and
+images ``nifti/<case>_image.nii[.gz]`` or DICOM series ``dicom/<case>/`` (as
+``bigdl-medimg synth --kind knee`` writes both; ``data.images`` in the config
+chooses, default: NIfTI images when there are any), or an OAI-ZIB download
+beside its OAI images (``OAI-ZIB/``, ``OAI/``; OAI-ZIB's labels mapped into the
+task's classes).
 The saved model is a ``PipelineModel``: ``Reorient`` -> ``PercentileScale`` ->
 ``SegmentationModel`` (column ``segmentation`` on the reoriented grid, which
 the outputs map back to each source image's grid).
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -16,20 +21,48 @@ from .common import as_uri, assign_split, load_task, save_task, score_split, tal
 
 __all__ = ["load", "front_stages", "train", "evaluate", "predict", "SEGMENT_LABELS"]
 
+log = logging.getLogger(__name__)
+
 #: DICOM SEG segment names of the knee classes 1-4.
 SEGMENT_LABELS = {1: "Femoral cartilage", 2: "Tibial cartilage", 3: "Patellar cartilage", 4: "Meniscus"}
 
 
 def load(spark, data: str, cfg: dict):
-    """``case``, ``image``, ``mask`` (and ``tear`` when labelled) with a ``split`` column."""
-    from ..datasets.synth import load_synth_knee
+    """``case``, ``image``, ``mask``, ``error``, ``pairing`` (and ``tear`` when labelled) with a ``split`` column.
+
+    Every case keeps its row: one with only an image or only a mask has the
+    other side null and ``pairing`` saying which is missing; an unreadable
+    file gives a null side and an ``error`` (training counts both).
+    """
+    from ..datasets.layouts import load_knee_folder, load_oaizib_knees
     from ..io import hfs
 
     root = hfs.to_uri(data)
-    if not hfs.is_dir(spark, hfs.join(root, "nifti")):
-        raise ConfigError(f"{data}: expected a knee folder with nifti/case_NNNN_image.nii.gz and _mask.nii.gz "
-                          "(as `bigdl-medimg synth --kind knee` writes)")
-    return assign_split(load_synth_knee(spark, root), "case", cfg["split"])
+    if hfs.is_dir(spark, hfs.join(root, "OAI-ZIB")):
+        df = load_oaizib_knees(spark, root)
+    elif hfs.is_dir(spark, hfs.join(root, "nifti")):
+        df = load_knee_folder(spark, root, (cfg.get("data") or {}).get("images", "auto"))
+    else:
+        raise ConfigError(f"{data}: expected a knee folder with nifti/<case>_mask.nii[.gz] and images as "
+                          "nifti/<case>_image.nii[.gz] or DICOM series dicom/<case>/ (as `bigdl-medimg synth "
+                          "--kind knee` writes), or an OAI-ZIB/ folder beside OAI/")
+    return assign_split(df, "case", cfg["split"])
+
+
+def unpaired_cases(spark, data: str, cfg: dict) -> int:
+    """Training and validation cases with an image but no mask or the reverse, from the file listing alone."""
+    from ..datasets.layouts import knee_folder_cases
+    from ..io import hfs
+
+    root = hfs.to_uri(data)
+    if hfs.is_dir(spark, hfs.join(root, "OAI-ZIB")):
+        return 0  # load_oaizib refuses listed subjects without a mask or a series
+    cases = knee_folder_cases(spark, root, (cfg.get("data") or {}).get("images", "auto"))
+    odd = sorted(cases["images"] ^ cases["masks"])
+    if not odd:
+        return 0
+    split = assign_split(spark.createDataFrame([(c,) for c in odd], "case string"), "case", cfg["split"])
+    return split.filter("split != 'test'").count()
 
 
 def front_stages(cfg: dict) -> list:
@@ -68,11 +101,20 @@ def train(spark, data: str, out: str, cfg: dict) -> dict:
     model = est.fit(prep.repartition(spark.sparkContext.defaultParallelism))
     pipeline = PipelineModel(stages=front_stages(cfg) + [model.setInputCol("model_input")])
     pipeline.write().overwrite().save(str(out_p / "model" / "pipeline"))
-    save_task(str(out_p / "model"), "knee_cartilage", cfg)
+    save_task(str(out_p / "model"), "knee_cartilage", cfg, {"data": as_uri(data)})  # for leakage checks
+    # cases left out (no image or no mask: the estimator counts them; unpaired ones known from the listing)
+    unpaired = unpaired_cases(spark, data, cfg)
+    left_out = {"unpaired_cases": unpaired,
+                "unreadable_cases": max(0, model.training_stats["skipped_volumes"] - unpaired)}
+    if any(left_out.values()):
+        log.warning("knee_cartilage: %d training/validation case(s) without an image or a mask and %d unreadable "
+                    "one(s) were left out of training (their rows carry `pairing` and `error`)",
+                    left_out["unpaired_cases"], left_out["unreadable_cases"])
     last = model.history[-1] if model.history else {}
     summary = {"task": "knee_cartilage", "model": str(out_p / "model"), "epochs": len(model.history),
                "fit_seconds": round(time.time() - t0, 1), "val_dice": last.get("val_dice"),
-               "unreadable_volumes": model.training_stats["skipped_volumes"], "history": model.history}
+               "unreadable_volumes": model.training_stats["skipped_volumes"], **left_out,
+               "history": model.history}
     write_json(out_p / "train.json", summary)
     return summary
 

@@ -42,6 +42,30 @@ def _roi(cfg: dict, mask_col: str, found: str = ""):
                            outputCol="roi", foundCol=found)
 
 
+def check_stage1_split(spark, data: str, cfg: dict, seg_model: str, seg_info: dict) -> None:
+    """Refuse a ``--seg-model`` that trained on any of this run's test cases (patient leakage); warn when that
+    cannot be checked (a model trained on other data, or saved before ``task.json`` named its data)."""
+    from ..datasets.synth import synth_knee_labels
+    from ..io import hfs
+
+    seg_data, seg_split = seg_info.get("data"), (seg_info.get("config") or {}).get("split")
+    here = hfs.to_uri(data)
+    if seg_data != here or not seg_split:
+        log.warning("meniscus_tear: --seg-model %s was trained on %s, this run uses %s: whether its training "
+                    "cases overlap this run's test cases cannot be checked (test scores may be inflated)",
+                    seg_model, seg_data or "data it does not name", here)
+        return
+    cases = synth_knee_labels(spark, hfs.join(here, "labels.csv")).select("case")
+    both = assign_split(cases, "case", seg_split).withColumnRenamed("split", "stage1") \
+        .join(assign_split(cases, "case", cfg["split"]), "case")
+    leaked = both.filter("stage1 = 'train' AND split = 'test'").count()
+    if leaked:
+        raise ConfigError(f"--seg-model {seg_model}: {leaked} of this run's test cases were training cases of that "
+                          f"segmentation model (its split {seg_split} differs from this run's {cfg['split']}), so the "
+                          "test scores would be inflated; leave --seg-model out (stage 1 then trains on this run's "
+                          "split) or give both the same split")
+
+
 def train(spark, data: str, out: str, cfg: dict, seg_model: str | None = None) -> dict:
     from pyspark.ml import PipelineModel
     from pyspark.sql import functions as F
@@ -61,6 +85,7 @@ def train(spark, data: str, out: str, cfg: dict, seg_model: str | None = None) -
     seg_info = load_task(seg_model)
     if seg_info["task"] != "knee_cartilage":
         raise ConfigError(f"--seg-model {seg_model} is a {seg_info['task']} model, not knee_cartilage")
+    check_stage1_split(spark, data, cfg, seg_model, seg_info)
     seg_cfg = seg_info["config"]
     seg_pipeline = PipelineModel.load(str(Path(seg_model) / "pipeline"))
     df = load(spark, data, cfg)
@@ -132,6 +157,7 @@ def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", ki
 def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None) -> dict:
     """Tear probabilities keyed by study/series UID (or file name); stage-1 masks as DICOM SEG for series."""
     from pyspark.ml import PipelineModel
+    from pyspark.sql import functions as F
 
     from ..export import write_dicom_seg, write_predictions
 
@@ -140,7 +166,12 @@ def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None)
     try:
         keys = ["study_instance_uid", "series_instance_uid"] if kind == "series" else [key]
         write_predictions(scored, str(Path(out) / "predictions"), labelNames=LABELS, keyCols=keys, mode="overwrite")
-        outputs = {"predictions": str(Path(out) / "predictions"), "rows": scored.count()}
+        # a case without a probability is counted with its reason (an unreadable input, or no meniscus found by
+        # stage 1 and so no region to classify): the CLI exits 3 when there are any
+        reasons = scored.select(F.when(F.col("probability").isNull(), F.coalesce(
+            F.col("error"), F.lit("no meniscus found: no region to classify"))).alias("error")).toPandas()
+        outputs = {"predictions": str(Path(out) / "predictions"), "rows": len(reasons),
+                   "cases": tally_outputs(reasons)}
         if kind == "series":
             outputs["dicom_seg"] = tally_outputs(write_dicom_seg(scored, str(Path(out) / "seg"), knee.SEGMENT_LABELS,
                                                                   keyCol=key))

@@ -10,11 +10,11 @@ from .orientation import axcodes_of, reorient
 
 __all__ = ["reorient", "axcodes_of", "Reorient", "Resample", "IntensityWindow", "ZScoreNormalize",
            "PercentileScale", "CropOrPad", "CropForeground", "CropAroundLabel", "ResizeImage", "PatchSampler", "Augment",
-           "ToFeatures", "FromFeatures"]
+           "ToFeatures", "FromFeatures", "MapLabels"]
 
 _LAZY = {n: ".stages" for n in ("Reorient", "Resample", "IntensityWindow", "ZScoreNormalize", "PercentileScale",
                                "CropOrPad", "CropForeground", "CropAroundLabel", "ResizeImage")}
 _LAZY.update({"PatchSampler": ".sampling", "Augment": ".sampling", "ToFeatures": ".features",
-              "FromFeatures": ".features"})
+              "FromFeatures": ".features", "MapLabels": ".labels"})
 
 __getattr__ = lazy_getattr(__name__, globals(), _LAZY)
