@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--val-fraction", type=float, default=0.125)
+    ap.add_argument("--no-augment", action="store_true", help="train without the preset's augmentation")
     ap.add_argument("--master", default=None)
     ap.add_argument("--engine", default="bigdl", choices=["bigdl", "torch"],
                     help="learning engine: BigDL (default) or PyTorch DDP on the executors")
@@ -81,6 +82,8 @@ def main(argv=None) -> int:
     overrides = {"inputShape": [1, size, size], "labelCol": "labels", "validationIndicatorCol": "is_val",
                  "checkpointDir": str(out / "checkpoints"), "summaryDir": str(out / "summaries"),
                  "engine": args.engine}
+    if args.no_augment:
+        overrides["augment"] = {}
     for key, val in (("topology", args.topology), ("maxEpoch", args.epochs), ("batchSize", args.batch),
                      ("learningRate", args.lr)):
         if val is not None:

@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     ap.add_argument("--test", type=int, default=6, help="held-out test volumes")
     ap.add_argument("--shape", default="24,96,96")
     ap.add_argument("--epochs", type=int, default=None, help="override the preset's maxEpoch")
+    ap.add_argument("--no-augment", action="store_true", help="train without the preset's augmentation")
     ap.add_argument("--master", default=None)
     ap.add_argument("--engine", default="bigdl", choices=["bigdl", "torch"],
                     help="learning engine: BigDL (default) or PyTorch DDP on the executors")
@@ -55,6 +56,8 @@ def main(argv=None) -> int:
     test = norm.transform(load_knee_folder(spark, folders["test"]))
     overrides = {"maxEpoch": args.epochs} if args.epochs else {}
     overrides["engine"] = args.engine
+    if args.no_augment:
+        overrides["augment"] = {}
     est = SegmentationEstimator.from_preset("knee_cartilage", validationIndicatorCol="is_val",
                                             checkpointDir=str(out / "checkpoints"), summaryDir=str(out / "summaries"),
                                             **overrides)
