@@ -11,7 +11,7 @@ import pytest
 from pyspark.ml import PipelineModel
 
 from bigdl_medimg.errors import ConfigError
-from bigdl_medimg.tensor import to_numpy
+from bigdl_medimg.tensor import get_affine, to_numpy
 
 from test_classification import EASY, _chest_frame
 from test_segmentation_estimator import SHAPE, SMALL, _frame
@@ -146,8 +146,24 @@ def test_sliding_window_on_spark_equals_a_single_process_reference(spark, seg_da
         with torch.no_grad():
             return torch.softmax(net(torch.from_numpy(np.ascontiguousarray(x, np.float32))), 1).numpy()
 
-    rows = model.setProbabilityCol("prob").transform(seg_data[1]).select("image", "prob", "segmentation").collect()
+    from pyspark.sql import functions as F
+    from test_segmentation_model import counted
+
+    # a third row: the first volume's voxels under another affine, scored on its own grid
+    test = seg_data[1]
+    moved = test.limit(1).withColumn("case", F.lit(-1)).withColumn(
+        "image", F.struct("image.data", "image.dtype", "image.shape",
+                          F.array(*[F.lit(float(v)) for v in np.diag([3.0, 0.5, 0.5, 1.0]).ravel()]).alias("affine")))
+    tapped, runs = counted(spark, test.unionByName(moved))
+    out = model.setProbabilityCol("prob").transform(tapped).select("case", "image", "prob", "segmentation").collect()
     model.setProbabilityCol("")
+    assert runs.value == 3  # the upstream ran once
+    by_case = {r.case: r for r in out}
+    assert np.array_equal(get_affine(by_case[-1].segmentation), np.diag([3.0, 0.5, 0.5, 1.0]))
+    first = next(r for r in out if r.case != -1 and np.array_equal(to_numpy(r.image), to_numpy(by_case[-1].image)))
+    assert np.array_equal(to_numpy(first.segmentation), to_numpy(by_case[-1].segmentation))
+    assert not np.array_equal(get_affine(first.segmentation), get_affine(by_case[-1].segmentation))
+    rows = [r for r in out if r.case != -1]
     assert len(rows) == 2
     for r in rows:
         img = to_numpy(r.image)
@@ -261,7 +277,11 @@ def test_torch_classifier_beats_chance_keeps_its_best_epoch_and_round_trips(spar
     rows = model.transform(val).select("probability", "labels").collect()
     p, y = np.array([r.probability for r in rows]), np.array([r.labels for r in rows])
     assert np.mean([roc_auc_score(y[:, k], p[:, k]) for k in range(2)]) == pytest.approx(best["val_auroc"], abs=1e-6)
-    rows = model.transform(chest_data[1]).select("probability", "labels").collect()
+    from test_segmentation_model import counted
+
+    tapped, runs = counted(spark, chest_data[1])
+    rows = model.transform(tapped).select("probability", "labels").collect()
+    assert runs.value == len(rows) == 48  # the upstream ran once
     p, y = np.array([r.probability for r in rows]), np.array([r.labels for r in rows])
     assert np.mean([roc_auc_score(y[:, k], p[:, k]) for k in range(2)]) > 0.8
     model.write().overwrite().save(str(tmp_path / "m"))

@@ -6,12 +6,12 @@ from typing import Self
 from pyspark.ml.param import TypeConverters
 
 from ..params import param
-from .training_params import TrainingParams
+from .training_params import EngineParams, TrainingParams
 
 __all__ = ["ClassifierParams", "ClassificationEstimatorParams"]
 
 
-class ClassifierParams:
+class ClassifierParams(EngineParams):
     """Params of both ClassificationModel and ClassificationEstimator."""
 
     inputCol = param("inputCol", "image tensor column", TypeConverters.toString)
@@ -23,8 +23,6 @@ class ClassifierParams:
                        TypeConverters.toListString)
     inputShape = param("inputShape", "network input (channels, *spatial)", TypeConverters.toListInt)
     batchSize = param("batchSize", "images per batch (training: across all executors)", TypeConverters.toInt)
-    engine = param("engine", "learning engine: 'bigdl' (BigDL's distributed optimiser) or 'torch' (PyTorch DDP on "
-                             "a Spark barrier stage)", TypeConverters.toString)
 
     def setInputCol(self, value: str) -> Self:
         """Set :py:attr:`inputCol`: image tensor column."""
@@ -86,18 +84,6 @@ class ClassifierParams:
     def getBatchSize(self) -> int:
         """The value of :py:attr:`batchSize` (set or default): images per batch (training: across all executors)."""
         return self.getOrDefault(self.batchSize)
-
-    def setEngine(self, value: str) -> Self:
-        """Set :py:attr:`engine`: learning engine: 'bigdl' (BigDL's distributed optimiser) or 'torch' (PyTorch DDP on a
-        Spark barrier stage).
-        """
-        return self._set(engine=value)
-
-    def getEngine(self) -> str:
-        """The value of :py:attr:`engine` (set or default): learning engine: 'bigdl' (BigDL's distributed optimiser) or
-        'torch' (PyTorch DDP on a Spark barrier stage).
-        """
-        return self.getOrDefault(self.engine)
 
 
 class ClassificationEstimatorParams(ClassifierParams, TrainingParams):

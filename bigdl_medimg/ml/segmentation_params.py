@@ -6,12 +6,12 @@ from typing import Self
 from pyspark.ml.param import TypeConverters
 
 from ..params import param
-from .training_params import TrainingParams
+from .training_params import EngineParams, TrainingParams
 
 __all__ = ["SegmentationParams", "SegmentationEstimatorParams"]
 
 
-class SegmentationParams:
+class SegmentationParams(EngineParams):
     """Params a segmentation estimator and its model share; the estimator hands their values to the model
     (``_copyValues``, as pyspark.ml does)."""
 
@@ -24,8 +24,6 @@ class SegmentationParams:
     overlap = param("overlap", "overlap between neighbouring sliding-window tiles, in [0, 1)", TypeConverters.toFloat)
     batchSize = param("batchSize", "training: patches per iteration across the cluster; inference: tiles per batch",
                       TypeConverters.toInt)
-    engine = param("engine", "learning engine: 'bigdl' (BigDL's distributed optimiser) or 'torch' (PyTorch DDP on "
-                             "a Spark barrier stage)", TypeConverters.toString)
 
     def setInputCol(self, value: str) -> Self:
         """Set :py:attr:`inputCol`: image tensor column (intensity-normalised)."""
@@ -90,18 +88,6 @@ class SegmentationParams:
         inference: tiles per batch.
         """
         return self.getOrDefault(self.batchSize)
-
-    def setEngine(self, value: str) -> Self:
-        """Set :py:attr:`engine`: learning engine: 'bigdl' (BigDL's distributed optimiser) or 'torch' (PyTorch DDP on a
-        Spark barrier stage).
-        """
-        return self._set(engine=value)
-
-    def getEngine(self) -> str:
-        """The value of :py:attr:`engine` (set or default): learning engine: 'bigdl' (BigDL's distributed optimiser) or
-        'torch' (PyTorch DDP on a Spark barrier stage).
-        """
-        return self.getOrDefault(self.engine)
 
 
 class SegmentationEstimatorParams(SegmentationParams, TrainingParams):

@@ -8,7 +8,26 @@ from pyspark.ml.param import TypeConverters
 
 from ..params import param, to_settings
 
-__all__ = ["TrainingParams"]
+__all__ = ["TrainingParams", "EngineParams"]
+
+
+class EngineParams:
+    """The ``engine`` Param every estimator and model has (one declaration for all four)."""
+
+    engine = param("engine", "learning engine: 'bigdl' (BigDL's distributed optimiser) or 'torch' (PyTorch DDP on "
+                             "a Spark barrier stage)", TypeConverters.toString)
+
+    def setEngine(self, value: str) -> Self:
+        """Set :py:attr:`engine`: learning engine: 'bigdl' (BigDL's distributed optimiser) or 'torch' (PyTorch DDP on a
+        Spark barrier stage).
+        """
+        return self._set(engine=value)
+
+    def getEngine(self) -> str:
+        """The value of :py:attr:`engine` (set or default): learning engine: 'bigdl' (BigDL's distributed optimiser) or
+        'torch' (PyTorch DDP on a Spark barrier stage).
+        """
+        return self.getOrDefault(self.engine)
 
 
 class TrainingParams:
