@@ -102,9 +102,6 @@ class ClassificationEstimatorParams(ClassifierParams, TrainingParams):
                            TypeConverters.toString)
     classBalancing = param("classBalancing", "multiclass: weight classes by inverse frequency",
                            TypeConverters.toBoolean)
-    earlyStoppingPatience = param("earlyStoppingPatience",
-                                  "stop after this many epochs without a better validation AUROC (0 = never)",
-                                  TypeConverters.toInt)
     initModelPath = param("initModelPath", "BigDL model file to start from instead of a new network ('' for none; "
                                            "engine 'bigdl' only)", TypeConverters.toString)
 
@@ -181,18 +178,6 @@ class ClassificationEstimatorParams(ClassifierParams, TrainingParams):
         """The value of :py:attr:`classBalancing` (set or default): multiclass: weight classes by inverse frequency.
         """
         return self.getOrDefault(self.classBalancing)
-
-    def setEarlyStoppingPatience(self, value: int) -> Self:
-        """Set :py:attr:`earlyStoppingPatience`: stop after this many epochs without a better validation AUROC (0 =
-        never).
-        """
-        return self._set(earlyStoppingPatience=value)
-
-    def getEarlyStoppingPatience(self) -> int:
-        """The value of :py:attr:`earlyStoppingPatience` (set or default): stop after this many epochs without a better
-        validation AUROC (0 = never).
-        """
-        return self.getOrDefault(self.earlyStoppingPatience)
 
     def setInitModelPath(self, value: str) -> Self:
         """Set :py:attr:`initModelPath`: BigDL model file to start from instead of a new network ('' for none; engine

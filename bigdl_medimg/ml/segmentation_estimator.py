@@ -96,7 +96,8 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                  patchShape=(16, 32, 32), patchesPerImage=8, posFraction=0.7, depth=2, baseFilters=8, dropout=0.0,
                  batchNorm=True, optimizer="adam", learningRate=2e-3, lrSchedule="inverse", lrDecay=1e-4, momentum=0.9,
                  batchSize=16, maxEpoch=10, overlap=0.5, checkpointDir="", summaryDir="", seed=0, maxRetries=2,
-                 resume="auto", augment=None, engine="bigdl", numRanks=0, cacheMemoryMB=4096.0):
+                 resume="auto", augment=None, engine="bigdl", numRanks=0, cacheMemoryMB=4096.0,
+                 earlyStoppingPatience=0):
         super().__init__()
         self._setDefault(inputCol="image", maskCol="mask", outputCol="segmentation", validationIndicatorCol="",
                          nClasses=5, classNames=[], classWeights=[], loss="dice_ce", diceSmooth=1.0,
@@ -104,7 +105,7 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                          dropout=0.0, batchNorm=True, optimizer="adam", learningRate=2e-3,
                          lrSchedule="inverse", lrDecay=1e-4, momentum=0.9, batchSize=16, maxEpoch=10, overlap=0.5,
                          checkpointDir="", summaryDir="", seed=0, maxRetries=2, resume="auto", engine="bigdl",
-                         numRanks=0, cacheMemoryMB=4096.0, augment={})
+                         numRanks=0, cacheMemoryMB=4096.0, augment={}, earlyStoppingPatience=0)
         self._set(**self._input_kwargs)
         self.history: list[dict] = []
 
@@ -135,6 +136,8 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
             raise ConfigError(f"SegmentationEstimator: classNames needs {n} names, got {names}")
         check_patch_shape(self._get("patchShape"), self._get("depth"))
         augment_config(self._get("augment"))
+        if self._get("earlyStoppingPatience") < 0:
+            raise ConfigError("SegmentationEstimator: earlyStoppingPatience must be >= 0")
         if self._get("loss") not in ("dice_ce", "ce"):
             raise ConfigError(f"SegmentationEstimator: loss must be 'dice_ce' or 'ce', got {self._get('loss')!r}")
         if self._get("diceSmooth") < 0:
@@ -251,7 +254,8 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                 network, spec, self.history, extra = self._fit_torch(df.filter(~missing), vcol, folder)
                 stats.update(extra)
             else:
-                network, self.history = self._fit_bigdl(df.filter(~missing), vcol, folder)
+                network, self.history, best = self._fit_bigdl(df.filter(~missing), vcol, folder)
+                stats["best_epoch"] = best.get("epoch")
         finally:
             df.unpersist()
         model = self._model(network, spec)
@@ -260,8 +264,10 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
         return model
 
     def _loop_args(self, folder: str) -> dict:
+        # the network of the best validation epoch is returned, as the classifier does
         return dict(max_epoch=self._get("maxEpoch"), metric="val_dice", tag="Dice", app="segmentation",
-                    checkpoint_dir=folder, summary_dir=self._get("summaryDir"))
+                    checkpoint_dir=folder, summary_dir=self._get("summaryDir"),
+                    patience=self._get("earlyStoppingPatience"), select_best=True)
 
     def _fit_bigdl(self, df, vcol: str, folder: str):
         from pyspark import StorageLevel
@@ -299,11 +305,11 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
             count_key="patches", app="segmentation", summary_dir=self._get("summaryDir"),
             checkpoint_dir=folder)
         try:
-            history, _best = train_epochs(engine, report=lambda r: log.info(epoch_line(r, self._get("maxEpoch"))),
+            history, best = train_epochs(engine, report=lambda r: log.info(epoch_line(r, self._get("maxEpoch"))),
                                           **self._loop_args(folder))
         finally:
             engine.close()
-        return engine.network, history
+        return engine.network, history, best
 
     def _fit_torch(self, rows, vcol: str, folder: str):
         import functools
@@ -318,9 +324,10 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
         net_spec = network_spec("unet3d", self._get("nClasses"), [1, *self._get("patchShape")], self._network_params())
         spec = dict(owner="SegmentationEstimator", params={p.name: self.getOrDefault(p) for p in self.params},
                     network=net_spec,
-                    count_key="patches", validating=bool(vcol), select_best=False, patience=0,
+                    count_key="patches", validating=bool(vcol),
                     epoch_line=functools.partial(epoch_line, max_epoch=self._get("maxEpoch")), **self._loop_args(folder))
         weights, info = fit_on_ranks(rows, spec, SegmentationTask, self._get("numRanks"))
         net = load_state_bytes(build_torch_network(net_spec), weights).eval()
         return net, net_spec, info["history"], {
-            "ranks": info["world"], "rank_weight_digests": info["digests"], "spilled_arrays": info["spilled"]}
+            "best_epoch": info["best"].get("epoch"), "ranks": info["world"], "rank_weight_digests": info["digests"],
+            "spilled_arrays": info["spilled"]}

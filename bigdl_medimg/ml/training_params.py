@@ -42,6 +42,8 @@ class TrainingParams:
     lrDecay = param("lrDecay", "decay of the schedule (inverse: rate; poly: power; exponential: factor per tenth)", TypeConverters.toFloat)
     momentum = param("momentum", "SGD momentum", TypeConverters.toFloat)
     maxEpoch = param("maxEpoch", "epochs to train (counting resumed ones)", TypeConverters.toInt)
+    earlyStoppingPatience = param("earlyStoppingPatience", "stop after this many epochs without a better validation "
+                                                           "score (0 = never)", TypeConverters.toInt)
     maxRetries = param("maxRetries", "re-runs from the last checkpoint after a failed Spark job (needs checkpointDir)",
                        TypeConverters.toInt)
     checkpointDir = param("checkpointDir", "folder for per-epoch checkpoints, one subfolder per fit ('' for none)",
@@ -118,6 +120,22 @@ class TrainingParams:
     def getMaxEpoch(self) -> int:
         """The value of :py:attr:`maxEpoch` (set or default): epochs to train (counting resumed ones)."""
         return self.getOrDefault(self.maxEpoch)
+
+    def setEarlyStoppingPatience(self, value: int) -> Self:
+        """Set :py:attr:`earlyStoppingPatience`: stop after this many epochs without a better validation score (0 =
+        never).
+
+        The score is the validation AUROC (classification) or mean Dice
+        (segmentation); either way the network of the best validation epoch
+        (weights and normalisation statistics) is what the fit returns.
+        """
+        return self._set(earlyStoppingPatience=value)
+
+    def getEarlyStoppingPatience(self) -> int:
+        """The value of :py:attr:`earlyStoppingPatience` (set or default): stop after this many epochs without a
+        better validation score (0 = never).
+        """
+        return self.getOrDefault(self.earlyStoppingPatience)
 
     def setMaxRetries(self, value: int) -> Self:
         """Set :py:attr:`maxRetries`: re-runs from the last checkpoint after a failed Spark job (needs checkpointDir).

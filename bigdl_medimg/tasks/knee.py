@@ -110,9 +110,10 @@ def train(spark, data: str, out: str, cfg: dict) -> dict:
         log.warning("knee_cartilage: %d training/validation case(s) without an image or a mask and %d unreadable "
                     "one(s) were left out of training (their rows carry `pairing` and `error`)",
                     left_out["unpaired_cases"], left_out["unreadable_cases"])
-    last = model.history[-1] if model.history else {}
+    best_epoch = model.training_stats.get("best_epoch")
+    chosen = next((r for r in model.history if r["epoch"] == best_epoch), model.history[-1] if model.history else {})
     summary = {"task": "knee_cartilage", "model": str(out_p / "model"), "epochs": len(model.history),
-               "fit_seconds": round(time.time() - t0, 1), "val_dice": last.get("val_dice"),
+               "fit_seconds": round(time.time() - t0, 1), "val_dice": chosen.get("val_dice"), "best_epoch": best_epoch,
                "unreadable_volumes": model.training_stats["skipped_volumes"], **left_out,
                "history": model.history}
     write_json(out_p / "train.json", summary)

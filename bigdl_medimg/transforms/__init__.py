@@ -10,11 +10,13 @@ from .orientation import axcodes_of, reorient
 
 __all__ = ["reorient", "axcodes_of", "Reorient", "Resample", "IntensityWindow", "ZScoreNormalize",
            "PercentileScale", "CropOrPad", "CropForeground", "CropAroundLabel", "ResizeImage", "PatchSampler", "Augment",
-           "ToFeatures", "FromFeatures", "MapLabels"]
+           "ToFeatures", "FromFeatures", "MapLabels",
+           "KeepLargestComponent"]
 
 _LAZY = {n: ".stages" for n in ("Reorient", "Resample", "IntensityWindow", "ZScoreNormalize", "PercentileScale",
                                "CropOrPad", "CropForeground", "CropAroundLabel", "ResizeImage")}
 _LAZY.update({"PatchSampler": ".sampling", "Augment": ".sampling", "ToFeatures": ".features",
-              "FromFeatures": ".features", "MapLabels": ".labels"})
+              "FromFeatures": ".features", "MapLabels": ".labels",
+              "KeepLargestComponent": ".labels"})
 
 __getattr__ = lazy_getattr(__name__, globals(), _LAZY)
