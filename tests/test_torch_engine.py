@@ -315,3 +315,17 @@ def test_torch_multiclass_with_early_stopping(spark, chest_data):
     assert len(hist) == min(12, best + 2)
     out = model.transform(chest_data[1]).select("probability", "prediction").collect()
     assert all(len(r.probability) == 2 and abs(sum(r.probability) - 1) < 1e-6 for r in out)
+
+
+@pytest.mark.slow
+def test_torch_fits_are_reproducible_for_a_seed(spark, chest_data):
+    """Same data, Params and seed on the same machine: the same weights, bit for bit; another seed: others."""
+    from bigdl_medimg.ml import ClassificationEstimator
+
+    small = chest_data[0].filter("id < 40")
+    kw = dict(labelCol="labels", labelNames=EASY, inputShape=[1, 64, 64], engine="torch", topology="densenet_tiny",
+              maxEpoch=2, batchSize=8, learningRate=3e-3, augment={"flipProb": 0.0, "rot90Prob": 0.0,
+                                                                   "affineProb": 0.5, "intensityProb": 0.5})
+    digests = [ClassificationEstimator(seed=s, **kw).fit(small).training_stats["rank_weight_digests"][0]
+               for s in (1, 1, 2)]
+    assert digests[0] == digests[1] != digests[2]
