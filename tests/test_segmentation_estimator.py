@@ -179,7 +179,7 @@ def test_interrupted_fit_resumes_from_the_saved_epoch(spark, data, tmp_path, mon
     broken = PercentileScale().transform(spark.createDataFrame([(999, None, from_numpy(c.mask, c.affine), False)],
                                                                SCHEMA))
     model = resumed.fit(data[0].unionByName(broken))
-    assert model.training_stats == {"volumes": 11, "skipped_volumes": 1}
+    assert model.training_stats == {"volumes": 11, "skipped_volumes": 1, "best_epoch": 0}  # nothing validated
     assert [r["epoch"] for r in model.history] == [1, 2, 3]
     assert model.history[:2] == state["history"]  # epochs 1-2 came from the checkpoint, only epoch 3 trained
     # the unreadable volume cannot train, so this is the same fit: it resumed in the same folder
