@@ -105,3 +105,26 @@ def test_bigdl_nnestimator_trains_and_transforms(spark):
     base = np.var(y)
     assert len(rows) == 256
     assert err < 0.01 * base, (err, base)
+
+
+def test_no_private_module_is_imported_from_another_package():
+    """House rule: a module named ``_x`` is used only inside its own package; a shared piece is public."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "bigdl_medimg"
+    offenders = []
+    for path in root.rglob("*.py"):
+        package = ".".join(("bigdl_medimg",) + path.relative_to(root).parent.parts).rstrip(".")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.module == "__future__":
+                continue
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)] if node.level else []
+            target = ".".join(base + (node.module.split(".") if node.module else []))
+            names = [target + "." + a.name for a in node.names] if not node.module else [target]
+            for name in names:
+                parts = name.split(".")
+                private = [i for i, p in enumerate(parts) if p.startswith("_") and not p.startswith("__")]
+                if private and ".".join(parts[:private[0]]) != package:
+                    offenders.append(f"{path.relative_to(root)}: {name}")
+    assert offenders == []
