@@ -488,12 +488,12 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
         shape = list(self._get("inputShape"))
         feats = ToFeatures(inputCol=in_col, outputCol="features").transform(base) \
             .filter(F.col("features").isNotNull())
-        train = (feats.filter(~F.col(vcol)) if vcol else feats).select("features", "label")
         if self._get("augment"):  # the images are kept; each epoch augments and flattens them afresh
             images, epoch_data = self._augmented_epochs(base)
             kept, train = images, ToFeatures(inputCol=in_col, outputCol="features").transform(images) \
                 .filter(F.col("features").isNotNull()).select("features", "label")  # counts and label weights
         else:  # the same flattened rows every epoch
+            train = (feats.filter(~F.col(vcol)) if vcol else feats).select("features", "label")
             kept = train = train.persist(StorageLevel.MEMORY_AND_DISK)
             epoch_data = lambda epoch: (train, n_train, lambda: None)  # noqa: E731
         val = None

@@ -141,13 +141,13 @@ def fit_folder(owner: str, checkpoint_dir: str, fingerprint: dict, resume: str =
     if resume == "never":
         files.remove(folder)
     if latest_checkpoint(folder) is None:
-        others = []
-        for other in files.list_names(checkpoint_dir):
+        others, names = [], files.list_names(checkpoint_dir)
+        for other in names:
             meta = files.join(files.join(checkpoint_dir, other), "fit.json")
             if other.startswith("fit-") and other != name and files.is_file(meta):
                 trained = latest_checkpoint(files.join(checkpoint_dir, other)) is not None
                 others.append((other, _differences(fingerprint, json.loads(files.read_bytes(meta))), trained))
-        legacy = [n for n in files.list_names(checkpoint_dir) if n.startswith("epoch_")]
+        legacy = [n for n in names if n.startswith("epoch_")]
         # the fit nearest to this one, among those that trained first: what a user expected to resume
         closest = min(others, key=lambda o: (len(o[1]), not o[2])) if others else None
         why = (f"; the closest fit there, {closest[0]}, differs in: {'; '.join(closest[1])}" if closest else "") + \

@@ -76,7 +76,8 @@ def train(spark, data: str, out: str, cfg: dict, seg_model: str | None = None) -
 
     out_p = Path(out)
     t0 = time.time()
-    if seg_model is None:  # stage 1 first, on the same cases' training split
+    given = seg_model is not None
+    if not given:  # stage 1 first, on the same cases' training split
         # stage 1 trains on the engine asked for (--engine), unless the segmentation section names one
         engine = {"engine": cfg["estimator"]["engine"]} if "engine" in (cfg.get("estimator") or {}) else {}
         stage1 = {**engine, **dict(cfg.get("segmentation", {}))}
@@ -85,7 +86,8 @@ def train(spark, data: str, out: str, cfg: dict, seg_model: str | None = None) -
     seg_info = load_task(seg_model)
     if seg_info["task"] != "knee_cartilage":
         raise ConfigError(f"--seg-model {seg_model} is a {seg_info['task']} model, not knee_cartilage")
-    check_stage1_split(spark, data, cfg, seg_model, seg_info)
+    if given:  # a stage 1 trained here used this run's split: no leakage to look for
+        check_stage1_split(spark, data, cfg, seg_model, seg_info)
     seg_cfg = seg_info["config"]
     seg_pipeline = PipelineModel.load(str(Path(seg_model) / "pipeline"))
     df = load(spark, data, cfg)

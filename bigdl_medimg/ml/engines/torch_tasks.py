@@ -43,12 +43,13 @@ class _Rows:
 
     With an augmentation config each image is augmented as its batch is
     drawn (nothing augmented is kept), with a generator of the epoch's
-    ``seed`` and the image's bytes: the BigDL engine's ``Augment`` stage draws
-    the same way.
+    ``seed`` and the image's bytes (their CRC, taken once when the rows
+    arrive): the BigDL engine's ``Augment`` stage draws the same way.
     """
 
-    def __init__(self, arrays, shape, affines=None, cfg=None, seed=None):
-        self.arrays, self.shape, self.affines, self.cfg, self.seed = arrays, tuple(shape), affines, cfg, seed
+    def __init__(self, arrays, shape, affines=None, crcs=None, cfg=None, seed=None):
+        self.arrays, self.shape, self.affines, self.crcs = arrays, tuple(shape), affines, crcs
+        self.cfg, self.seed = cfg, seed
 
     def __len__(self):
         return len(self.arrays)
@@ -59,8 +60,7 @@ class _Rows:
             from ...transforms.array import row_seed
             from ...transforms.augment import augment
 
-            x, _aff, _ = augment(x, self.affines[i], None, row_seed(self.seed, np.ascontiguousarray(x).tobytes()),
-                                 self.cfg)
+            x, _aff, _ = augment(x, self.affines[i], None, row_seed(self.seed, crc=self.crcs[i]), self.cfg)
         return np.asarray(x, np.float32).reshape(self.shape)
 
     def __getitem__(self, idx):
@@ -208,10 +208,12 @@ class ClassificationTask:
         self.wn = torch.tensor(lw.get("neg_weights") or [1.0], dtype=torch.float32)
         cw = lw.get("class_weights")
         self.class_weights = None if cw is None else torch.tensor(cw, dtype=torch.float32)
-        self.train_x, self.train_aff, self.train_y, self.val = [], [], [], []
+        self.train_x, self.train_aff, self.train_crc, self.train_y, self.val = [], [], [], [], []
         self.validating = bool(spec.get("validating"))
 
     def add_rows(self, batch) -> None:
+        import zlib
+
         from ...arrow import read_tensor
 
         for i in range(batch.num_rows):
@@ -225,6 +227,7 @@ class ClassificationTask:
                 # kept as stored (the augmentation draws from the image's own bytes, as the BigDL engine's do)
                 self.train_x.append(self.store.keep(img[0]))
                 self.train_aff.append(img[1])
+                self.train_crc.append(zlib.crc32(img[2]))
                 self.train_y.append(label)
 
     def counts(self) -> dict:
@@ -238,7 +241,7 @@ class ClassificationTask:
 
         cfg = augment_config(self.spec.get("augment"))  # the estimator's settings, spatialDims filled in
         seed = epoch_seed(self.p["seed"], epoch, 1) if cfg is not None else None
-        return _Rows(self.train_x, self.shape, self.train_aff, cfg, seed), self.train_y
+        return _Rows(self.train_x, self.shape, self.train_aff, self.train_crc, cfg, seed), self.train_y
 
     def target(self, y, idx):
         import torch
