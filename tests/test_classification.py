@@ -287,7 +287,7 @@ def test_param_validation(chest):
     base = dict(labelCol="labels", labelNames=EASY, inputShape=[1, 64, 64], topology="densenet_tiny")
     for bad, msg in (({"mode": "ordinal"}, "mode must be"), ({"topology": "vgg"}, "unknown topology"),
                      ({"labelNames": []}, "labelNames"), ({"optimizer": "rmsprop"}, "optimizer"),
-                     ({"lrSchedule": "poly"}, "not available with adam"), ({"labelWeighting": "x"}, "labelWeighting"),
+                     ({"lrSchedule": "exponential"}, "not available with adam"), ({"labelWeighting": "x"}, "labelWeighting"),
                      ({"inputShape": [1, 32, 32]}, "resize or crop")):
         with pytest.raises(ConfigError, match=msg):
             ClassificationEstimator(**{**base, **bad}).fit(chest[0])

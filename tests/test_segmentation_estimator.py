@@ -245,7 +245,7 @@ def test_preset_and_param_validation(data):
     with pytest.raises(ConfigError, match="unknown Params"):
         SegmentationEstimator.from_preset("knee_cartilage", wings=2)
     for bad, msg in (({"classWeights": [1.0]}, "classWeights"), ({"patchShape": [15, 32, 32]}, "divisible"),
-                     ({"optimizer": "rmsprop"}, "optimizer"), ({"lrSchedule": "poly"}, "poly needs sgd"),
+                     ({"optimizer": "rmsprop"}, "optimizer"), ({"lrSchedule": "exponential"}, "not available with adam"),
                      ({"batchSize": 0}, "batchSize"), ({"loss": "focal"}, "loss must be")):
         with pytest.raises(ConfigError, match=msg):
             SegmentationEstimator(**bad).fit(data[0])

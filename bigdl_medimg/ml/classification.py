@@ -482,7 +482,7 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
         from pyspark.sql import functions as F
 
         from ..transforms.features import ToFeatures
-        from .engines.bigdl import BigDLEngine, make_optim
+        from .engines.bigdl import BigDLEngine
 
         in_col, label_col, vcol = self._get("inputCol"), self._get("labelCol"), self._get("validationIndicatorCol")
         shape = list(self._get("inputShape"))
@@ -514,9 +514,7 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                 criterion=self._criterion(weights), feature_shape=shape, label_shape=self._label_size(),
                 epoch_data=epoch_data,
                 validate=(lambda net: self._validation_auroc(net, val)) if val is not None else None,
-                make_optim=lambda iters: make_optim(self._get("optimizer"), self._get("learningRate"),
-                                                    self._get("lrSchedule"), self._get("lrDecay"),
-                                                    self._get("momentum"), iters * self._get("maxEpoch")),
+                make_optim=self._bigdl_optim, epoch_lr=self._epoch_learning_rate,
                 batch_size=self._get("batchSize"), max_epoch=self._get("maxEpoch"), count_key="images",
                 app="classification", summary_dir=self._get("summaryDir"), checkpoint_dir=folder)
             try:

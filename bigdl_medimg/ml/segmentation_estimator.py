@@ -148,12 +148,6 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                 raise ConfigError(f"SegmentationEstimator: {name} must be positive, got {self._get(name)}")
 
     # -------------------------------------------------------------- pieces ---
-    def _optim(self, iterations_per_epoch: int):
-        from .engines.bigdl import make_optim
-
-        return make_optim(self._get("optimizer"), self._get("learningRate"), self._get("lrSchedule"),
-                          self._get("lrDecay"), self._get("momentum"), iterations_per_epoch * self._get("maxEpoch"))
-
     def _criterion(self):
         n = self._get("nClasses")
         w = self._get("classWeights")
@@ -301,7 +295,8 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                                                     **self._network_params()),
             training_network=self._training_network, criterion=self._criterion(), feature_shape=[1, *patch],
             label_shape=self._label_shape(), epoch_data=epoch_data, validate=validate if val is not None else None,
-            make_optim=self._optim, batch_size=self._get("batchSize"), max_epoch=self._get("maxEpoch"),
+            make_optim=self._bigdl_optim, epoch_lr=self._epoch_learning_rate, batch_size=self._get("batchSize"),
+            max_epoch=self._get("maxEpoch"),
             count_key="patches", app="segmentation", summary_dir=self._get("summaryDir"),
             checkpoint_dir=folder)
         try:

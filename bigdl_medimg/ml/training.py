@@ -10,7 +10,7 @@ from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SCHEDULES = {"adam": ("constant", "inverse"), "sgd": ("constant", "inverse", "poly", "exponential")}
+SCHEDULES = {"adam": ("constant", "inverse", "poly"), "sgd": ("constant", "inverse", "poly", "exponential")}
 
 
 def check_optim(owner: str, optimizer: str, schedule: str) -> None:
@@ -19,7 +19,7 @@ def check_optim(owner: str, optimizer: str, schedule: str) -> None:
         raise ConfigError(f"{owner}: optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     if schedule not in SCHEDULES[optimizer]:
         raise ConfigError(f"{owner}: lrSchedule {schedule!r} is not available with {optimizer} "
-                          f"(adam: constant, inverse; sgd: also poly, exponential; poly needs sgd)")
+                          f"(adam: constant, inverse, poly; sgd: also exponential)")
 
 
 def is_job_failure(exc: BaseException) -> bool:
@@ -215,12 +215,16 @@ def read_checkpoint(folder: str) -> tuple[str, dict] | None:
     return ck, json.loads(files.read_bytes(files.join(ck, "state.json")))
 
 
-def lr_factor(schedule: str, decay: float, iteration: int, total_iterations: int) -> float:
+def lr_factor(schedule: str, decay: float, iteration: int, total_iterations: int, held: int = 1) -> float:
     """The learning-rate multiplier after ``iteration`` iterations, as BigDL's schedules compute it.
 
     ``inverse``: 1 / (1 + decay * iteration); ``poly``: (1 - it/total)^decay;
     ``exponential``: decay^(iteration / (total/10)); ``constant``: 1.
+    ``held``: the factor is held over blocks of that many iterations (the
+    value at each block's first one): Adam takes ``poly`` one epoch at a time
+    (see :func:`poly_held`).
     """
+    iteration = iteration // max(1, held) * max(1, held)
     if schedule == "inverse":
         return 1.0 / (1.0 + decay * iteration)
     if schedule == "poly":
@@ -229,6 +233,16 @@ def lr_factor(schedule: str, decay: float, iteration: int, total_iterations: int
     if schedule == "exponential":
         return decay ** (iteration / max(1, total_iterations // 10))
     return 1.0
+
+
+def poly_held(optimizer: str, schedule: str) -> bool:
+    """Whether the schedule steps once per epoch instead of per iteration: Adam under ``poly``.
+
+    BigDL's Adam has no per-iteration schedule, so the engines set its rate
+    at the start of each epoch, as nnU-Net's ``PolyLRScheduler`` steps (once
+    per epoch); SGD's ``poly`` is BigDL's ``Poly``, per iteration.
+    """
+    return optimizer == "adam" and schedule == "poly"
 
 
 def load_preset_section(name: str, section: str = "estimator") -> dict:

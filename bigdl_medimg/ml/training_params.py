@@ -37,7 +37,8 @@ class TrainingParams:
                                    TypeConverters.toString)
     optimizer = param("optimizer", "'adam' or 'sgd'", TypeConverters.toString)
     learningRate = param("learningRate", "initial learning rate", TypeConverters.toFloat)
-    lrSchedule = param("lrSchedule", "'constant', 'inverse' (lr/(1+decay*iter)); with sgd also 'poly', 'exponential'",
+    lrSchedule = param("lrSchedule", "'constant', 'inverse' (lr/(1+decay*iter)), 'poly' ((1-t/T)^decay; with adam "
+                                     "stepped once per epoch as in nnU-Net); with sgd also 'exponential'",
                        TypeConverters.toString)
     lrDecay = param("lrDecay", "decay of the schedule (inverse: rate; poly: power; exponential: factor per tenth)", TypeConverters.toFloat)
     momentum = param("momentum", "SGD momentum", TypeConverters.toFloat)
@@ -88,13 +89,13 @@ class TrainingParams:
         return self.getOrDefault(self.learningRate)
 
     def setLrSchedule(self, value: str) -> Self:
-        """Set :py:attr:`lrSchedule`: 'constant', 'inverse' (lr/(1+decay*iter)); with sgd also 'poly', 'exponential'."""
+        """Set :py:attr:`lrSchedule`: 'constant', 'inverse' (lr/(1+decay*iter)), 'poly' ((1-t/T)^decay;
+        with adam stepped once per epoch as in nnU-Net); with sgd also 'exponential'."""
         return self._set(lrSchedule=value)
 
     def getLrSchedule(self) -> str:
-        """The value of :py:attr:`lrSchedule` (set or default): 'constant', 'inverse' (lr/(1+decay*iter)) or, with sgd,
-        'poly'.
-        """
+        """The value of :py:attr:`lrSchedule` (set or default): 'constant', 'inverse' (lr/(1+decay*iter)),
+        'poly' ((1-t/T)^decay; with adam stepped once per epoch as in nnU-Net); with sgd also 'exponential'."""
         return self.getOrDefault(self.lrSchedule)
 
     def setLrDecay(self, value: float) -> Self:
@@ -234,3 +235,22 @@ class TrainingParams:
         before they spill to local disk.
         """
         return self.getOrDefault(self.cacheMemoryMB)
+
+    # ------------------------------------------------ optimiser, both fits ---
+    def _bigdl_optim(self, iterations_per_epoch: int):
+        """The BigDL OptimMethod these Params describe (``iterations_per_epoch`` sizes poly/exponential)."""
+        from .engines.bigdl import make_optim
+
+        g = self.getOrDefault
+        return make_optim(g("optimizer"), g("learningRate"), g("lrSchedule"), g("lrDecay"), g("momentum"),
+                          iterations_per_epoch * g("maxEpoch"))
+
+    def _epoch_learning_rate(self, epoch: int, iterations_per_epoch: int) -> float | None:
+        """The rate to set at the start of ``epoch`` when the schedule steps per epoch (Adam under poly)."""
+        from .training import lr_factor, poly_held
+
+        g = self.getOrDefault
+        if not poly_held(g("optimizer"), g("lrSchedule")):
+            return None
+        ipe = max(1, iterations_per_epoch)
+        return g("learningRate") * lr_factor("poly", g("lrDecay"), (epoch - 1) * ipe, ipe * g("maxEpoch"))

@@ -44,7 +44,7 @@ def make_optim(optimizer: str, lr: float, schedule: str, decay: float, momentum:
     """A BigDL OptimMethod with the schedule :func:`~bigdl_medimg.ml.training.lr_factor` describes."""
     from bigdl.dllib.optim.optimizer import SGD, Adam, Exponential, Poly
 
-    if optimizer == "adam":
+    if optimizer == "adam":  # under poly the engine sets its rate every epoch (set_learning_rate)
         return Adam(learningrate=lr, learningrate_decay=decay if schedule == "inverse" else 0.0)
     sched = None
     if schedule == "poly":
@@ -54,6 +54,11 @@ def make_optim(optimizer: str, lr: float, schedule: str, decay: float, momentum:
     kwargs = {"leaningrate_schedule": sched} if sched is not None else {}
     return SGD(learningrate=lr, learningrate_decay=decay if schedule == "inverse" else 0.0,
                momentum=momentum, dampening=0.0, nesterov=momentum > 0, **kwargs)
+
+
+def set_learning_rate(optim, lr: float) -> None:
+    """Set the learning rate of a BigDL Adam or SGD (Scala ``var learningRate``) for the iterations to come."""
+    getattr(optim.value, "learningRate_$eq")(float(lr))
 
 
 class ReplicasLost(RuntimeError):
@@ -131,6 +136,9 @@ class BigDLEngine(EpochEngine):
         ``network -> record entries`` (``None``: no validation rows).
     make_optim : callable
         ``iterations_per_epoch -> OptimMethod``.
+    epoch_lr : callable or None
+        ``(epoch, iterations_per_epoch) -> learning rate or None``: a rate to
+        set at the start of each epoch (Adam under ``poly``).
     batch_size, max_epoch : int
     count_key : str
         The record's name for the epoch's training rows (``patches``, ``images``).
@@ -140,10 +148,10 @@ class BigDLEngine(EpochEngine):
 
     def __init__(self, df, *, build_network, training_network, criterion, feature_shape, label_shape, epoch_data,
                  validate, make_optim, batch_size: int, max_epoch: int, count_key: str, app: str, summary_dir: str = "",
-                 checkpoint_dir: str = ""):
+                 checkpoint_dir: str = "", epoch_lr=None):
         self.df, self._build, self._wrap, self.criterion = df, build_network, training_network, criterion
         self.feature_shape, self.label_shape = list(feature_shape), list(label_shape)
-        self._epoch_data, self._validate, self._make_optim = epoch_data, validate, make_optim
+        self._epoch_data, self._validate, self._make_optim, self._epoch_lr = epoch_data, validate, make_optim, epoch_lr
         self.batch_size, self.max_epoch, self.app, self.count_key = int(batch_size), int(max_epoch), app, count_key
         self.summary_dir, self.checkpoint_dir = summary_dir, checkpoint_dir
         self.validating = validate is not None
@@ -167,18 +175,23 @@ class BigDLEngine(EpochEngine):
 
     def fit_epoch(self, epoch: int, history: list[dict]) -> dict:
         from bigdl.dllib.nnframes import NNEstimator
-        from bigdl.dllib.optim.optimizer import TrainSummary
+        from bigdl.dllib.optim.optimizer import SeveralIteration, TrainSummary
 
         data, n, release = self._epoch_data(epoch)
         try:
             if self.optim is None:
                 self.optim = self._make_optim(max(1, n // self.batch_size))
+            lr = self._epoch_lr(epoch, max(1, n // self.batch_size)) if self._epoch_lr else None
+            if lr is not None:
+                set_learning_rate(self.optim, lr)
             if self._train_net is None:
                 self._train_net = self._wrap(self.network)
             est = NNEstimator(self._train_net, self.criterion, self.feature_shape, self.label_shape) \
                 .setBatchSize(self.batch_size).setOptimMethod(self.optim).setMaxEpoch(epoch)
             if self.summary_dir:
-                est.setTrainSummary(TrainSummary(self.summary_dir, self.app))
+                summary = TrainSummary(self.summary_dir, self.app)
+                summary.set_summary_trigger("LearningRate", SeveralIteration(1))  # as the torch engine writes it
+                est.setTrainSummary(summary)
             train_dir = os.path.join(self.summary_dir, self.app, "train") if self.summary_dir else None
             fit_one_epoch(self.df, est, data, EpochProgress(train_dir, epoch, self.max_epoch, n, self.batch_size,
                                                            [r["seconds"] for r in history]),

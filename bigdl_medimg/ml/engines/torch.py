@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from ...io import files
-from ..training import EpochEngine, lr_factor
+from ..training import EpochEngine, lr_factor, poly_held
 
 __all__ = ["TorchEngine", "ShardStore", "fit_on_ranks", "state_bytes", "load_state_bytes", "weights_digest",
            "network_spec", "build_torch_network", "cached_network"]
@@ -160,6 +160,7 @@ class TorchEngine(EpochEngine):
         self._best = None
         self._scalars = None
         self._total_iterations = None
+        self._iters_per_epoch = 1
         sumdir = spec.get("summary_dir")
         if sumdir and self.rank == 0:
             from ..tfevents import ScalarWriter
@@ -214,7 +215,8 @@ class TorchEngine(EpochEngine):
 
     def _set_lr(self) -> None:
         p = self.spec["params"]
-        f = lr_factor(p["lrSchedule"], float(p["lrDecay"]), self.iteration, self._total_iterations or 1)
+        held = self._iters_per_epoch if poly_held(p["optimizer"], p["lrSchedule"]) else 1
+        f = lr_factor(p["lrSchedule"], float(p["lrDecay"]), self.iteration, self._total_iterations or 1, held)
         for g in self.opt.param_groups:
             g["lr"] = float(p["learningRate"]) * f
 
@@ -243,6 +245,7 @@ class TorchEngine(EpochEngine):
         iters = max(1, -(-total // (self.batch * self.world)))
         if self._total_iterations is None:
             self._total_iterations = iters * int(self.spec["params"]["maxEpoch"])
+            self._iters_per_epoch = iters
         # every rank runs the same number of steps (DDP needs it); a rank with fewer samples repeats some
         rng = np.random.default_rng([int(self.spec["params"].get("seed", 0)), epoch, self.rank])
         if len(x) == 0:  # after the collective above, so no rank waits for this one
@@ -266,6 +269,7 @@ class TorchEngine(EpochEngine):
                 now = time.time()
                 if self._scalars:  # per iteration, as BigDL's TrainSummary records them
                     self._scalars.add_scalar("Loss", float(loss.item()), self.iteration)
+                    self._scalars.add_scalar("LearningRate", self.opt.param_groups[0]["lr"], self.iteration)
                     self._scalars.add_scalar("Throughput", self.batch * self.world / max(now - t_last, 1e-9),
                                              self.iteration)
                 t_last = now
