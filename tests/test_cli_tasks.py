@@ -155,7 +155,21 @@ def test_meniscus_two_stage_from_the_command_line(spark, knee_data, knee_run, ca
     assert "epoch 2/2 done in" in out and "trained meniscus_tear in" in out
     info = json.loads((root / "tear" / "model" / "task.json").read_text())
     assert info["segmentation_model"] == str(knee_run / "model")
-    assert json.loads((root / "tear" / "train.json").read_text())["left_out_cases"] == 1
+    # trained as served: windows around stage 1's predicted menisci; cases without one (or unreadable) counted
+    train = json.loads((root / "tear" / "train.json").read_text())
+    assert train["windows"] == "stage-1 predicted masks" and train["unreadable_cases"] == 1
+    from pyspark.ml import PipelineModel
+
+    from bigdl_medimg.tasks import meniscus
+    from bigdl_medimg.tensor import to_numpy
+
+    cases = meniscus.load(spark, str(data), task_config("meniscus_tear")).filter("split != 'test'")
+    segs = PipelineModel.load(str(knee_run / "model" / "pipeline")).transform(cases) \
+        .select("segmentation").collect()
+    no_meniscus = sum(r.segmentation is not None and not (to_numpy(r.segmentation) == 4).any() for r in segs)
+    assert train["no_meniscus_cases"] == no_meniscus
+    assert train["train_cases"] + train["val_cases"] + no_meniscus + 1 == len(segs)
+    assert train["train_cases"] > 0 and train["val_cases"] > 0
     assert main(["evaluate", "--model", str(root / "tear" / "model"), "--data", folder.as_uri(),
                  "--out", str(root / "tear-eval")]) == 0
     metrics = json.loads((root / "tear-eval" / "metrics.json").read_text())

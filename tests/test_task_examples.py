@@ -52,10 +52,15 @@ def test_two_stage_meniscus_pipeline_saved_loaded_in_a_fresh_session_on_dicom(sp
                                            "--epochs", "2"]) == 0
     res = json.loads((out / "result.json").read_text())
     assert res["test_series"] == 4 and res["variant"] == "meniscus-roi"
+    # trained as served: the classifier's windows come from stage 1's predicted masks, every case accounted for
+    assert res["windows"] == "stage-1 predicted masks" and res["train_val_with_window"] > 0
+    assert res["train_val_with_window"] + res["train_val_no_meniscus"] + res["train_val_unreadable"] == 14
+    assert res["test_with_window"] + res["test_no_meniscus"] + res["test_unreadable"] == 4
     # outputs: predictions keyed by UIDs, one DICOM SEG per test series referencing it, a report
     preds = spark.read.parquet(str(out / "predictions")).toPandas()
     assert list(preds.columns[:2]) == ["study_instance_uid", "series_instance_uid"] and len(preds) == 4
-    assert preds["prob_tear"].between(0, 1).all() and set(preds["true_tear"]) <= {0, 1}
+    assert preds["prob_tear"].dropna().between(0, 1).all() and set(preds["true_tear"]) <= {0, 1}
+    assert preds["prob_tear"].notna().sum() == 4 - res["test_no_meniscus"]
     import pydicom
 
     segs = sorted((out / "seg").glob("*.seg.dcm"))
@@ -85,8 +90,10 @@ print("ROI", sorted({{tuple(r.roi.shape) for r in rows}}))
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in proc.stdout.splitlines()
              if ln.startswith(("STAGES", "ROWS", "ROI"))}
-    assert lines["STAGES"] == "Reorient,PercentileScale,SegmentationModel,CropAroundLabel,ClassificationModel"
-    assert lines["ROWS"] == "4 4"
+    assert lines["STAGES"] == ("Reorient,PercentileScale,SegmentationModel,KeepLargestComponent,CropAroundLabel,"
+                               "ClassificationModel")
+    # a series where stage 1 finds no meniscus has no probability (never one from an empty window), counted
+    assert lines["ROWS"] == f"4 {4 - res['test_no_meniscus']}"
     assert lines["ROI"] == "[(24, 24, 64)]"
 
 

@@ -188,5 +188,16 @@ def test_crop_around_label_centres_the_window_on_the_labels(spark, knees):
     # no such label: a window centred on the image, flagged
     none = _by_case(CropAroundLabel(labels=[9], size=[8, 16, 16], maskCol="mask", foundCol="found").transform(knees))
     assert none["k0"].found is False and to_numpy(none["k0"].image).shape == (8, 16, 16)
+    # missing="error": no window to score, a row error naming the labels (nothing from an empty window)
+    strict = _by_case(CropAroundLabel(labels=[9, 8], size=[8, 16, 16], maskCol="mask", foundCol="found",
+                                      missing="error", outputCol="roi", maskOutputCol="roi_mask").transform(knees))
+    assert strict["k0"].found is False and strict["k0"].roi is None and strict["k0"].roi_mask is None
+    assert to_numpy(strict["k0"].mask).shape == (12, 40, 40)  # the mask it searched is kept
+    assert "none of the labels [9, 8] in the mask" in strict["k0"].error
+    kept = _by_case(CropAroundLabel(labels=[4], size=[8, 16, 16], maskCol="mask", missing="error",
+                                    outputCol="roi").transform(knees))
+    assert kept["k1"].error is None and to_numpy(kept["k1"].roi).shape == (8, 16, 16)
+    with pytest.raises(ConfigError, match="missing must be"):
+        CropAroundLabel(missing="skip", maskCol="mask").transform(knees)
     with pytest.raises(ConfigError, match="maskCol is required"):
         CropAroundLabel(maskCol="").transform(knees)

@@ -7,8 +7,9 @@ chooses, default: NIfTI images when there are any), or an OAI-ZIB download
 beside its OAI images (``OAI-ZIB/``, ``OAI/``; OAI-ZIB's labels mapped into the
 task's classes).
 The saved model is a ``PipelineModel``: ``Reorient`` -> ``PercentileScale`` ->
-``SegmentationModel`` (column ``segmentation`` on the reoriented grid, which
-the outputs map back to each source image's grid).
+``SegmentationModel`` -> ``KeepLargestComponent`` (the preset's
+``postprocessing``; column ``segmentation`` on the reoriented grid, which the
+outputs map back to each source image's grid).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from .common import as_uri, assign_split, load_task, save_task, score_split, tally_outputs, write_json
 
-__all__ = ["load", "front_stages", "train", "evaluate", "predict", "SEGMENT_LABELS"]
+__all__ = ["load", "front_stages", "post_stages", "train", "evaluate", "predict", "SEGMENT_LABELS"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,17 @@ def front_stages(cfg: dict) -> list:
             PercentileScale(lower=lo, upper=hi, inputCol="model_input", outputCol="model_input")]
 
 
+def post_stages(cfg: dict, col: str = "segmentation") -> list:
+    """The preset's post-processing of the predicted mask (``postprocessing.keep_largest``; ``[]`` without it)."""
+    from ..transforms import KeepLargestComponent
+
+    keep = (cfg.get("postprocessing") or {}).get("keep_largest")
+    if not keep:
+        return []
+    return [KeepLargestComponent(labels=list(keep.get("labels", [])), components=list(keep.get("components", [1])),
+                                 connectivity=int(keep.get("connectivity", 1)), inputCol=col, outputCol=col)]
+
+
 def reference_mask(cfg: dict, df):
     """The reference ``mask`` on the model's grid (``mask_model``)."""
     from ..transforms import Reorient
@@ -99,7 +111,7 @@ def train(spark, data: str, out: str, cfg: dict) -> dict:
                                 summaryDir=str(out_p / "summaries"))
     t0 = time.time()
     model = est.fit(prep.repartition(spark.sparkContext.defaultParallelism))
-    pipeline = PipelineModel(stages=front_stages(cfg) + [model.setInputCol("model_input")])
+    pipeline = PipelineModel(stages=front_stages(cfg) + [model.setInputCol("model_input")] + post_stages(cfg))
     pipeline.write().overwrite().save(str(out_p / "model" / "pipeline"))
     save_task(str(out_p / "model"), "knee_cartilage", cfg, {"data": as_uri(data)})  # for leakage checks
     # cases left out (no image or no mask: the estimator counts them; unpaired ones known from the listing)

@@ -3,10 +3,13 @@
 Data: a labelled knee folder (``synth --kind knee``: ``nifti/`` image/mask pairs,
 ``dicom/case_NNNN/`` series, ``labels.csv`` with ``tear``).  Stage 1 is a
 ``knee_cartilage`` model (``--seg-model``, or trained first on the same
-training split); the classifier trains on windows around the reference
-meniscus masks, and the saved ``PipelineModel`` (stage-1 pipeline ->
-``CropAroundLabel`` on the predicted mask -> ``ClassificationModel``) runs on
-DICOM series or NIfTI images end to end.
+training split).  The classifier is trained as it is served: its training and
+validation windows are cut around stage 1's *predicted* menisci, by the same
+stages the saved ``PipelineModel`` runs (stage-1 pipeline ->
+``CropAroundLabel`` on the predicted mask -> ``ClassificationModel``), on
+DICOM series or NIfTI images end to end.  A case where stage 1 finds no
+meniscus gets no window and no probability; it is counted (``train.json``,
+``metrics.json``, ``predict.json``), never scored from an empty window.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from ..errors import ConfigError
 from . import knee
 from .common import assign_split, load_task, save_task, score_split, tally_outputs, task_config, write_json
 
-__all__ = ["load", "train", "evaluate", "predict"]
+__all__ = ["load", "roi_stage", "served_windows", "window_counts", "train", "evaluate", "predict"]
 
 LABELS = ["tear"]
 
@@ -33,13 +36,47 @@ def load(spark, data: str, cfg: dict):
     return knee.load(spark, data, cfg)
 
 
-def _roi(cfg: dict, mask_col: str, found: str = ""):
+def roi_stage(cfg: dict, mask_col: str = "segmentation", found: str = "meniscus_found", input_col: str = "model_input"):
+    """The ``CropAroundLabel`` of the preset's ``roi`` section: the classifier's window around the menisci.
+
+    The window's mask goes to ``roi_mask``, so ``mask_col`` (stage 1's whole
+    segmentation, written as DICOM SEG) stays as it was.
+
+    ``roi.missing: error`` (the preset) gives a case without a meniscus in the
+    mask no window and a row error, so it is counted, never scored from an
+    empty window.
+    """
     from ..transforms import CropAroundLabel
 
     roi = cfg["roi"]
     return CropAroundLabel(labels=roi["labels"], size=roi["size"], maskImage=roi.get("maskImage", False),
-                           closing=roi.get("closing", 0), inputCol="model_input", maskCol=mask_col,
-                           outputCol="roi", foundCol=found)
+                           closing=roi.get("closing", 0), missing=roi.get("missing", "center"), inputCol=input_col,
+                           maskCol=mask_col, maskOutputCol="roi_mask", outputCol="roi", foundCol=found)
+
+
+def served_windows(stage1: list, cfg: dict, df, input_col: str = "model_input"):
+    """Stage 1 (``stage1``: the segmentation pipeline's stages) and the ROI crop on ``df``, exactly as the saved
+    pipeline runs them: the classifier trains and validates on the windows it is served.
+
+    Returns ``(stages, frame)``: the stages to put before the classifier, and
+    ``df`` through them, cached (``roi``, ``meniscus_found``, ``error``).
+    """
+    from pyspark.ml import PipelineModel
+
+    stages = list(stage1) + [roi_stage(cfg, "segmentation", "meniscus_found", input_col)]
+    return stages, PipelineModel(stages=stages).transform(df).cache()
+
+
+def window_counts(windows, split_col: str | None = None) -> dict:
+    """Cases with a window, and cases without one by reason: no meniscus found by stage 1, or an unreadable input."""
+    from pyspark.sql import functions as F
+
+    reason = F.when(F.col("roi").isNotNull(), F.lit("window")) \
+        .when(F.col("meniscus_found") == F.lit(False), F.lit("no_meniscus")).otherwise(F.lit("unreadable"))
+    rows = windows.select(reason.alias("r")).groupBy("r").count().collect()
+    got = {r["r"]: r["count"] for r in rows}
+    return {"with_window": got.get("window", 0), "no_meniscus": got.get("no_meniscus", 0),
+            "unreadable": got.get("unreadable", 0)}
 
 
 def check_stage1_split(spark, data: str, cfg: dict, seg_model: str, seg_info: dict) -> None:
@@ -70,8 +107,6 @@ def train(spark, data: str, out: str, cfg: dict, seg_model: str | None = None) -
     from pyspark.ml import PipelineModel
     from pyspark.sql import functions as F
 
-    from ..datasets.synth import synth_knee_labels
-    from ..io import hfs
     from ..ml import ClassificationEstimator
 
     out_p = Path(out)
@@ -88,31 +123,33 @@ def train(spark, data: str, out: str, cfg: dict, seg_model: str | None = None) -
         raise ConfigError(f"--seg-model {seg_model} is a {seg_info['task']} model, not knee_cartilage")
     if given:  # a stage 1 trained here used this run's split: no leakage to look for
         check_stage1_split(spark, data, cfg, seg_model, seg_info)
-    seg_cfg = seg_info["config"]
     seg_pipeline = PipelineModel.load(str(Path(seg_model) / "pipeline"))
-    df = load(spark, data, cfg)
-    prep = knee.reference_mask(seg_cfg, PipelineModel(stages=knee.front_stages(seg_cfg)).transform(df))
-    prep = _roi(cfg, "mask_model").transform(prep.filter(F.col("split") != "test")) \
-        .withColumn("is_val", F.col("split") == "val")
-    est = ClassificationEstimator(**cfg["estimator"], inputCol="roi", labelCol="tear", validationIndicatorCol="is_val",
-                                  checkpointDir=str(out_p / "checkpoints"), summaryDir=str(out_p / "summaries"))
-    clf = est.fit(prep.select("roi", "tear", "is_val").repartition(spark.sparkContext.defaultParallelism))
-    pipeline = PipelineModel(stages=list(seg_pipeline.stages) + [_roi(cfg, "segmentation", "meniscus_found"), clf])
+    df = load(spark, data, cfg).filter(F.col("split") != "test").withColumn("is_val", F.col("split") == "val")
+    # the classifier's training and validation windows come from stage 1's predicted masks, as at inference
+    stages, windows = served_windows(seg_pipeline.stages, cfg, df)
+    try:
+        counts = window_counts(windows)
+        if counts["no_meniscus"] or counts["unreadable"]:
+            log.warning("meniscus_tear: %d training/validation case(s) had no window to classify (%d without a "
+                        "meniscus in stage 1's mask, %d unreadable) and were left out", counts["no_meniscus"] +
+                        counts["unreadable"], counts["no_meniscus"], counts["unreadable"])
+        est = ClassificationEstimator(**cfg["estimator"], inputCol="roi", labelCol="tear",
+                                      validationIndicatorCol="is_val", checkpointDir=str(out_p / "checkpoints"),
+                                      summaryDir=str(out_p / "summaries"))
+        clf = est.fit(windows.select("roi", "tear", "is_val").repartition(spark.sparkContext.defaultParallelism))
+    finally:
+        windows.unpersist()
+    pipeline = PipelineModel(stages=stages + [clf])
     pipeline.write().overwrite().save(str(out_p / "model" / "pipeline"))
     save_task(str(out_p / "model"), "meniscus_tear", cfg, {"segmentation_model": str(seg_model)})
     best = clf.training_stats.get("best_epoch")
-    # cases without a window (an unreadable image or mask, or no meniscus in the reference mask) are left
-    # out of training: the label table (no decoding) minus the rows the classifier used tells how many
-    labels = assign_split(synth_knee_labels(spark, hfs.join(hfs.to_uri(data), "labels.csv")), "case", cfg["split"])
-    listed = labels.filter(F.col("split") != "test").count()
-    left_out = listed - clf.training_stats["train_images"] - clf.training_stats["val_images"]
-    if left_out:
-        log.warning("meniscus_tear: %d of %d training/validation case(s) had no region to classify (unreadable "
-                    "image or mask, or no meniscus label) and were left out", left_out, listed)
+    chosen = next((r for r in clf.history if r["epoch"] == best), {})
     summary = {"task": "meniscus_tear", "model": str(out_p / "model"), "segmentation_model": str(seg_model),
                "epochs": len(clf.history), "best_epoch": best, "fit_seconds": round(time.time() - t0, 1),
-               "val_auroc": max((r.get("val_auroc", float("nan")) for r in clf.history), default=None),
-               "left_out_cases": left_out, "history": clf.history}
+               "val_auroc": chosen.get("val_auroc"), "windows": "stage-1 predicted masks",
+               "train_cases": clf.training_stats["train_images"], "val_cases": clf.training_stats["val_images"],
+               "no_meniscus_cases": counts["no_meniscus"], "unreadable_cases": counts["unreadable"],
+               "history": clf.history}
     write_json(out_p / "train.json", summary)
     return summary
 
@@ -147,10 +184,17 @@ def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", ki
         keys = [c for c in ("study_instance_uid", "series_instance_uid") if c in scored.columns] or ["case"]
         write_predictions(scored, str(Path(out) / "predictions"), labelNames=LABELS, labelCol="tear",
                           keyCols=keys + ["case"] if "case" not in keys else keys, mode="overwrite")
+        counts = window_counts(scored)
     finally:
         scored.unpersist()
+    if counts["no_meniscus"] or counts["unreadable"]:
+        log.warning("meniscus_tear: %d %s case(s) have no tear probability (%d without a meniscus in stage 1's mask, "
+                    "%d unreadable); the AUROC is over the %d scored ones", counts["no_meniscus"] + counts["unreadable"],
+                    split, counts["no_meniscus"], counts["unreadable"], counts["with_window"])
     lab = res.summary["labels"][0]
-    metrics = {"task": "meniscus_tear", "split": split, "cases": res.summary["n"], "auroc": lab["auroc"],
+    metrics = {"task": "meniscus_tear", "split": split, "cases": res.summary["n"],
+               "no_meniscus_cases": counts["no_meniscus"], "unreadable_cases": counts["unreadable"],
+               "auroc": lab["auroc"],
                "auroc_ci": lab["auroc_ci"], "sensitivity": lab["sensitivity"], "specificity": lab["specificity"]}
     write_json(Path(out) / "metrics.json", metrics)
     return metrics

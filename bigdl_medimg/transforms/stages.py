@@ -16,7 +16,7 @@ import pandas as pd  # module level: pandas_udf resolves the type hints in this 
 from pyspark import keyword_only
 from pyspark.ml.param import TypeConverters
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TensorError
 from . import array as A
 from ..params import param
 from ._stage import TensorStage
@@ -355,8 +355,10 @@ class CropAroundLabel(TensorStage):
     """A fixed-size window centred on chosen labels of ``maskCol`` (e.g. the meniscus of a predicted segmentation).
 
     The mask (cropped the same way) is written to ``maskOutputCol`` when set.
-    Rows without any of ``labels`` get a window centred on the image and, with
-    ``foundCol``, ``false`` there, so a downstream model can tell.  With
+    Rows without any of ``labels`` get, by ``missing``, a window centred on
+    the image (``center``) or no window and a row ``error`` (``error``: a
+    classifier then gives no score rather than one from an empty window);
+    ``foundCol`` says ``false`` there either way.  With
     ``maskImage`` the image is zeroed outside the labels' region (closed
     in-plane ``closing`` times, so a thin cleft through the structure stays
     inside it): a classifier then sees the structure alone, as in UCSF's
@@ -370,12 +372,14 @@ class CropAroundLabel(TensorStage):
                       TypeConverters.toBoolean)
     closing = param("closing", "in-plane binary closing iterations of that region (fills thin clefts)",
                     TypeConverters.toInt)
+    missing = param("missing", "rows without the labels: 'center' (a window centred on the image) or 'error' (no "
+                               "window, a row error)", TypeConverters.toString)
 
     @keyword_only
-    def __init__(self, *, labels=(1,), size=(16, 32, 32), foundCol="", maskImage=False, closing=0, inputCol="image",
-                 outputCol="image", maskCol="mask", maskOutputCol="", errorCol="error"):
+    def __init__(self, *, labels=(1,), size=(16, 32, 32), foundCol="", maskImage=False, closing=0, missing="center",
+                 inputCol="image", outputCol="image", maskCol="mask", maskOutputCol="", errorCol="error"):
         super().__init__()
-        self._setDefault(labels=[1], size=[16, 32, 32], foundCol="", maskImage=False, closing=0)
+        self._setDefault(labels=[1], size=[16, 32, 32], foundCol="", maskImage=False, closing=0, missing="center")
         self._set(**self._input_kwargs)
 
     def _validate(self):
@@ -387,13 +391,18 @@ class CropAroundLabel(TensorStage):
             raise ConfigError(f"CropAroundLabel: size must be positive sizes, got {self.getOrDefault('size')}")
         if self.getOrDefault("closing") < 0:
             raise ConfigError(f"CropAroundLabel: closing must be >= 0, got {self.getOrDefault('closing')}")
+        if self.getOrDefault("missing") not in ("center", "error"):
+            raise ConfigError(f"CropAroundLabel: missing must be 'center' or 'error', got {self.getOrDefault('missing')!r}")
 
     def _row_fn(self):
         labels, size = list(self.getOrDefault("labels")), list(self.getOrDefault("size"))
         masked, closing = self.getOrDefault("maskImage"), self.getOrDefault("closing")
+        strict = self.getOrDefault("missing") == "error"
 
         def fn(arr, aff, marr, _key):
             _check_mask_grid(arr, marr)
+            if strict and (marr is None or not np.isin(marr, labels).any()):
+                raise TensorError(f"none of the labels {labels} in the mask: no window to crop")
             if masked and marr is not None:
                 arr = np.where(A.label_region(marr, labels, closing), arr, np.zeros((), arr.dtype))
             out, aff2, _found = A.crop_around_label(arr, aff, marr, labels, size)
@@ -468,6 +477,17 @@ class CropAroundLabel(TensorStage):
         thin clefts).
         """
         return self.getOrDefault(self.closing)
+
+    def setMissing(self, value: str) -> Self:
+        """Set :py:attr:`missing`: rows without the labels: 'center' (a window centred on the image) or 'error' (no
+        window, a row error)."""
+        return self._set(missing=value)
+
+    def getMissing(self) -> str:
+        """The value of :py:attr:`missing` (set or default): rows without the labels: 'center' (a window centred on
+        the image) or 'error' (no window, a row error).
+        """
+        return self.getOrDefault(self.missing)
 
 
 class ResizeImage(TensorStage):
