@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench dist clean java
+.PHONY: venv demo test bench spread dist clean java
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/run.py
+
+# the README's task commands three times per engine (seeds 0-2): mean and min/max (hours on 2 cores)
+spread: $(STAMP)
+	$(PY) bench/spread.py
 
 # dist/: the wheel, and the library with its whole Python environment packed for executors
 # (spark-submit --archives dist/bigdl-medimg-env.tar.gz#environment; see README, "Running on YARN").

@@ -40,6 +40,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--val-fraction", type=float, default=0.125)
     ap.add_argument("--no-augment", action="store_true", help="train without the preset's augmentation")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="training seed (initial weights with torch, patch draws, augmentation); the data stay the same")
     ap.add_argument("--master", default=None)
     ap.add_argument("--engine", default="bigdl", choices=["bigdl", "torch"],
                     help="learning engine: BigDL (default) or PyTorch DDP on the executors")
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
     if args.no_augment:
         overrides["augment"] = {}
     for key, val in (("topology", args.topology), ("maxEpoch", args.epochs), ("batchSize", args.batch),
-                     ("learningRate", args.lr)):
+                     ("learningRate", args.lr), ("seed", args.seed)):
         if val is not None:
             overrides[key] = val
     est = ClassificationEstimator.from_preset("chest_xray14", **overrides)
@@ -122,7 +124,7 @@ def main(argv=None) -> int:
               "mean_auroc_ci": res.summary["mean_auroc_ci"], "auroc_per_label": dict(zip(names, per)),
               "fit_seconds": round(fit_s, 1), "total_seconds": round(time.time() - t0, 1),
               "epochs": len(model.history), "best_epoch": model.training_stats["best_epoch"],
-              "topology": est.getTopology(), "input_size": size}
+              "topology": est.getTopology(), "input_size": size, "engine": args.engine}
     (out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "auroc_per_label"}, indent=2))
     return 0

@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="override a SegmentationEstimator Param of the preset (VALUE as JSON, e.g. lrDecay=0.9)")
     ap.add_argument("--no-postprocess", action="store_true", help="leave out the preset's KeepLargestComponent")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="training seed (initial weights with torch, patch draws, augmentation); the data stay the same")
     ap.add_argument("--master", default=None)
     ap.add_argument("--engine", default="bigdl", choices=["bigdl", "torch"],
                     help="learning engine: BigDL (default) or PyTorch DDP on the executors")
@@ -65,6 +67,8 @@ def main(argv=None) -> int:
     test = norm.transform(load_knee_folder(spark, folders["test"]))
     overrides = {"maxEpoch": args.epochs} if args.epochs else {}
     overrides["engine"] = args.engine
+    if args.seed is not None:
+        overrides["seed"] = args.seed
     if args.no_augment:
         overrides["augment"] = {}
     for item in args.param:

@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seg-epochs", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None, help="override the classifier preset's maxEpoch")
     ap.add_argument("--whole-volume", action="store_true", help="classify the whole volume (no segmentation stage)")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="training seed (initial weights with torch, patch draws, augmentation); the data stay the same")
     ap.add_argument("--master", default=None)
     ap.add_argument("--engine", default="bigdl", choices=["bigdl", "torch"],
                     help="learning engine: BigDL (default) or PyTorch DDP on the executors")
@@ -70,6 +72,7 @@ def main(argv=None) -> int:
         .unionByName(load_knee_folder(spark, folders["val"]).withColumn("is_val", F.lit(True)))
     data = PipelineModel(stages=front).transform(cases.repartition(spark.sparkContext.defaultParallelism))
 
+    seeded = {} if args.seed is None else {"seed": args.seed}
     seg_s, counts = 0.0, {}
     stages = list(front)
     if args.whole_volume:
@@ -82,7 +85,8 @@ def main(argv=None) -> int:
         else:  # trained here on the training volumes, with reference masks reoriented like the images
             t_seg = time.time()
             seg_est = SegmentationEstimator.from_preset(
-                "knee_cartilage", engine=args.engine, **({"maxEpoch": args.seg_epochs} if args.seg_epochs else {}))
+                "knee_cartilage", engine=args.engine, **seeded,
+                **({"maxEpoch": args.seg_epochs} if args.seg_epochs else {}))
             ref = Reorient(axcodes=AXCODES, inputCol="mask", outputCol="mask")
             seg = seg_est.fit(ref.transform(data.filter(~F.col("is_val")).limit(args.seg_train)))
             seg_s = time.time() - t_seg
@@ -97,7 +101,7 @@ def main(argv=None) -> int:
         print(f"classifier windows from stage 1's masks: {counts}")
     est = ClassificationEstimator.from_preset(
         "meniscus_tear", inputCol=roi_col, labelCol="tear", validationIndicatorCol="is_val",
-        checkpointDir=str(out / "checkpoints"), summaryDir=str(out / "summaries"), engine=args.engine,
+        checkpointDir=str(out / "checkpoints"), summaryDir=str(out / "summaries"), engine=args.engine, **seeded,
         **overrides, **({"maxEpoch": args.epochs} if args.epochs else {}))
     t_fit = time.time()
     clf = est.fit(windows)
