@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seg-train", type=int, default=24)
     ap.add_argument("--seg-epochs", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None, help="override the classifier preset's maxEpoch")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a ClassificationEstimator Param of the preset (VALUE as JSON, e.g. learningRate=0.001)")
     ap.add_argument("--whole-volume", action="store_true", help="classify the whole volume (no segmentation stage)")
     ap.add_argument("--seed", type=int, default=None,
                     help="training seed (initial weights with torch, patch draws, augmentation); the data stay the same")
@@ -73,6 +75,7 @@ def main(argv=None) -> int:
     data = PipelineModel(stages=front).transform(cases.repartition(spark.sparkContext.defaultParallelism))
 
     seeded = {} if args.seed is None else {"seed": args.seed}
+    params = {name: json.loads(value) for name, _, value in (p.partition("=") for p in args.param)}
     seg_s, counts = 0.0, {}
     stages = list(front)
     if args.whole_volume:
@@ -102,7 +105,7 @@ def main(argv=None) -> int:
     est = ClassificationEstimator.from_preset(
         "meniscus_tear", inputCol=roi_col, labelCol="tear", validationIndicatorCol="is_val",
         checkpointDir=str(out / "checkpoints"), summaryDir=str(out / "summaries"), engine=args.engine, **seeded,
-        **overrides, **({"maxEpoch": args.epochs} if args.epochs else {}))
+        **{**overrides, **params, **({"maxEpoch": args.epochs} if args.epochs else {})})
     t_fit = time.time()
     clf = est.fit(windows)
     fit_s = time.time() - t_fit
