@@ -4,29 +4,31 @@ Pseudonyms are keyed: HMAC-SHA256 with a user-supplied secret, so the same
 patient, accession number or UID maps to the same replacement across a whole
 dataset and across runs (and nobody without the key can recompute them).
 
-What :func:`deidentify_dataset` does to a data set (recursively into sequences):
+What :func:`deidentify_dataset` does: the actions of PS3.15 Table E.1-1, held
+as data (:mod:`bigdl_medimg.deid.table`, every attribute of the table), on the
+whole data set, sequences at any depth included:
 
-* Patient ID, Other Patient IDs, Accession Number, Study ID and the other
-  identifiers of :data:`PSEUDONYM_KEYWORDS`: keyed pseudonyms (``D``);
-* Patient's Name and every other person name (VR PN): a pseudonym for the
-  patient, empty for everyone else;
-* every UID except class/syntax UIDs: remapped to ``2.25.<HMAC as integer>``
-  (``U``; references inside sequences stay consistent with what they refer to);
-* dates and times (VR DA, DT, TM): shifted by a per-patient number of days
-  (``dates="shift"``, the Retain Longitudinal Temporal Information with Modified
-  Dates option; intervals within a patient are kept) or removed
-  (``dates="remove"``);
-* the attributes of :data:`REMOVE_KEYWORDS` (addresses, institutions, free-text
-  comments, device serial numbers, descriptions, ...): removed (``X``);
-* private tags, overlays and curves (groups 50xx/60xx): removed;
-* code strings (VR CS) that are not valid codes (free text where a code
-  belongs): emptied;
-* Patient Identity Removed = YES and De-identification Method (Code Sequence)
-  recorded.
+* ``X`` removed; ``Z`` emptied; ``D`` a dummy of the right VR; ``U`` UIDs
+  remapped to ``2.25.<HMAC as integer>`` (the same everywhere for one key, so
+  references inside sequences, Frame of Reference and the SEG the library
+  writes stay consistent); the combined actions take the one that keeps the
+  object valid whatever its IOD (``X/Z`` -> ``Z``, ``X/D``, ``Z/D``, ``X/Z/D``
+  -> ``D``, ``X/Z/U*`` -> the sequence kept with its UIDs remapped);
+* identifiers the table zeroes or replaces (Patient ID, Accession Number, Study
+  ID, ... :data:`PSEUDONYM_KEYWORDS`) and Patient's Name get keyed pseudonyms
+  instead of empty values, so one patient stays one patient across a dataset;
+* options (``options=``, ``dates=``) use their column of the table instead: ``K``
+  keeps, ``C`` cleans (dates shifted by a per-patient offset; text freed of the
+  patient's name, identifiers and long numbers);
+* private attributes removed, except an explicit safe-private allow-list under
+  Retain Safe Private; curves and overlays (groups 50xx/60xx) removed whole;
+* attributes the table does not list are kept, except unknown public text;
+* Patient Identity Removed = YES, De-identification Method naming the table's
+  edition, and De-identification Method Code Sequence with the CID 7050 code of
+  the profile and of every option used.
 
-Pixel data are not touched: images with burned-in annotation are flagged by
-:func:`quarantine_reason` instead (BurnedInAnnotation YES, secondary capture
-SOP classes, or ImageType DERIVED/SECONDARY with SCREEN SAVE / DOSE INFO).
+Pixel data are not touched: images that may carry burned-in text are flagged by
+:func:`quarantine_reason` instead.
 """
 from __future__ import annotations
 
@@ -39,9 +41,9 @@ from typing import Any
 from ..errors import ConfigError
 
 __all__ = ["Pseudonymizer", "deidentify_dataset", "quarantine_reason", "SECONDARY_CAPTURE_CLASSES",
-           "PSEUDONYM_KEYWORDS", "REMOVE_KEYWORDS", "DATE_MODES"]
+           "PSEUDONYM_KEYWORDS", "DATE_MODES", "action_for", "profile_options", "BURNED_IN_MODALITIES"]
 
-DATE_MODES = ("shift", "remove")
+DATE_MODES = ("shift", "remove", "keep")
 
 #: identifiers replaced by keyed pseudonyms (``D`` in PS3.15 Table E.1-1)
 PSEUDONYM_KEYWORDS = {
@@ -52,41 +54,6 @@ PSEUDONYM_KEYWORDS = {
     "StationName": "STN", "PatientInsurancePlanCodeSequence": "INS",
 }
 
-#: removed (``X`` / ``Z`` / ``X/Z/D`` in PS3.15 Table E.1-1, without a retain option)
-REMOVE_KEYWORDS = {
-    "PatientBirthName", "PatientMotherBirthName", "PatientAddress", "PatientTelephoneNumbers",
-    "PatientTelecomInformation", "MilitaryRank", "BranchOfService", "CountryOfResidence", "RegionOfResidence",
-    "EthnicGroup", "Occupation", "AdditionalPatientHistory", "PatientComments", "PatientReligiousPreference",
-    "MedicalAlerts", "Allergies", "PregnancyStatus", "SmokingStatus", "LastMenstrualDate", "PatientBirthTime",
-    "PatientSexNeutered", "PatientSize", "PatientWeight", "PatientAge", "OtherPatientNames",
-    "OtherPatientIDsSequence", "PatientState", "ReferencedPatientSequence", "ResponsibleOrganization",
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "InstitutionCodeSequence",
-    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers", "ReferringPhysicianIdentificationSequence",
-    "PhysiciansOfRecordIdentificationSequence", "PerformingPhysicianIdentificationSequence",
-    "PhysiciansReadingStudyIdentificationSequence", "OperatorIdentificationSequence", "StudyDescription",
-    "SeriesDescription", "AdmittingDiagnosesDescription", "AdmittingDiagnosesCodeSequence", "DerivationDescription",
-    "ImageComments", "StudyComments", "RequestedProcedureDescription", "PerformedProcedureStepDescription",
-    "ScheduledProcedureStepDescription", "RequestAttributesSequence", "RequestingService", "RequestingPhysician",
-    "ProtocolName", "AcquisitionComments", "ContrastBolusAgent", "DischargeDiagnosisDescription",
-    "CurrentPatientLocation", "PatientInstitutionResidence", "ServiceEpisodeDescription", "ServiceEpisodeID",
-    "VisitComments", "ReasonForStudy", "ReasonForTheRequestedProcedure", "ReasonForVisit",
-    "TextComments", "TextString", "TopicAuthor", "TopicKeywords", "TopicSubject", "TopicTitle",
-    "InterpretationText", "ResultsComments", "Impressions", "DetectorID", "GantryID",
-    "PlateID", "CassetteID", "GeneratorID", "SourceSerialNumber", "ModifiedAttributesSequence",
-    "OriginalAttributesSequence", "DigitalSignaturesSequence", "MACParametersSequence",
-    "IdentifyingComments", "FrameComments", "InstanceCreatorUID", "ConsultingPhysicianName",
-    "PersonAddress", "PersonTelephoneNumbers", "InsurancePlanIdentification", "CustodialOrganizationSequence",
-    "DataSetTrailingPadding", "ContentCreatorIdentificationCodeSequence", "SpecimenAccessionNumber",
-}
-
-#: UIDs that name a class, syntax or coding scheme, not an instance: kept
-_CLASS_UID_KEYWORDS = {"SOPClassUID", "MediaStorageSOPClassUID", "TransferSyntaxUID", "ReferencedSOPClassUID",
-                       "ImplementationClassUID", "AffectedSOPClassUID", "RequestedSOPClassUID",
-                       "CodingSchemeUID", "ContextGroupExtensionCreatorUID", "MappingResourceUID",
-                       "ReferencedSOPClassUIDInFile", "ReferencedTransferSyntaxUIDInFile",
-                       "SOPClassesInStudy", "PrivateInformationCreatorUID", "ReferencedRelatedGeneralSOPClassUID",
-                       "RelatedGeneralSOPClassUID", "OriginalSpecializedSOPClassUID", "SpecimenUID"}
-
 SECONDARY_CAPTURE_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture",
     "1.2.840.10008.5.1.4.1.1.7.1": "Multi-frame Single Bit Secondary Capture",
@@ -95,8 +62,6 @@ SECONDARY_CAPTURE_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture",
 }
 
-# LO: at most 64 characters with the dates suffix; the code sequence (113100 ...) names the profile exactly
-_METHOD = "PS3.15 E.1 Basic Profile (bigdl-medimg)"
 
 
 class Pseudonymizer:
@@ -182,80 +147,237 @@ def _valid_cs(value) -> bool:
     return all(_CS.match(str(v)) for v in values)
 
 
+#: modalities whose images usually carry burned-in text and usually lack BurnedInAnnotation: quarantined unless
+#: it says NO (ultrasound, angiography, endoscopy, secondary capture, other, and the like)
+BURNED_IN_MODALITIES = {"US": "ultrasound", "IVUS": "intravascular ultrasound", "XA": "X-ray angiography",
+                        "RF": "radio fluoroscopy", "ES": "endoscopy", "SC": "secondary capture", "OT": "other",
+                        "XC": "external-camera photography", "GM": "general microscopy", "SM": "slide microscopy",
+                        "DOC": "document", "OP": "ophthalmic photography", "OPT": "ophthalmic tomography"}
+
+
 def quarantine_reason(ds) -> str | None:
-    """Why an image may carry burned-in text, or None: BurnedInAnnotation, secondary capture, screen saves."""
+    """Why an image may carry burned-in text, or None.
+
+    BurnedInAnnotation YES; secondary capture classes; screen saves; and the
+    modalities of :data:`BURNED_IN_MODALITIES` unless BurnedInAnnotation is NO.
+    """
     burned = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
     if burned == "YES":
         return "BurnedInAnnotation is YES"
     sop = str(ds.get("SOPClassUID", "") or "").strip()
-    if sop in SECONDARY_CAPTURE_CLASSES:
+    if sop in SECONDARY_CAPTURE_CLASSES and burned != "NO":
         return f"secondary capture image ({SECONDARY_CAPTURE_CLASSES[sop]})"
     image_type = [str(v).upper() for v in (ds.get("ImageType") or [])] if ds.get("ImageType") else []
     if "SCREEN SAVE" in image_type or "DOSE INFO" in image_type:
         return "screen capture (ImageType " + "\\".join(image_type) + ")"
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality in BURNED_IN_MODALITIES and burned != "NO":
+        return (f"modality {modality} ({BURNED_IN_MODALITIES[modality]}) often carries burned-in text and "
+                f"BurnedInAnnotation is {'missing' if not burned else burned}, not NO")
     return None
 
 
-def deidentify_dataset(ds, pseudo: Pseudonymizer, *, dates: str = "shift", keep_patient_sex: bool = True):
-    """Apply the profile to ``ds`` in place (see the module notes); returns ``ds``."""
-    from pydicom.datadict import keyword_for_tag
+#: dummy values (``D``) by VR, where no keyed pseudonym applies
+_DUMMY = {"PN": "ANONYMIZED", "LO": "ANONYMIZED", "SH": "ANONYMIZED", "LT": "ANONYMIZED", "ST": "ANONYMIZED",
+          "UT": "ANONYMIZED", "UC": "ANONYMIZED", "UR": "http://example.invalid", "CS": "ANONYMIZED",
+          "AE": "ANONYMIZED", "AS": "000Y", "DA": "19000101", "DT": "19000101000000", "TM": "000000",
+          "IS": "0", "DS": "0"}
+_NUMERIC = ("US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT")
+_TEXT = ("LO", "SH", "LT", "ST", "UT", "UC", "PN")
 
-    if dates not in DATE_MODES:
-        raise ConfigError(f"dates must be one of {DATE_MODES}, got {dates!r}")
-    patient = str(ds.get("PatientID", "") or "")
-    days = pseudo.shift_days(patient)
-    patient_name = pseudo.pseudonym(patient, "PAT") or "ANONYMOUS"
 
-    def clean(dataset, top: bool) -> None:
-        dataset.remove_private_tags()
+def _rank(action: str) -> int:
+    """How much an action retains: an option never makes the profile stricter than a retaining option asks."""
+    return {"K": 3, "C": 2}.get(action, 0)
+
+
+def action_for(row: dict, options) -> str:
+    """The action on an attribute of the table under the enabled ``options`` (its basic action if none applies)."""
+    best = row["basic"]
+    for opt in options:
+        act = row["options"].get(opt)
+        if act is not None and _rank(act) > _rank(best):
+            best = act
+    return best
+
+
+class _Cleaner:
+    """Applies the table's actions to one data set (and its sequences, at every depth)."""
+
+    def __init__(self, ds, pseudo, options, safe_private):
+        self.pseudo, self.options = pseudo, tuple(options)
+        self.safe_private = {(c.strip().upper(), int(e) & 0xFF) for c, e in (safe_private or ())}
+        patient = str(ds.get("PatientID", "") or "")
+        self.days = pseudo.shift_days(patient)
+        self.patient_name = pseudo.pseudonym(patient, "PAT") or "ANONYMOUS"
+        # identifying strings a descriptor may repeat: cleaned out under C (Clean Descriptors and the like)
+        words = [str(ds.get(k, "") or "") for k in ("PatientID", "OtherPatientIDs", "AccessionNumber", "StudyID")]
+        name = str(ds.get("PatientName", "") or "")
+        words += [w for w in re.split(r"[\^= ]+", name) if len(w) >= 2]
+        self.words = sorted({w for w in words if w.strip()}, key=len, reverse=True)
+
+    # ------------------------------------------------------------- values ---
+    def clean_text(self, value: str) -> str:
+        """``C`` on text: patient identifiers, dates and long numbers removed; the descriptor otherwise kept."""
+        out = str(value)
+        for w in self.words:
+            out = re.sub(re.escape(w), "", out, flags=re.IGNORECASE)
+        out = re.sub(r"\d{4,}", "", out)
+        return re.sub(r"\s{2,}", " ", out).strip()
+
+    def dummy(self, kw: str, vr: str, value):
+        if kw in PSEUDONYM_KEYWORDS and vr != "SQ":
+            f = lambda v: self.pseudo.pseudonym(v, PSEUDONYM_KEYWORDS[kw]) or ""  # noqa: E731
+            return [f(v) for v in value] if _multi(value) else f(value)
+        if kw == "PatientName":
+            return self.patient_name
+        if vr == "UI":
+            return self.uid(value)
+        if vr in _NUMERIC:
+            return [0] * len(value) if _multi(value) else 0
+        if vr in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+            return b""
+        return _DUMMY.get(vr, "")
+
+    def uid(self, value):
+        return [self.pseudo.uid(v) for v in value] if _multi(value) else self.pseudo.uid(value)
+
+    def shift(self, vr: str, value):
+        if vr in ("DA", "DT"):
+            return _shift_value(value, self.days) or ""
+        return value  # times of day keep their value when the dates move
+
+    # -------------------------------------------------------------- walk ---
+    def run(self, dataset, depth: int = 0) -> None:
+        from pydicom.datadict import keyword_for_tag
+
+        from .table import load_table, lookup
+
         for elem in list(dataset):
-            tag = elem.tag
-            group = tag.group
-            if (group & 0xFF00) in (0x5000, 0x6000) or group == 0xFFFA:  # curves, overlays, digital signatures
-                del dataset[tag]
+            tag, vr = elem.tag, elem.VR
+            if tag.is_private:
+                self.private(dataset, elem, load_table()["private"])
                 continue
-            if tag in (0x7FE00010, 0x7FE00008, 0x7FE00009):  # pixel data
+            if (tag.group & 0xFF00) in (0x5000, 0x6000):  # curves and overlays: burned-in graphics, all of them
+                del dataset[tag]
                 continue
             kw = keyword_for_tag(tag)
-            vr = elem.VR
-            if kw in REMOVE_KEYWORDS or (not kw and group % 2 == 0 and group > 0x0008 and vr in ("LO", "LT", "ST",
-                                                                                                 "UT", "SH")):
-                del dataset[tag]
-            elif kw in PSEUDONYM_KEYWORDS:
-                if vr == "SQ":
-                    del dataset[tag]
-                elif elem.VM > 1:
-                    elem.value = [pseudo.pseudonym(v, PSEUDONYM_KEYWORDS[kw]) or "" for v in elem.value]
-                else:
-                    elem.value = pseudo.pseudonym(elem.value, PSEUDONYM_KEYWORDS[kw]) or ""
-            elif vr == "PN":
-                elem.value = patient_name if kw == "PatientName" else ""
-            elif vr == "UI":
-                if kw in _CLASS_UID_KEYWORDS or not elem.value:
-                    continue
-                if elem.VM > 1:
-                    elem.value = [pseudo.uid(v) for v in elem.value]
-                else:
-                    elem.value = pseudo.uid(elem.value)
-            elif vr in ("DA", "DT"):
-                if kw == "PatientBirthDate":
-                    elem.value = ""
-                elif dates == "remove" or not elem.value:
-                    elem.value = ""
-                else:
-                    elem.value = _shift_value(elem.value, days) or ""
-            elif vr == "TM":
-                if dates == "remove":
-                    elem.value = ""
-            elif vr == "SQ":
-                for item in elem.value:
-                    clean(item, False)
-            elif vr == "CS" and elem.value and not _valid_cs(elem.value):
-                elem.value = ""  # free text where a code belongs
-            elif kw == "PatientSex" and not keep_patient_sex:
-                elem.value = ""
+            row = lookup(tag)
+            if row is None:
+                self.unlisted(dataset, elem, kw, depth)
+                continue
+            act = action_for(row, self.options)
+            self.apply(dataset, elem, kw, act, depth)
 
-    clean(ds, True)
+    def private(self, dataset, elem, row) -> None:
+        if "retainSafePrivate" in self.options and elem.tag.element > 0xFF:
+            creator = dataset.get((elem.tag.group << 16) | (elem.tag.element >> 8))
+            name = str(creator.value).strip().upper() if creator is not None else ""
+            if (name, elem.tag.element & 0xFF) in self.safe_private:
+                return  # on the safe-private allow-list
+        if elem.tag.element <= 0xFF and elem.tag.element >= 0x10 and "retainSafePrivate" in self.options:
+            # a private creator is kept while a safe element of its block is
+            block = elem.tag.element
+            kept = any((e.tag.group == elem.tag.group and (e.tag.element >> 8) == block and
+                        (str(elem.value).strip().upper(), e.tag.element & 0xFF) in self.safe_private)
+                       for e in dataset if e.tag.is_private and e.tag.element > 0xFF)
+            if kept:
+                return
+        del dataset[elem.tag]
+
+    def unlisted(self, dataset, elem, kw, depth) -> None:
+        """Attributes the table does not list are kept, except text it cannot vouch for."""
+        vr = elem.VR
+        if vr == "SQ":
+            for item in elem.value:
+                self.run(item, depth + 1)
+        elif not kw and vr in _TEXT:  # an unknown (retired or newer) public text attribute: removed
+            del dataset[elem.tag]
+        elif vr == "PN" and elem.value:
+            elem.value = ""
+        elif vr == "CS" and elem.value and not _valid_cs(elem.value):
+            elem.value = ""  # free text where a code belongs
+
+    def apply(self, dataset, elem, kw, act, depth) -> None:
+        vr = elem.VR
+        if act in ("X",):
+            del dataset[elem.tag]
+        elif act in ("Z", "X/Z"):
+            if vr == "SQ":
+                elem.value = []
+            elif kw in PSEUDONYM_KEYWORDS or kw == "PatientName":
+                elem.value = self.dummy(kw, vr, elem.value) if elem.value not in (None, "") else ""
+            else:
+                elem.value = b"" if vr in ("OB", "OW", "UN") else ([] if vr in _NUMERIC else "")
+        elif act in ("D", "Z/D", "X/D", "X/Z/D"):
+            if vr == "SQ":  # a dummy sequence: the items, cleaned like everything else
+                for item in elem.value:
+                    self.run(item, depth + 1)
+            elif elem.value not in (None, "", b""):
+                elem.value = self.dummy(kw, vr, elem.value)
+        elif act in ("U", "X/Z/U*"):
+            if vr == "SQ":  # references: the UIDs inside are remapped by their own rows
+                for item in elem.value:
+                    self.run(item, depth + 1)
+            elif vr == "UI" and elem.value:
+                elem.value = self.uid(elem.value)
+        elif act == "C":
+            if vr == "SQ":
+                for item in elem.value:
+                    self.run(item, depth + 1)
+            elif vr in ("DA", "DT", "TM"):
+                elem.value = self.shift(vr, elem.value) if elem.value else elem.value
+            elif vr in _TEXT and elem.value:
+                elem.value = ([self.clean_text(v) for v in elem.value] if _multi(elem.value)
+                              else self.clean_text(elem.value))
+        elif vr == "SQ":  # K: kept, its items still cleaned
+            for item in elem.value:
+                self.run(item, depth + 1)
+
+
+def _multi(value) -> bool:
+    return isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue"
+
+
+def profile_options(dates: str, options=()) -> tuple[str, ...]:
+    """The enabled options: ``options`` plus the dates mode's (shift: modified dates; keep: full dates)."""
+    from .table import OPTIONS
+
+    bad = [o for o in options if o not in OPTIONS]
+    if bad:
+        raise ConfigError(f"unknown de-identification option(s) {bad}; choose from {list(OPTIONS)}")
+    if dates not in DATE_MODES:
+        raise ConfigError(f"dates must be one of {DATE_MODES}, got {dates!r}")
+    extra = {"shift": ("retainLongitudinalModifiedDates",), "keep": ("retainLongitudinalFullDates",)}.get(dates, ())
+    return tuple(dict.fromkeys([*options, *extra]))
+
+
+def deidentify_dataset(ds, pseudo: Pseudonymizer, *, dates: str = "shift", options=(), safe_private=()):
+    """Apply PS3.15 Table E.1-1 (:mod:`bigdl_medimg.deid.table`) to ``ds`` in place; returns ``ds``.
+
+    Parameters
+    ----------
+    dates : str
+        ``shift`` (Retain Longitudinal Temporal Information with Modified
+        Dates: a per-patient offset), ``keep`` (with Full Dates) or ``remove``
+        (the Basic Profile's actions).
+    options : sequence of str
+        More options of :data:`~bigdl_medimg.deid.table.OPTIONS`
+        (``retainPatientCharacteristics``, ``retainDeviceIdentity``,
+        ``retainUIDs``, ``retainSafePrivate``, ``cleanDescriptors``, ...).
+        Each one used is declared in DeidentificationMethodCodeSequence with
+        its CID 7050 code.
+    safe_private : sequence of (private creator, element byte)
+        The private attributes kept under ``retainSafePrivate`` (all others
+        are removed).
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from .table import EDITION, OPTION_CODES
+
+    opts = profile_options(dates, options)
+    _Cleaner(ds, pseudo, opts, safe_private).run(ds)
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
         if "MediaStorageSOPInstanceUID" in meta:
@@ -265,19 +387,16 @@ def deidentify_dataset(ds, pseudo: Pseudonymizer, *, dates: str = "shift", keep_
             if kw in meta:
                 del meta[kw]
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = _METHOD + (", dates shifted" if dates == "shift" else ", dates removed")
-    from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence
-
+    # LO (64 characters): the profile's edition; the code sequence names the profile and every option exactly
+    ds.DeidentificationMethod = f"{EDITION} (bigdl-medimg)"[:64]
     codes = [("113100", "Basic Application Confidentiality Profile")]
-    if dates == "shift":
-        codes.append(("113107", "Retain Longitudinal Temporal Information Modified Dates Option"))
+    codes += [OPTION_CODES[o][1:] for o in opts]
     seq = []
     for value, meaning in codes:
         item = Dataset()
         item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
         seq.append(item)
     ds.DeidentificationMethodCodeSequence = Sequence(seq)
-    if "LongitudinalTemporalInformationModified" in ds or dates == "shift":
+    if dates != "keep":
         ds.LongitudinalTemporalInformationModified = "MODIFIED" if dates == "shift" else "REMOVED"
     return ds
