@@ -248,7 +248,10 @@ class _Cleaner:
         return value  # times of day keep their value when the dates move
 
     # -------------------------------------------------------------- walk ---
-    def run(self, dataset, depth: int = 0) -> None:
+    def run(self, dataset, depth: int = 0, within: str = "") -> None:
+        """Clean ``dataset``; ``within``: ``D`` or ``C`` when it is an item of a sequence under that action,
+        where the attributes the table does not list (an SR tree's TextValue, PersonName, ...) are replaced
+        or cleaned too."""
         from pydicom.datadict import keyword_for_tag
 
         from .table import load_table, lookup
@@ -264,10 +267,10 @@ class _Cleaner:
             kw = keyword_for_tag(tag)
             row = lookup(tag)
             if row is None:
-                self.unlisted(dataset, elem, kw, depth)
+                self.unlisted(dataset, elem, kw, depth, within)
                 continue
             act = action_for(row, self.options)
-            self.apply(dataset, elem, kw, act, depth)
+            self.apply(dataset, elem, kw, act, depth, within)
 
     def private(self, dataset, elem, row) -> None:
         if "retainSafePrivate" in self.options and elem.tag.element > 0xFF:
@@ -285,12 +288,22 @@ class _Cleaner:
                 return
         del dataset[elem.tag]
 
-    def unlisted(self, dataset, elem, kw, depth) -> None:
+    def unlisted(self, dataset, elem, kw, depth, within="") -> None:
         """Attributes the table does not list are kept, except text it cannot vouch for."""
         vr = elem.VR
         if vr == "SQ":
             for item in elem.value:
-                self.run(item, depth + 1)
+                self.run(item, depth + 1, within)
+        elif within and vr in _TEXT + ("DA", "DT", "TM") and elem.value:
+            # inside replaced (D) or cleaned (C) content: free text, names and dates go with it
+            if within == "C" and vr in ("DA", "DT", "TM"):
+                elem.value = self.shift(vr, elem.value) if "retainLongitudinalModifiedDates" in self.options \
+                    else ("" if vr != "DA" else _DUMMY["DA"])
+            elif within == "C" and vr != "PN":
+                elem.value = ([self.clean_text(v) for v in elem.value] if _multi(elem.value)
+                              else self.clean_text(elem.value))
+            else:
+                elem.value = "" if vr == "PN" else _DUMMY.get(vr, "")
         elif not kw and vr in _TEXT:  # an unknown (retired or newer) public text attribute: removed
             del dataset[elem.tag]
         elif vr == "PN" and elem.value:
@@ -298,7 +311,7 @@ class _Cleaner:
         elif vr == "CS" and elem.value and not _valid_cs(elem.value):
             elem.value = ""  # free text where a code belongs
 
-    def apply(self, dataset, elem, kw, act, depth) -> None:
+    def apply(self, dataset, elem, kw, act, depth, within="") -> None:
         vr = elem.VR
         if act in ("X",):
             del dataset[elem.tag]
@@ -310,29 +323,31 @@ class _Cleaner:
             else:
                 elem.value = b"" if vr in ("OB", "OW", "UN") else ([] if vr in _NUMERIC else "")
         elif act in ("D", "Z/D", "X/D", "X/Z/D"):
-            if vr == "SQ":  # a dummy sequence: the items, cleaned like everything else
+            if vr == "SQ":  # a dummy sequence: its items, every value the table does not vouch for replaced
                 for item in elem.value:
-                    self.run(item, depth + 1)
+                    self.run(item, depth + 1, "D")
             elif elem.value not in (None, "", b""):
                 elem.value = self.dummy(kw, vr, elem.value)
         elif act in ("U", "X/Z/U*"):
             if vr == "SQ":  # references: the UIDs inside are remapped by their own rows
                 for item in elem.value:
-                    self.run(item, depth + 1)
+                    self.run(item, depth + 1, within)
             elif vr == "UI" and elem.value:
                 elem.value = self.uid(elem.value)
         elif act == "C":
             if vr == "SQ":
                 for item in elem.value:
-                    self.run(item, depth + 1)
+                    self.run(item, depth + 1, "C")
             elif vr in ("DA", "DT", "TM"):
                 elem.value = self.shift(vr, elem.value) if elem.value else elem.value
             elif vr in _TEXT and elem.value:
                 elem.value = ([self.clean_text(v) for v in elem.value] if _multi(elem.value)
                               else self.clean_text(elem.value))
+            elif vr in ("OB", "OW", "UN", "UT", "UR"):
+                elem.value = b"" if vr in ("OB", "OW", "UN") else ""  # bytes we cannot read cannot be cleaned
         elif vr == "SQ":  # K: kept, its items still cleaned
             for item in elem.value:
-                self.run(item, depth + 1)
+                self.run(item, depth + 1, within)
 
 
 def _multi(value) -> bool:

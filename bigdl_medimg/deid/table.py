@@ -67,7 +67,8 @@ def regenerate(source: str, out: str | None = None, edition: str = "2024b",
             raise ValueError(f"{r['tag']}: unknown action {r['basicProfile']!r}")
         kw = "" if "x" in tag else keyword_for_tag(int(tag, 16)) or ""
         opts = {name: r[col] for name, (col, _c, _m) in OPTION_CODES.items() if r.get(col)}
-        attrs.append({"tag": tag, "keyword": kw, "name": r["name"], "basic": r["basicProfile"], "options": opts})
+        name = r["name"].split("\n")[0].strip()  # without the table's "(see Note N)"
+        attrs.append({"tag": tag, "keyword": kw, "name": name, "basic": r["basicProfile"], "options": opts})
     attrs.sort(key=lambda a: a["tag"])
     data = {"edition": f"DICOM PS3.15 {edition} Table E.1-1", "copy": copy, "attributes": attrs}
     Path(out or TABLE).write_text(json.dumps(data, indent=0, sort_keys=True) + "\n")
