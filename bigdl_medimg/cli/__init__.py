@@ -44,8 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
         if optional:
             sp.add_argument("--deidentify", action="store_true",
                             help="apply the PS3.15 basic profile to the columns (key from $BIGDL_MEDIMG_DEID_KEY)")
-        sp.add_argument("--dates", default="shift", choices=["shift", "remove"],
-                        help="de-identification: shift dates per patient or remove them")
+        sp.add_argument("--dates", default="shift", choices=["shift", "keep", "remove"],
+                        help="de-identification: shift dates per patient (Retain Longitudinal Temporal Information, "
+                             "Modified Dates), keep them (Full Dates) or remove them (the basic profile)")
+        for flag, what in (("--retain-patient-characteristics", "Retain Patient Characteristics (sex, age, size...)"),
+                           ("--retain-device-identity", "Retain Device Identity"),
+                           ("--retain-institution-identity", "Retain Institution Identity"),
+                           ("--retain-uids", "Retain UIDs"),
+                           ("--retain-safe-private", "Retain Safe Private (the --safe-private tags)"),
+                           ("--clean-descriptors", "Clean Descriptors")):
+            sp.add_argument(flag, action="store_true", help=f"de-identification: the PS3.15 {what} Option")
+        sp.add_argument("--safe-private", action="append", default=[], metavar="CREATOR:EE",
+                        help="a private attribute kept under --retain-safe-private (creator, element byte in hex)")
         sp.add_argument("--path-mode", default="hash", choices=["hash", "drop", "keep"],
                         help="de-identification: replace file paths by opaque labels, drop or keep them")
 
@@ -59,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     deid_opts(ing, optional=True)
     spark_opts(ing)
 
-    dei = sub.add_parser("deidentify", help="write de-identified copies of DICOM files (PS3.15 basic profile)")
+    dei = sub.add_parser("deidentify", help="write de-identified copies of DICOM files (PS3.15 Table E.1-1 and its options)")
     dei.add_argument("--input", required=True, help="DICOM files, folders or Hadoop globs")
     dei.add_argument("--out", required=True, help="output folder (<study>/<series>/<instance>.dcm, quarantine/)")
     dei.add_argument("--no-quarantined", action="store_true",
@@ -153,7 +163,11 @@ def _read(spark, kind: str, path: str, mode: str, deidentify=None):
 def _deid_stage(args):
     from ..deid import Deidentify
 
-    stage = Deidentify(dates=args.dates, pathMode=args.path_mode)
+    stage = Deidentify(dates=args.dates, pathMode=args.path_mode, safePrivateTags=list(args.safe_private),
+                       retainPatientCharacteristics=args.retain_patient_characteristics,
+                       retainDeviceIdentity=args.retain_device_identity,
+                       retainInstitutionIdentity=args.retain_institution_identity, retainUIDs=args.retain_uids,
+                       retainSafePrivate=args.retain_safe_private, cleanDescriptors=args.clean_descriptors)
     stage._validate()
     stage.pseudonymizer()  # fails early (exit 2) without a key
     return stage

@@ -10,10 +10,10 @@ def deidentify_files(spark, path, out: str, *, deidentify=None, key=None, dates:
                      recursive: bool = True, write_quarantined: bool = True):
     """De-identify every DICOM file under ``path`` and write it under ``out``.
 
-    Each file is parsed on an executor, the profile of
-    :func:`~bigdl_medimg.deid.deidentify_dataset` is applied (pseudonyms, UID
-    remapping, dates shifted or removed, private tags, overlays and free text
-    removed, Patient Identity Removed = YES) and the result is written as
+    Each file is parsed on an executor, PS3.15 Table E.1-1 is applied by
+    :func:`~bigdl_medimg.deid.deidentify_dataset` (every attribute's action at
+    every depth, with the options the ``Deidentify`` stage's Params enable) and
+    the result is written as
     ``<out>/<study UID>/<series UID>/<SOP instance UID>.dcm`` with the remapped
     UIDs.  Images that may carry burned-in text (see
     :func:`~bigdl_medimg.deid.quarantine_reason`) go under
@@ -23,8 +23,8 @@ def deidentify_files(spark, path, out: str, *, deidentify=None, key=None, dates:
     Parameters
     ----------
     deidentify : Deidentify, optional
-        Takes the key and date mode from this stage; otherwise ``key=`` (or
-        ``$BIGDL_MEDIMG_DEID_KEY``) and ``dates=``.
+        Takes the key, date mode, options and safe-private tags from this
+        stage; otherwise ``key=`` (or ``$BIGDL_MEDIMG_DEID_KEY``) and ``dates=``.
 
     Returns
     -------
@@ -42,6 +42,7 @@ def deidentify_files(spark, path, out: str, *, deidentify=None, key=None, dates:
     stage._validate()
     pseudo = stage.pseudonymizer()
     dates_mode = stage.getOrDefault("dates")
+    options, safe = stage.options(), stage.safe_private()
     if not out:
         raise ConfigError("deidentify_files: an output folder is required")
     schema = T.StructType([T.StructField(n, T.StringType()) for n in ("source", "output", "quarantine", "error")])
@@ -66,7 +67,7 @@ def deidentify_files(spark, path, out: str, *, deidentify=None, key=None, dates:
                 try:
                     ds = parse_dicom(contents[i].as_buffer().to_pybytes(), label)
                     reason = quarantine_reason(ds)
-                    deidentify_dataset(ds, pseudo, dates=dates_mode)
+                    deidentify_dataset(ds, pseudo, dates=dates_mode, options=options, safe_private=safe)
                     parts = [str(ds.get("StudyInstanceUID") or "unknown-study"),
                              str(ds.get("SeriesInstanceUID") or "unknown-series"),
                              str(ds.get("SOPInstanceUID") or label) + ".dcm"]

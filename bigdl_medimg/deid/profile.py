@@ -12,7 +12,7 @@ whole data set, sequences at any depth included:
   remapped to ``2.25.<HMAC as integer>`` (the same everywhere for one key, so
   references inside sequences, Frame of Reference and the SEG the library
   writes stay consistent); the combined actions take the one that keeps the
-  object valid whatever its IOD (``X/Z`` -> ``Z``, ``X/D``, ``Z/D``, ``X/Z/D``
+  object valid whatever its IOD (``X/Z`` -> ``Z``, a sequence removed; ``X/D``, ``Z/D``, ``X/Z/D``
   -> ``D``, ``X/Z/U*`` -> the sequence kept with its UIDs remapped);
 * identifiers the table zeroes or replaces (Patient ID, Accession Number, Study
   ID, ... :data:`PSEUDONYM_KEYWORDS`) and Patient's Name get keyed pseudonyms
@@ -313,7 +313,7 @@ class _Cleaner:
 
     def apply(self, dataset, elem, kw, act, depth, within="") -> None:
         vr = elem.VR
-        if act in ("X",):
+        if act == "X" or (act == "X/Z" and vr == "SQ"):  # an empty sequence breaks the usual (Type 3) ones
             del dataset[elem.tag]
         elif act in ("Z", "X/Z"):
             if vr == "SQ":

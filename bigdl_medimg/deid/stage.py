@@ -2,6 +2,7 @@
 
 import os
 import re
+from functools import lru_cache
 from typing import Self
 
 from pyspark import keyword_only
@@ -11,7 +12,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError
 from ..params import param
-from .profile import DATE_MODES, SECONDARY_CAPTURE_CLASSES, Pseudonymizer
+from .profile import BURNED_IN_MODALITIES, DATE_MODES, SECONDARY_CAPTURE_CLASSES, Pseudonymizer, action_for
 
 __all__ = ["Deidentify", "KEY_ENV", "scrub_paths"]
 
@@ -27,6 +28,9 @@ CS_COLUMNS = ("modality", "photometric_interpretation", "body_part_examined", "v
               "mr_acquisition_type", "burned_in_annotation")
 _CS_VALID = r"^[A-Z0-9 _]{0,16}(\\[A-Z0-9 _]{0,16})*$"
 _CLASS_UID_COLUMNS = {"sop_class_uid", "transfer_syntax_uid", "media_storage_sop_class_uid"}
+#: the Params that switch on a PS3.15 option (the temporal ones are the ``dates`` Param)
+OPTION_PARAMS = ("retainPatientCharacteristics", "retainDeviceIdentity", "retainInstitutionIdentity", "retainUIDs",
+                 "retainSafePrivate", "cleanDescriptors")
 
 
 def scrub_paths(text, paths, label):
@@ -75,8 +79,16 @@ class Deidentify(Transformer, DefaultParamsReadable, DefaultParamsWritable):
     """
 
     keyEnv = param("keyEnv", "environment variable holding the key", TypeConverters.toString)
-    dates = param("dates", "'shift' (per-patient offset) or 'remove'", TypeConverters.toString)
+    dates = param("dates", "'shift' (Retain Longitudinal Temporal Information, Modified Dates: a per-patient offset), "
+                           "'keep' (Full Dates) or 'remove' (the Basic Profile)", TypeConverters.toString)
     maxShiftDays = param("maxShiftDays", "largest date shift in days", TypeConverters.toInt)
+    retainPatientCharacteristics = param("retainPatientCharacteristics", "keep the patient characteristics the table's Retain Patient Characteristics column keeps (sex, age, size, weight, ...)", TypeConverters.toBoolean)
+    retainDeviceIdentity = param("retainDeviceIdentity", "Retain Device Identity Option: keep device serial numbers, station names and the like", TypeConverters.toBoolean)
+    retainInstitutionIdentity = param("retainInstitutionIdentity", "Retain Institution Identity Option: keep institution names and addresses", TypeConverters.toBoolean)
+    retainUIDs = param("retainUIDs", "Retain UIDs Option: keep the original UIDs instead of remapping them", TypeConverters.toBoolean)
+    retainSafePrivate = param("retainSafePrivate", "Retain Safe Private Option: keep the private attributes of safePrivateTags (files)", TypeConverters.toBoolean)
+    cleanDescriptors = param("cleanDescriptors", "Clean Descriptors Option: keep descriptions and comments, cleaned of the patient's identifiers", TypeConverters.toBoolean)
+    safePrivateTags = param("safePrivateTags", "private attributes kept under retainSafePrivate: 'CREATOR:ee' (private creator, element byte in hex)", TypeConverters.toListString)
     pathMode = param("pathMode", "'hash', 'drop' or 'keep'", TypeConverters.toString)
     patientCol = param("patientCol", "column identifying the patient for date shifts", TypeConverters.toString)
     quarantineCol = param("quarantineCol", "column receiving the quarantine reason ('' for none)",
@@ -84,11 +96,15 @@ class Deidentify(Transformer, DefaultParamsReadable, DefaultParamsWritable):
 
     @keyword_only
     def __init__(self, *, key=None, keyEnv=KEY_ENV, dates="shift", maxShiftDays=365, pathMode="hash",
-                 patientCol="patient_id", quarantineCol="quarantine"):
+                 patientCol="patient_id", quarantineCol="quarantine", retainPatientCharacteristics=False,
+                 retainDeviceIdentity=False, retainInstitutionIdentity=False, retainUIDs=False,
+                 retainSafePrivate=False, cleanDescriptors=False, safePrivateTags=None):
         super().__init__()
         self._setDefault(keyEnv=KEY_ENV, dates="shift", maxShiftDays=365, pathMode="hash", patientCol="patient_id",
-                         quarantineCol="quarantine")
-        kwargs = dict(self._input_kwargs)
+                         quarantineCol="quarantine", retainPatientCharacteristics=False, retainDeviceIdentity=False,
+                         retainInstitutionIdentity=False, retainUIDs=False, retainSafePrivate=False,
+                         cleanDescriptors=False, safePrivateTags=[])
+        kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None or k == "key"}
         self._key = kwargs.pop("key", None)
         self._set(**kwargs)
 
@@ -102,7 +118,29 @@ class Deidentify(Transformer, DefaultParamsReadable, DefaultParamsWritable):
             raise ConfigError(f"Deidentify needs a key: pass key= or set ${self.getOrDefault('keyEnv')}")
         return Pseudonymizer(key, self.getOrDefault("maxShiftDays"))
 
+    def options(self) -> tuple[str, ...]:
+        """The PS3.15 options these Params enable (the dates mode's included)."""
+        from .profile import profile_options
+
+        on = tuple(n for n in OPTION_PARAMS if self.getOrDefault(n))
+        return profile_options(self.getOrDefault("dates"), on)
+
+    def safe_private(self) -> list[tuple[str, int]]:
+        """``safePrivateTags`` as ``(private creator, element byte)`` pairs."""
+        out = []
+        for item in self.getOrDefault("safePrivateTags"):
+            creator, sep, elem = str(item).rpartition(":")
+            try:
+                out.append((creator, int(elem, 16)))
+            except ValueError:
+                raise ConfigError(f"Deidentify: safePrivateTags entries are 'CREATOR:ee' (element byte in hex), "
+                                  f"got {item!r}") from None
+            if not sep or not creator:
+                raise ConfigError(f"Deidentify: safePrivateTags entries are 'CREATOR:ee', got {item!r}")
+        return out
+
     def _validate(self) -> None:
+        self.safe_private()
         if self.getOrDefault("dates") not in DATE_MODES:
             raise ConfigError(f"Deidentify: dates must be one of {DATE_MODES}, got {self.getOrDefault('dates')!r}")
         if self.getOrDefault("pathMode") not in PATH_MODES:
@@ -118,6 +156,7 @@ class Deidentify(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         pseudo = self.pseudonymizer()
         cols = {f.name: f.dataType for f in df.schema.fields}
         dates_mode = self.getOrDefault("dates")
+        options = self.options()
         path_mode = self.getOrDefault("pathMode")
         patient_col = self.getOrDefault("patientCol")
         q_col = self.getOrDefault("quarantineCol")
@@ -135,9 +174,16 @@ class Deidentify(Transformer, DefaultParamsReadable, DefaultParamsWritable):
                 for uid, name in SECONDARY_CAPTURE_CLASSES.items():
                     reason = F.when(F.trim(F.col("sop_class_uid")) == uid,
                                     F.lit(f"secondary capture image ({name})")).otherwise(reason)
+            burned = F.upper(F.trim(F.col("burned_in_annotation"))) if "burned_in_annotation" in cols else F.lit(None)
+            if "modality" in cols:  # modalities that usually burn text in: quarantined unless it says NO
+                for mod, what in BURNED_IN_MODALITIES.items():
+                    said_no = F.coalesce(burned == "NO", F.lit(False))
+                    reason = F.when((F.upper(F.trim(F.col("modality"))) == mod) & ~said_no,
+                                    F.concat(F.lit(f"modality {mod} ({what}) often carries burned-in text and "
+                                                   "BurnedInAnnotation is "), F.coalesce(burned, F.lit("missing")),
+                                             F.lit(", not NO"))).otherwise(reason)
             if "burned_in_annotation" in cols:
-                reason = F.when(F.upper(F.trim(F.col("burned_in_annotation"))) == "YES",
-                                F.lit("BurnedInAnnotation is YES")).otherwise(reason)
+                reason = F.when(burned == "YES", F.lit("BurnedInAnnotation is YES")).otherwise(reason)
             out = out.withColumn(q_col, reason)
 
         # date shifts need the patient before identifiers are replaced
@@ -155,6 +201,8 @@ class Deidentify(Transformer, DefaultParamsReadable, DefaultParamsWritable):
 
             who = F.col(key_col).cast("string") if key_col else F.lit("")
             for c in date_cols:
+                if dates_mode == "keep" and "birth" not in c:
+                    continue  # Retain Longitudinal Temporal Information with Full Dates
                 if dates_mode == "remove" or "birth" in c:
                     out = out.withColumn(c, F.lit(None).cast("string"))
                 else:
@@ -178,7 +226,8 @@ class Deidentify(Transformer, DefaultParamsReadable, DefaultParamsWritable):
             if c == "series_key":
                 out = out.withColumn(c, udf_str(lambda v: _remap_series_key(pseudo, v))(F.col(c)))
             elif c.endswith("_uid") and c not in _CLASS_UID_COLUMNS:
-                out = out.withColumn(c, udf_str(pseudo.uid)(F.col(c)))
+                if "retainUIDs" not in options:
+                    out = out.withColumn(c, udf_str(pseudo.uid)(F.col(c)))
             elif c in ID_COLUMNS:
                 prefix = ID_COLUMNS[c]
                 out = out.withColumn(c, udf_str(lambda v, _p=prefix: pseudo.pseudonym(v, _p))(F.col(c)))
@@ -188,6 +237,11 @@ class Deidentify(Transformer, DefaultParamsReadable, DefaultParamsWritable):
                 if c == "patient_name" and patient_col in cols:
                     out = out.withColumn(c, udf_str(lambda v: pseudo.pseudonym(v, "PAT"))(F.col(raw_patient)))
                 else:
+                    out = out.withColumn(c, F.lit(None).cast("string"))
+            elif c not in date_cols:
+                row = table_row(c)
+                # any other column naming an attribute of Table E.1-1: kept only when an option keeps it
+                if row is not None and action_for(row, options) != "K":
                     out = out.withColumn(c, F.lit(None).cast("string"))
         if "path" in cols:
             if path_mode == "drop":
@@ -213,11 +267,12 @@ class Deidentify(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         return self.getOrDefault(self.keyEnv)
 
     def setDates(self, value: str) -> Self:
-        """Set :py:attr:`dates`: 'shift' (per-patient offset) or 'remove'."""
+        """Set :py:attr:`dates`: 'shift' (Modified Dates: a per-patient offset), 'keep' (Full Dates) or 'remove'."""
         return self._set(dates=value)
 
     def getDates(self) -> str:
-        """The value of :py:attr:`dates` (set or default): 'shift' (per-patient offset) or 'remove'."""
+        """The value of :py:attr:`dates` (set or default): 'shift' (Modified Dates: a per-patient offset), 'keep'
+        (Full Dates) or 'remove'."""
         return self.getOrDefault(self.dates)
 
     def setMaxShiftDays(self, value: int) -> Self:
@@ -252,6 +307,81 @@ class Deidentify(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         """The value of :py:attr:`quarantineCol` (set or default): column receiving the quarantine reason ('' for none).
         """
         return self.getOrDefault(self.quarantineCol)
+
+    def setRetainPatientCharacteristics(self, value: bool) -> Self:
+        """Set :py:attr:`retainPatientCharacteristics`: keep the patient characteristics the table's Retain Patient Characteristics column keeps (sex, age, size, weight, ...)."""
+        return self._set(retainPatientCharacteristics=value)
+
+    def getRetainPatientCharacteristics(self) -> bool:
+        """The value of :py:attr:`retainPatientCharacteristics` (set or default): keep the patient characteristics the table's Retain Patient Characteristics column keeps (sex, age, size, weight, ...)."""
+        return self.getOrDefault(self.retainPatientCharacteristics)
+
+    def setRetainDeviceIdentity(self, value: bool) -> Self:
+        """Set :py:attr:`retainDeviceIdentity`: Retain Device Identity Option: keep device serial numbers, station names and the like."""
+        return self._set(retainDeviceIdentity=value)
+
+    def getRetainDeviceIdentity(self) -> bool:
+        """The value of :py:attr:`retainDeviceIdentity` (set or default): Retain Device Identity Option: keep device serial numbers, station names and the like."""
+        return self.getOrDefault(self.retainDeviceIdentity)
+
+    def setRetainInstitutionIdentity(self, value: bool) -> Self:
+        """Set :py:attr:`retainInstitutionIdentity`: Retain Institution Identity Option: keep institution names and addresses."""
+        return self._set(retainInstitutionIdentity=value)
+
+    def getRetainInstitutionIdentity(self) -> bool:
+        """The value of :py:attr:`retainInstitutionIdentity` (set or default): Retain Institution Identity Option: keep institution names and addresses."""
+        return self.getOrDefault(self.retainInstitutionIdentity)
+
+    def setRetainUIDs(self, value: bool) -> Self:
+        """Set :py:attr:`retainUIDs`: Retain UIDs Option: keep the original UIDs instead of remapping them."""
+        return self._set(retainUIDs=value)
+
+    def getRetainUIDs(self) -> bool:
+        """The value of :py:attr:`retainUIDs` (set or default): Retain UIDs Option: keep the original UIDs instead of remapping them."""
+        return self.getOrDefault(self.retainUIDs)
+
+    def setRetainSafePrivate(self, value: bool) -> Self:
+        """Set :py:attr:`retainSafePrivate`: Retain Safe Private Option: keep the private attributes of safePrivateTags (files)."""
+        return self._set(retainSafePrivate=value)
+
+    def getRetainSafePrivate(self) -> bool:
+        """The value of :py:attr:`retainSafePrivate` (set or default): Retain Safe Private Option: keep the private attributes of safePrivateTags (files)."""
+        return self.getOrDefault(self.retainSafePrivate)
+
+    def setCleanDescriptors(self, value: bool) -> Self:
+        """Set :py:attr:`cleanDescriptors`: Clean Descriptors Option: keep descriptions and comments, cleaned of the patient's identifiers."""
+        return self._set(cleanDescriptors=value)
+
+    def getCleanDescriptors(self) -> bool:
+        """The value of :py:attr:`cleanDescriptors` (set or default): Clean Descriptors Option: keep descriptions and comments, cleaned of the patient's identifiers."""
+        return self.getOrDefault(self.cleanDescriptors)
+
+    def setSafePrivateTags(self, value: list[str]) -> Self:
+        """Set :py:attr:`safePrivateTags`: private attributes kept under retainSafePrivate: 'CREATOR:ee'."""
+        return self._set(safePrivateTags=value)
+
+    def getSafePrivateTags(self) -> list[str]:
+        """The value of :py:attr:`safePrivateTags` (set or default): private attributes kept under
+        retainSafePrivate: 'CREATOR:ee' (private creator, element byte in hex)."""
+        return self.getOrDefault(self.safePrivateTags)
+
+
+def table_row(column: str) -> dict | None:
+    """The Table E.1-1 row of the attribute a reader column holds (``patient_sex`` -> PatientSex), or None."""
+    from pydicom.datadict import tag_for_keyword
+
+    from .table import lookup
+
+    kw = _keywords().get(column.replace("_", "").lower())
+    tag = tag_for_keyword(kw) if kw else None
+    return lookup(tag) if tag is not None else None
+
+
+@lru_cache(maxsize=1)
+def _keywords() -> dict:
+    from pydicom.datadict import keyword_dict
+
+    return {k.lower(): k for k in keyword_dict}
 
 
 def _remap_series_key(pseudo: Pseudonymizer, key: str) -> str:
