@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import numpy as np
 import pydicom
 import pytest
@@ -292,7 +291,8 @@ def _planted_file(path, pydicom_test_files):
     return plan
 
 
-def test_every_attribute_through_spark_the_stage_the_files_and_the_cli(spark, tmp_path, pydicom_test_files, capsys):
+def test_every_attribute_through_spark_the_stage_the_files_and_the_cli(spark, tmp_path, pydicom_test_files, capsys,
+                                                                      monkeypatch):
     """The planted file through read_dicom(deidentify=), deidentify_files and `bigdl-medimg deidentify` with an
     option: no planted value in the columns, the written bytes or the console; the option kept what it keeps."""
     from bigdl_medimg.cli import main
@@ -313,7 +313,7 @@ def test_every_attribute_through_spark_the_stage_the_files_and_the_cli(spark, tm
     written = open(out[0].output, "rb").read()
     assert b"PLNT" not in written and b"1.2.826.0.1.3680043.9.7777." not in written
     # the CLI with an option: PatientSex kept and the option declared; still no planted text
-    os.environ["BIGDL_MEDIMG_DEID_KEY"] = KEY
+    monkeypatch.setenv("BIGDL_MEDIMG_DEID_KEY", KEY)
     capsys.readouterr()
     assert main(["deidentify", "--input", str(src), "--out", str(tmp_path / "cli"), "--dates", "keep",
                  "--retain-patient-characteristics"]) == 0
@@ -340,3 +340,35 @@ def test_every_attribute_through_spark_the_stage_the_files_and_the_cli(spark, tm
     errs = dciodvfy_errors(copy)
     assert set(errs) <= set(dciodvfy_errors(src)) | {e for e in errs if "Conditional" in e or "Type 1C" in e
                                                      or "Type 2C" in e or "unsatisfied" in e}
+
+
+def test_a_written_seg_and_its_series_keep_their_references_after_deidentification(tmp_path):
+    """U actions remap consistently: a SEG the library writes still references its (remapped) source series,
+    instances and Frame of Reference; the copies pass dciodvfy."""
+    from test_dicom_geometry import dciodvfy_errors
+
+    from bigdl_medimg.export.dicom_seg import build_dicom_seg
+    from bigdl_medimg.io.dicom_write import write_dicom_series
+
+    paths = write_dicom_series(np.arange(3 * 8 * 8, dtype=np.int16).reshape(3, 8, 8), np.eye(4), tmp_path / "src")
+    headers = [pydicom.dcmread(p) for p in paths]
+    mask = np.zeros((3, 8, 8), np.uint8)
+    mask[1, 2:5, 2:5] = 1
+    seg = build_dicom_seg(headers, mask, {1: "Meniscus"})
+    pseudo = Pseudonymizer(KEY)
+    for h in headers:
+        deidentify_dataset(h, pseudo, dates="shift")
+    deidentify_dataset(seg, pseudo, dates="shift")
+    src_uids = {h.SOPInstanceUID for h in headers}
+    ref = seg.ReferencedSeriesSequence[0]
+    assert ref.SeriesInstanceUID == headers[0].SeriesInstanceUID
+    assert {i.ReferencedSOPInstanceUID for i in ref.ReferencedInstanceSequence} <= src_uids
+    assert seg.FrameOfReferenceUID == headers[0].FrameOfReferenceUID and seg.StudyInstanceUID == headers[0].StudyInstanceUID
+    frame_refs = {d.ReferencedSOPInstanceUID for f in seg.PerFrameFunctionalGroupsSequence
+                  for d in f.DerivationImageSequence[0].SourceImageSequence}
+    assert frame_refs <= src_uids and frame_refs
+    out = tmp_path / "seg.dcm"
+    seg.save_as(out, enforce_file_format=True)
+    assert dciodvfy_errors(out) == []
+    headers[0].save_as(tmp_path / "mr.dcm", enforce_file_format=True)
+    assert dciodvfy_errors(tmp_path / "mr.dcm") == []

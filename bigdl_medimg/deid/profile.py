@@ -206,6 +206,7 @@ class _Cleaner:
 
     def __init__(self, ds, pseudo, options, safe_private):
         self.pseudo, self.options = pseudo, tuple(options)
+        self._done: dict = {}
         self.safe_private = {(c.strip().upper(), int(e) & 0xFF) for c, e in (safe_private or ())}
         patient = str(ds.get("PatientID", "") or "")
         self.days = pseudo.shift_days(patient)
@@ -256,6 +257,11 @@ class _Cleaner:
 
         from .table import load_table, lookup
 
+        # one item object can sit in several sequences (highdicom shares them): cleaned once, or its UIDs would be
+        # remapped twice; the dict keeps the objects alive so their ids stay theirs
+        if id(dataset) in self._done:
+            return
+        self._done[id(dataset)] = dataset
         for elem in list(dataset):
             tag, vr = elem.tag, elem.VR
             if tag.is_private:
