@@ -81,6 +81,10 @@ def _planted():
             item = Dataset()
             item.add_new(0x00204000, "LT", f"PLNT{9000 + i:04d}")  # Image Comments (X), planted inside the item
             item.add_new(0x00081155, "UI", f"1.2.826.0.1.3680043.9.8888.{i}")
+            if tag == 0x00880200:  # Icon Image Sequence: a thumbnail with pixels
+                item.Rows, item.Columns, item.BitsAllocated, item.BitsStored, item.HighBit = 2, 4, 8, 8, 7
+                item.SamplesPerPixel, item.PhotometricInterpretation, item.PixelRepresentation = 1, "MONOCHROME2", 0
+                item.PixelData = b"PLNTICON"
             value = Sequence([item])
         else:
             value = _value(vr, i)
