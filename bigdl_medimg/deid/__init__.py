@@ -1,4 +1,4 @@
-"""De-identification: the DICOM PS3.15 Basic Application Level Confidentiality Profile.
+"""De-identification: DICOM PS3.15 Annex E, Table E.1-1 (as data, :mod:`bigdl_medimg.deid.table`) and its options.
 
 * :class:`Deidentify` - a Spark ML Transformer over reader DataFrames
   (pseudonyms, UID remapping, date shifts, path hashing, quarantine flag); also

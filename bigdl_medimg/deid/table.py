@@ -20,7 +20,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["OPTIONS", "OPTION_CODES", "ACTIONS", "load_table", "regenerate", "EDITION"]
+__all__ = ["OPTIONS", "OPTION_CODES", "ACTIONS", "load_table", "lookup", "regenerate", "EDITION"]
 
 HERE = Path(__file__).resolve().parent
 TABLE = HERE / "table_e1_1.json"
