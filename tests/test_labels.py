@@ -1,4 +1,4 @@
-"""Label-mask post-processing: KeepLargestComponent against scikit-image's labelling, and as a stage."""
+"""Label-mask post-processing: KeepLargestComponent against scikit-image's and scipy.ndimage's labelling, and as a stage."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,12 +11,17 @@ from bigdl_medimg.tensor import from_numpy, get_affine, tensor_type, to_numpy
 from bigdl_medimg.transforms.labels import KeepLargestComponent, keep_largest_components
 
 
-def _reference(mask, label, keep, connectivity):
-    """By scikit-image's labelling: the voxels the ``keep`` largest components of ``label`` hold, their total size,
-    and whether a tie in size at the cut leaves the choice open."""
-    from skimage.measure import label as sk_label
+def _reference(mask, label, keep, connectivity, by="skimage"):
+    """By scikit-image's (or scipy.ndimage's) labelling: the voxels the ``keep`` largest components of ``label``
+    hold, their total size, and whether a tie in size at the cut leaves the choice open."""
+    if by == "skimage":
+        from skimage.measure import label as sk_label
 
-    comp = sk_label(mask == label, connectivity=connectivity, background=0)
+        comp = sk_label(mask == label, connectivity=connectivity, background=0)
+    else:
+        from scipy import ndimage
+
+        comp = ndimage.label(mask == label, structure=ndimage.generate_binary_structure(mask.ndim, connectivity))[0]
     sizes = np.bincount(comp.ravel())[1:]
     order = sorted(range(1, len(sizes) + 1), key=lambda c: -sizes[c - 1])
     ranked = sorted(sizes, reverse=True)
@@ -24,14 +29,15 @@ def _reference(mask, label, keep, connectivity):
     return np.isin(comp, order[:keep]), sum(ranked[:keep]), tie
 
 
+@pytest.mark.parametrize("by", ["skimage", "scipy"])
 @pytest.mark.parametrize("seed,connectivity", [(0, 1), (1, 2), (2, 3), (3, 1)])
-def test_keeps_the_largest_components_as_scikit_image_labels_them(seed, connectivity):
+def test_keeps_the_largest_components_as_scikit_image_labels_them(seed, connectivity, by):
     rng = np.random.default_rng(seed)
     mask = (rng.random((12, 14, 10)) < 0.35).astype(np.uint8) * rng.integers(1, 4, (12, 14, 10)).astype(np.uint8)
     keep = {1: 1, 2: 2}
     out = keep_largest_components(mask, labels=[1, 2], components=[keep[1], keep[2]], connectivity=connectivity)
     for lab in (1, 2):
-        want, size, tie = _reference(mask, lab, keep[lab], connectivity)
+        want, size, tie = _reference(mask, lab, keep[lab], connectivity, by)
         got = out == lab
         assert got.sum() == size  # the largest components' sizes, whichever a tie keeps
         if not tie:
