@@ -67,7 +67,7 @@ def served_windows(stage1: list, cfg: dict, df, input_col: str = "model_input"):
     return stages, PipelineModel(stages=stages).transform(df).cache()
 
 
-def window_counts(windows, split_col: str | None = None) -> dict:
+def window_counts(windows) -> dict:
     """Cases with a window, and cases without one by reason: no meniscus found by stage 1, or an unreadable input."""
     from pyspark.sql import functions as F
 
