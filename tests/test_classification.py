@@ -146,7 +146,9 @@ def test_report_of_a_trained_classifier_reads_the_bigdl_summaries(chest, chest_m
                                                numBootstrap=100)
     text = open(write_report(str(tmp_path / "r.html"), results=[res], summary_dirs=[str(root / "summ")])).read()
     imgs = report_images(text)
-    assert len(imgs) == 4 and imgs[0][0].startswith("classification: AUC, Loss")
+    # the learning rate of every iteration is recorded too (both engines), so the report plots it
+    assert len(imgs) == 4 and imgs[0][0].startswith("classification: AUC, LearningRate, Loss")
+    assert len(summ["train"]["LearningRate"]) == len(summ["train"]["Loss"])
     for _alt, img, w, h in imgs:
         assert_real_plot(img, w, h)
 
