@@ -33,11 +33,7 @@ def _value(vr: str, i: int):
     """A distinct planted value of VR ``vr`` (text values carry ``PLNT<i>``, searchable in the bytes)."""
     if vr == "PN":
         return f"PLNT{i:04d}^NAME"
-    if vr in ("LO", "LT", "ST", "UT", "UC", "SH"):
-        return f"PLNT{i:04d}"
-    if vr == "CS":
-        return f"PLNT{i:04d}"
-    if vr == "AE":
+    if vr in ("LO", "LT", "ST", "UT", "UC", "SH", "CS", "AE"):
         return f"PLNT{i:04d}"
     if vr == "UR":
         return f"http://plnt{i:04d}.example"

@@ -349,8 +349,8 @@ class _Cleaner:
             elif vr in _TEXT and elem.value:
                 elem.value = ([self.clean_text(v) for v in elem.value] if _multi(elem.value)
                               else self.clean_text(elem.value))
-            elif vr in ("OB", "OW", "UN", "UT", "UR"):
-                elem.value = b"" if vr in ("OB", "OW", "UN") else ""  # bytes we cannot read cannot be cleaned
+            elif vr in ("OB", "OW", "UN", "UR"):  # bytes we cannot read (and addresses) cannot be cleaned
+                elem.value = "" if vr == "UR" else b""
         elif vr == "SQ":  # K: kept, its items still cleaned
             for item in elem.value:
                 self.run(item, depth + 1, within)
@@ -395,7 +395,7 @@ def deidentify_dataset(ds, pseudo: Pseudonymizer, *, dates: str = "shift", optio
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
-    from .table import EDITION, OPTION_CODES
+    from .table import OPTION_CODES, load_table
 
     opts = profile_options(dates, options)
     _Cleaner(ds, pseudo, opts, safe_private).run(ds)
@@ -409,7 +409,7 @@ def deidentify_dataset(ds, pseudo: Pseudonymizer, *, dates: str = "shift", optio
                 del meta[kw]
     ds.PatientIdentityRemoved = "YES"
     # LO (64 characters): the profile's edition; the code sequence names the profile and every option exactly
-    ds.DeidentificationMethod = f"{EDITION} (bigdl-medimg)"[:64]
+    ds.DeidentificationMethod = f"{load_table()['edition']} (bigdl-medimg)"[:64]
     codes = [("113100", "Basic Application Confidentiality Profile")]
     codes += [OPTION_CODES[o][1:] for o in opts]
     seq = []

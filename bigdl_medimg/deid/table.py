@@ -10,7 +10,7 @@ where ``SOURCE.json`` is a published machine-readable copy of the table: the
 one used is ``standard/confidentiality_profile_attributes.json`` of
 innolitics/dicom-standard (extracted from the standard's DocBook source,
 edition 2024b; the standard's own site is not reachable from the build
-machines).  :data:`EDITION` names it, and it is recorded in every
+machines).  ``load_table()["edition"]`` names it, and it is recorded in every
 de-identified file's ``DeidentificationMethod``.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["OPTIONS", "OPTION_CODES", "ACTIONS", "load_table", "lookup", "regenerate", "EDITION"]
+__all__ = ["OPTIONS", "OPTION_CODES", "ACTIONS", "load_table", "lookup", "regenerate"]
 
 HERE = Path(__file__).resolve().parent
 TABLE = HERE / "table_e1_1.json"
@@ -104,8 +104,6 @@ def lookup(tag: int) -> dict | None:
             return r
     return None
 
-
-EDITION = "DICOM PS3.15 2024b Table E.1-1"
 
 if __name__ == "__main__":
     regenerate(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
