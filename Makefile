@@ -18,7 +18,7 @@ java:
 $(STAMP): setup.cfg setup.py | java
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,torch]'
+	$(PY) -m pip install -q -e '.[test,torch,mlflow]'
 	$(PY) -m pip install -q --no-deps $$($(PY) -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); print(' '.join(c['bigdl_medimg']['no_deps_requires'].split()))")
 	$(PY) -c "import bigdl.dllib, pyspark, numpy; assert numpy.__version__ < '2'; print('stack ok: pyspark', pyspark.__version__, 'numpy', numpy.__version__)"
 	touch $(STAMP)

@@ -166,13 +166,17 @@ def resolve_settings(profile: str = "local", conf: Mapping[str, object] | None =
         settings.setdefault("spark.pyspark.driver.python", sys.executable)
     log4j = conf_dir() / "log4j2.properties"
     if log4j.is_file() and "log4j2.configurationFile" not in settings.get("spark.driver.extraJavaOptions", ""):
+        from .console import is_verbose
+
         settings["spark.driver.extraJavaOptions"] = (
             settings.get("spark.driver.extraJavaOptions", "") + f" -Dlog4j2.configurationFile=file:{log4j}"
+            + f" -Dbigdl_medimg.console.level={'INFO' if is_verbose() else 'WARN'}"
         ).strip()
     return settings
 
 
-def get_spark(profile: str = "local", *, conf: Mapping[str, object] | None = None, **overrides: object):
+def get_spark(profile: str = "local", *, conf: Mapping[str, object] | None = None, log_dir=None,
+              **overrides: object):
     """Return a SparkSession with BigDL's engine initialised.
 
     Parameters
@@ -182,6 +186,11 @@ def get_spark(profile: str = "local", *, conf: Mapping[str, object] | None = Non
         ``.conf`` file in spark-defaults format.
     conf : mapping, optional
         Extra Spark settings, ``{"spark.key": value}``.
+    log_dir : str or Path, optional
+        Where the JVM's own stdout goes when this call starts it (BigDL's
+        pickler registrations, Java notices): ``jvm-stdout.log`` there, else
+        under :func:`bigdl_medimg.console.default_log_dir`.  Shown on the
+        console instead when verbose (:func:`bigdl_medimg.console.set_verbose`).
     **overrides
         ``master=``, ``app_name=`` or ``spark_<key>=`` where underscores stand for
         dots (``spark_driver_memory="8g"``).
@@ -221,11 +230,16 @@ def get_spark(profile: str = "local", *, conf: Mapping[str, object] | None = Non
                 spark.conf.set(k, v)
         log.info("reusing the running SparkSession; JVM settings of profile %r not applied", profile)
     else:
+        from .console import default_log_dir, jvm_stdout_to
+
         builder = SparkSession.builder
         for k, v in settings.items():
             builder = builder.config(k, v)
-        spark = builder.getOrCreate()
-        spark.sparkContext.setLogLevel("WARN")
+        out = Path(log_dir) / "jvm-stdout.log" if log_dir else default_log_dir() / f"jvm-stdout-{os.getpid()}.log"
+        with jvm_stdout_to(out):
+            spark = builder.getOrCreate()
+        # No setLogLevel: conf/log4j2.properties logs INFO for the run's spark.log and
+        # filters the console to WARN itself.
     _init_bigdl(spark)
     return spark
 
@@ -247,5 +261,8 @@ def _init_bigdl(spark) -> None:
         ) from None
     from bigdl.dllib.utils.common import init_engine
 
+    from .console import quiet_bigdl
+
+    quiet_bigdl()
     init_engine()
     _engine_ready.add(key)

@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=None,
                     help="training seed (initial weights with torch, patch draws, augmentation); the data stay the same")
     ap.add_argument("--master", default=None)
+    ap.add_argument("--verbose", action="store_true",
+                    help="show BigDL's prints and Spark's INFO log (they go to <out>/logs otherwise)")
     ap.add_argument("--engine", default="bigdl", choices=["bigdl", "torch"],
                     help="learning engine: BigDL (default) or PyTorch DDP on the executors")
     args = ap.parse_args(argv)
@@ -60,7 +62,14 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     out = Path(args.out).resolve()
-    spark = get_spark(**({"master": args.master} if args.master else {}))
+    from bigdl_medimg.console import run_logs, set_verbose, setup_console
+
+    if args.verbose:
+        set_verbose(True)
+    setup_console()  # the library's progress lines; BigDL's and Spark's chatter go to <out>/logs
+    spark = get_spark(log_dir=out / "logs", **({"master": args.master} if args.master else {}))
+    logs = run_logs(out, spark)  # closed when main() returns
+    logs.__enter__()
     data = args.data
     if data is None:
         data = str(write_chestxray14_replica(out / "replica", n_patients=args.patients, size=args.size or 224,

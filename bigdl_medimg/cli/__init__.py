@@ -14,6 +14,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from ..console import run_logs
 from ..errors import MedImgError, one_line
 
 __all__ = ["main", "build_parser"]
@@ -131,14 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--readers-only", action="store_true", help="skip training, evaluation and the report")
     spark_opts(demo)
+    for sp in sub.choices.values():
+        sp.add_argument("--verbose", action="store_true",
+                        help="show BigDL's prints and Spark's INFO log on the console (they go to <out>/logs otherwise)")
     return p
 
 
+def _run_folder(args) -> str | None:
+    """The folder whose ``logs/`` keeps this command's logs (None: the default log folder)."""
+    return args.out if args.command in ("train", "evaluate", "predict", "demo") else None
+
+
 def _spark(args):
+    import os
+
     from ..session import get_spark
 
     overrides = {"master": args.master} if args.master else {}
-    return get_spark(args.profile, conf=_conf_pairs(args.conf), **overrides)
+    run = _run_folder(args)
+    return get_spark(args.profile, conf=_conf_pairs(args.conf), log_dir=os.path.join(run, "logs") if run else None,
+                     **overrides)
 
 
 def _summary(df, what: str) -> tuple[int, int]:
@@ -174,13 +187,15 @@ def _deid_stage(args):
 
 
 def cmd_ingest(args) -> int:
-    from ..io.readers import write_tensors
+    from ..console import track_job
+    from ..io.readers import binary_files, read_tensors, write_tensors
 
     stage = _deid_stage(args) if args.deidentify else None
     spark = _spark(args)
-    df = _read(spark, args.kind, args.input, args.mode, stage)
-    write_tensors(df, args.out, mode="overwrite" if args.overwrite else "errorifexists")
-    from ..io.readers import read_tensors
+    total = len(binary_files(spark, args.input).inputFiles())  # the driver's listing: no job, no bytes read
+    with track_job(spark, f"ingest {args.kind}", total, "files", count="files", errors="errors"):
+        df = _read(spark, args.kind, args.input, args.mode, stage)
+        write_tensors(df, args.out, mode="overwrite" if args.overwrite else "errorifexists")
 
     _n, bad = _summary(read_tensors(spark, args.out), f"ingest {args.kind} -> {args.out}")
     return EXIT_ROW_ERRORS if (bad and args.fail_on_error) else EXIT_OK
@@ -232,22 +247,6 @@ def cmd_synth(args) -> int:
     return EXIT_OK
 
 
-def _progress_logging() -> None:
-    import logging
-
-    logger = logging.getLogger("bigdl_medimg")
-    mine = [h for h in logger.handlers if getattr(h, "_bigdl_medimg", False)]
-    if mine:
-        mine[0].stream = sys.stdout  # the current stdout (the old one may be closed: no flush through setStream)
-    else:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        handler._bigdl_medimg = True
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-
 def _driver_folder(flag: str, value: str | None) -> str | None:
     """A run or model folder as a local path: ``file:`` URIs become paths; other schemes are refused."""
     from urllib.parse import unquote, urlparse
@@ -291,11 +290,11 @@ def cmd_train(args) -> int:
     if args.seg_model and args.task != "meniscus_tear":
         raise MedImgError("--seg-model only applies to --task meniscus_tear")
     _check_inputs(args)
-    _progress_logging()
     spark = _spark(args)
     t0 = time.time()
     kwargs = {"seg_model": args.seg_model} if args.task == "meniscus_tear" else {}
-    summary = tasks.train(spark, args.task, args.data, args.out, cfg, **kwargs)
+    with run_logs(args.out, spark):
+        summary = tasks.train(spark, args.task, args.data, args.out, cfg, **kwargs)
     shown = {k: v for k, v in summary.items() if k != "history"}
     print(f"trained {args.task} in {time.time() - t0:.0f}s: " + json.dumps(shown, default=float))
     print(f"next: bigdl-medimg evaluate --model {summary['model']} --data {args.data} --out <folder>")
@@ -321,8 +320,9 @@ def cmd_evaluate(args) -> int:
 
     _check_inputs(args)
     _check_engine(args)
-    _progress_logging()
-    metrics = tasks.evaluate(_spark(args), args.model, args.data, args.out, split=args.split, kind=args.kind)
+    spark = _spark(args)
+    with run_logs(args.out, spark):
+        metrics = tasks.evaluate(spark, args.model, args.data, args.out, split=args.split, kind=args.kind)
     print(json.dumps(metrics, indent=1, default=float))
     print(f"results: {args.out}/results  (bigdl-medimg report --results {args.out}/results --out report.html)")
     return EXIT_OK
@@ -335,8 +335,9 @@ def cmd_predict(args) -> int:
 
     _check_inputs(args)
     _check_engine(args)
-    _progress_logging()
-    outputs = tasks.predict(_spark(args), args.model, args.data, args.out, kind=args.kind)
+    spark = _spark(args)
+    with run_logs(args.out, spark):
+        outputs = tasks.predict(spark, args.model, args.data, args.out, kind=args.kind)
     print(json.dumps(outputs, indent=1, default=str))
     failed = sum(v.get("failed", 0) for v in outputs.values() if isinstance(v, dict))
     return EXIT_ROW_ERRORS if failed else EXIT_OK
@@ -354,13 +355,19 @@ def cmd_report(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    _progress_logging()
-    return run_demo(_spark(args), args.out, seed=args.seed, summary=_summary, readers_only=args.readers_only)
+    spark = _spark(args)
+    with run_logs(args.out, spark):
+        return run_demo(spark, args.out, seed=args.seed, summary=_summary, readers_only=args.readers_only)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ..console import set_verbose, setup_console
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose:
+        set_verbose(True)
+    setup_console()
     try:
         return {"ingest": cmd_ingest, "deidentify": cmd_deidentify, "synth": cmd_synth, "train": cmd_train, "evaluate": cmd_evaluate,
                 "predict": cmd_predict, "report": cmd_report, "demo": cmd_demo}[args.command](args)
@@ -369,8 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except Exception as exc:  # Spark/Py4J failures: one line, not a stack trace
         print(f"bigdl-medimg: failed: {failure_line(exc)}", file=sys.stderr)
-        print("bigdl-medimg: see the Spark log above (or rerun with --conf spark.log.level=INFO) for details",
-              file=sys.stderr)
+        run = _run_folder(args)
+        where = f"{run}/logs/spark.log" if run else "the Spark log"
+        print(f"bigdl-medimg: see {where} for details (or rerun with --verbose)", file=sys.stderr)
         return EXIT_FAILED
 
 

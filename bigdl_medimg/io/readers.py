@@ -92,8 +92,12 @@ def _map_decode(files, decode, fields, failfast: bool, path_label=None):
     """
     from ..arrow import arrow_schema
 
+    from ..console import counter
+
     schema = _schema(fields)
     columns = [n for n, _ in fields]
+    # counted for the ingest progress display when one is running (None otherwise)
+    n_files, n_errors = counter("files"), counter("errors")
 
     def run(batches: Iterator):
         import pyarrow as pa
@@ -112,6 +116,9 @@ def _map_decode(files, decode, fields, failfast: bool, path_label=None):
                     r["path"] = path
                     for c in columns:
                         values[c].append(r.get(c))
+            if n_files is not None:
+                n_files.add(len(paths))
+                n_errors.add(sum(e is not None for e in values.get("error", ())))
             yield pa.RecordBatch.from_arrays([pa.array(values[f.name], type=f.type) for f in out_schema],
                                              schema=out_schema)
 

@@ -38,6 +38,7 @@ from pyspark.ml import Estimator, Model
 from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
+from ..console import counter
 from ..errors import ConfigError
 from ..metrics.evaluators import MultiLabelAUCEvaluator
 from ..params import param
@@ -178,8 +179,12 @@ class ClassificationModel(NetworkModelPersistence, Model, ClassifierParams):
         scored = nn.transform(x).drop(feats)
         scored = scored.withColumn("__scores", F.when(F.col("__has"), F.col("__scores"))).drop("__has")
 
+        done = counter("classified")  # a prediction's progress display, when one runs
+
         @F.pandas_udf(T.ArrayType(T.DoubleType()))
         def probs(scores: pd.Series) -> pd.Series:
+            if done is not None:
+                done.add(len(scores))
             return pd.Series([None if s is None else _probabilities(np.asarray(s, np.float64), mode).tolist()
                               for s in scores])
 
@@ -201,6 +206,7 @@ class ClassificationModel(NetworkModelPersistence, Model, ClassifierParams):
         a_schema = arrow_schema(schema)
         shipped = df.sparkSession.sparkContext.broadcast(
             (self._network_spec, state_bytes(self._network), weights_digest(self._network)))
+        done = counter("classified")
 
         def run(batches):
             import pyarrow as pa
@@ -224,6 +230,8 @@ class ClassificationModel(NetworkModelPersistence, Model, ClassifierParams):
                         logits = net(torch.from_numpy(np.stack(xs))).numpy().astype(np.float64)
                     for i, s in zip(rows, logits):
                         out[i] = _probabilities(s, mode).tolist()
+                if done is not None:
+                    done.add(b.num_rows)
                 yield replace_columns(b, a_schema, {out_col: pa.array(out, pa.list_(pa.float64()))})
 
         return df.mapInArrow(run, schema)

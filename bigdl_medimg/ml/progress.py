@@ -14,16 +14,11 @@ import os
 import threading
 import time
 
+from ..console import Progress, format_seconds
+
 __all__ = ["EpochProgress", "RankProgress", "progress_sender", "format_seconds", "epoch_line"]
 
 log = logging.getLogger("bigdl_medimg.progress")
-
-
-def format_seconds(s: float) -> str:
-    s = max(0, int(round(s)))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 class EpochProgress:
@@ -61,7 +56,9 @@ class EpochProgress:
 
     def __enter__(self):
         self.t0 = time.time()
+        self._bar = None
         if self.train_dir:
+            self._bar = Progress(f"epoch {self.epoch}/{self.max_epoch}", self.iters, "it", interval=self.interval)
             pts = self._points()
             self._start_step = pts[-1][0] if pts else 0
             self._thread = threading.Thread(target=self._run, name="bigdl-medimg-progress", daemon=True)
@@ -72,13 +69,20 @@ class EpochProgress:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._bar is not None:
+            self._bar.close()
         return False
 
     def line(self, done: int, loss: float | None, now: float) -> str:
         """The progress text after ``done`` iterations of this epoch."""
+        return " | ".join([f"epoch {self.epoch}/{self.max_epoch}", f"iteration {min(done, self.iters)}/{self.iters}",
+                           *self._details(done, loss, now)])
+
+    def _details(self, done: int, loss: float | None, now: float) -> list[str]:
+        """Loss, samples/s, time spent and time left in the whole fit (a bar shows these beside its count)."""
         elapsed = now - self.t0
         rate = done / elapsed if elapsed > 0 and done else 0.0
-        parts = [f"epoch {self.epoch}/{self.max_epoch}", f"iteration {min(done, self.iters)}/{self.iters}"]
+        parts = []
         if loss is not None:
             parts.append(f"loss {loss:.4f}")
         if rate:
@@ -89,7 +93,7 @@ class EpochProgress:
                 else self.iters / rate
             parts.append(f"elapsed {format_seconds(elapsed)}")
             parts.append(f"~{format_seconds(left + later * per_epoch)} left")
-        return " | ".join(parts)
+        return parts
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -99,7 +103,9 @@ class EpochProgress:
                 continue
             if len(pts) > self._seen:
                 self._seen = len(pts)
-                log.info(self.line(len(pts), pts[-1][1], time.time()))
+                now = time.time()
+                self._bar.update(min(len(pts), self.iters), extra=" | ".join(self._details(len(pts), pts[-1][1], now)),
+                                 line=self.line(len(pts), pts[-1][1], now), force=True)
 
 
 def epoch_line(record: dict, max_epoch: int) -> str:

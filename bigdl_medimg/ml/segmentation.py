@@ -19,6 +19,7 @@ from pyspark import keyword_only
 from pyspark.ml import Model
 from pyspark.ml.param import TypeConverters
 
+from ..console import counter
 from ..errors import ConfigError
 from ..params import param
 from ._persist import NetworkModelPersistence
@@ -157,6 +158,7 @@ class SegmentationModel(NetworkModelPersistence, Model, SegmentationParams):
         scored = nn.transform(tile_df).drop("features") \
             .repartition("__key").sortWithinPartitions("__key", "__kind")
         want_prob = bool(prob_col)
+        done = counter("segmented")  # a prediction's progress display, when one runs
 
         def blend(batches):
             # Streams each partition's records (sorted by row, the row record first) into one accumulator per
@@ -195,6 +197,8 @@ class SegmentationModel(NetworkModelPersistence, Model, SegmentationParams):
                 new = {out_col: tensor_array(np.argmax(prob, axis=0).astype(np.uint8), state["aff"], ttype)}
                 if want_prob:
                     new[prob_col] = tensor_array(np.ascontiguousarray(prob), state["aff"], ttype)
+                if done is not None:
+                    done.add(1)
                 return replace_columns(state["row"], schema, new)
 
             return fold_by_key(batches, "__key", start, add, finish)
@@ -223,6 +227,7 @@ class SegmentationModel(NetworkModelPersistence, Model, SegmentationParams):
         t_type = a_schema.field(out_col).type
         shipped = df.sparkSession.sparkContext.broadcast(
             (self._network_spec, state_bytes(self._network), weights_digest(self._network)))
+        done = counter("segmented")
 
         def run(batches):
             net = cached_network(*shipped.value)
@@ -244,6 +249,8 @@ class SegmentationModel(NetworkModelPersistence, Model, SegmentationParams):
                     new = {out_col: tensor_array(seg, aff, t_type)}
                     if prob is not None:
                         new[prob_col] = tensor_array(prob, aff, t_type)
+                    if done is not None:
+                        done.add(1)
                     yield replace_columns(row, a_schema, new)
 
         return df.mapInArrow(run, schema)

@@ -27,6 +27,17 @@ def evaluate(spark, model_dir: str, data: str, out: str, **kwargs) -> dict:
     return _module(load_task(model_dir)["task"]).evaluate(spark, model_dir, data, out, **kwargs)
 
 
+#: What a prediction's progress counts per task: the counter its final model adds to, and the unit.
+_PREDICTED = {"knee_cartilage": ("segmented", "volumes"), "meniscus_tear": ("classified", "volumes"),
+              "chest_xray14": ("classified", "images")}
+
+
 def predict(spark, model_dir: str, data: str, out: str, **kwargs) -> dict:
     """Apply a saved model to new images and write the task's outputs under ``out``."""
-    return _module(load_task(model_dir)["task"]).predict(spark, model_dir, data, out, **kwargs)
+    from ..console import track_job
+
+    task = load_task(model_dir)["task"]
+    count, unit = _PREDICTED[task]
+    # the total is not known before the images are read (series are assembled on the executors)
+    with track_job(spark, "predict", None, unit, count=count, errors="errors"):
+        return _module(task).predict(spark, model_dir, data, out, **kwargs)
