@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--master", help="override spark.master")
         sp.add_argument("--conf", action="append", metavar="KEY=VALUE", help="extra Spark setting (repeatable)")
 
+    def tracking_opts(sp):
+        sp.add_argument("--mlflow", metavar="URI", help="log the run to MLflow (file:/folder for a local store, "
+                                                        "http://host:port for a server)")
+        sp.add_argument("--experiment", default="bigdl-medimg", help="MLflow experiment (with --mlflow)")
+
     def deid_opts(sp, optional: bool):
         if optional:
             sp.add_argument("--deidentify", action="store_true",
@@ -104,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "from RUN/checkpoints, 'never' starts afresh, 'require' fails unless it can resume")
     tr.add_argument("--seg-model", help="meniscus_tear: a knee_cartilage model folder for stage 1 "
                                         "(default: train one first)")
+    tracking_opts(tr)
     spark_opts(tr)
 
     for name, text in (("evaluate", "score a split of labelled data; results for `report`"),
@@ -115,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--kind", choices=["series", "nifti"], help="input images (default: detected)")
         if name == "evaluate":
             sp.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+            tracking_opts(sp)
         sp.add_argument("--engine", choices=["bigdl", "torch"],
                         help="check that the model runs on this engine (a model runs on the one it was trained with)")
         spark_opts(sp)
@@ -284,7 +291,9 @@ def cmd_train(args) -> int:
     from .. import tasks
 
     overrides = {"estimator": {k: v for k, v in (("maxEpoch", args.epochs), ("batchSize", args.batch_size),
-                                                 ("engine", args.engine), ("resume", args.resume))
+                                                 ("engine", args.engine), ("resume", args.resume),
+                                                 ("trackingUri", args.mlflow),
+                                                 ("experimentName", args.experiment if args.mlflow else None))
                                 if v is not None}}
     cfg = tasks.task_config(args.task, args.config, overrides)
     if args.seg_model and args.task != "meniscus_tear":
@@ -293,8 +302,14 @@ def cmd_train(args) -> int:
     spark = _spark(args)
     t0 = time.time()
     kwargs = {"seg_model": args.seg_model} if args.task == "meniscus_tear" else {}
-    with run_logs(args.out, spark):
+    with run_logs(args.out, spark), _tracking(args, f"train {args.task}") as run:
+        if run is not None:
+            from ..tracking import log_params
+
+            log_params({k: v for k, v in cfg.items() if k != "estimator"})  # the estimators log their own
         summary = tasks.train(spark, args.task, args.data, args.out, cfg, **kwargs)
+        if run is not None:
+            _log_trained(run, summary["model"], args.out)
     shown = {k: v for k, v in summary.items() if k != "history"}
     print(f"trained {args.task} in {time.time() - t0:.0f}s: " + json.dumps(shown, default=float))
     print(f"next: bigdl-medimg evaluate --model {summary['model']} --data {args.data} --out <folder>")
@@ -313,16 +328,82 @@ def _check_engine(args) -> None:
                           "a model runs on the engine it was trained with")
 
 
+def _tracking(args, name: str, run_id: str | None = None):
+    """The MLflow run of a command with ``--mlflow`` (the training run resumed when it is in that store)."""
+    import contextlib
+
+    if not getattr(args, "mlflow", None):
+        return contextlib.nullcontext()
+    from ..tracking import require_mlflow, tracked_run
+
+    mlflow = require_mlflow()
+    if run_id is not None:
+        try:
+            mlflow.MlflowClient(args.mlflow).get_run(run_id)
+        except Exception:  # trained with another store (or none): a run of its own
+            run_id = None
+    return tracked_run(args.mlflow, args.experiment, run_id=run_id, run_name=None if run_id else name)
+
+
+def _log_trained(run, model_dir: str, out: str) -> None:
+    """The saved PipelineModel folder, train.json, and the run id in task.json (so ``evaluate`` adds to this run)."""
+    import json
+    from pathlib import Path
+
+    import mlflow
+
+    from ..tracking import log_stats
+
+    mlflow.log_artifacts(model_dir, "model")
+    train = json.loads((Path(out) / "train.json").read_text()) if (Path(out) / "train.json").is_file() else {}
+    log_stats({k: v for k, v in train.items() if k != "history"}, "train.json")
+    info = Path(model_dir) / "task.json"
+    info.write_text(json.dumps({**json.loads(info.read_text()), "mlflow_run_id": run.info.run_id}, indent=1))
+
+
+def _log_evaluation(metrics: dict, args) -> None:
+    """Evaluation metrics (``<split>.`` prefix, numbers only), metrics.json and an HTML report of the results."""
+    from pathlib import Path
+
+    import mlflow
+
+    from ..report import load_results, write_report
+
+    flat: dict[str, float] = {}
+
+    def walk(d, head: str) -> None:
+        for k, v in (d.items() if isinstance(d, dict) else ()):
+            if isinstance(v, dict):
+                walk(v, f"{head}{k}.")
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:
+                flat[f"{head}{k}"] = float(v)
+
+    walk(metrics, f"{args.split}.")
+    mlflow.log_metrics(flat)
+    if (Path(args.out) / "metrics.json").is_file():
+        mlflow.log_artifact(str(Path(args.out) / "metrics.json"))
+    results = [r for r in load_results(str(Path(args.out) / "results"))] if (Path(args.out) / "results").is_dir() \
+        else []
+    summaries = Path(args.model).parent / "summaries"
+    report = write_report(str(Path(args.out) / "report.html"), title=f"bigdl-medimg evaluation ({args.split})",
+                          results=results, summary_dirs=[str(summaries)] if summaries.is_dir() else [])
+    mlflow.log_artifact(str(report))
+
+
 def cmd_evaluate(args) -> int:
     import json
 
     from .. import tasks
+    from ..tasks import load_task
 
     _check_inputs(args)
     _check_engine(args)
     spark = _spark(args)
-    with run_logs(args.out, spark):
+    run_id = load_task(args.model).get("mlflow_run_id") if args.mlflow else None
+    with run_logs(args.out, spark), _tracking(args, f"evaluate {args.split}", run_id) as run:
         metrics = tasks.evaluate(spark, args.model, args.data, args.out, split=args.split, kind=args.kind)
+        if run is not None:
+            _log_evaluation(metrics, args)
     print(json.dumps(metrics, indent=1, default=float))
     print(f"results: {args.out}/results  (bigdl-medimg report --results {args.out}/results --out report.html)")
     return EXIT_OK

@@ -44,6 +44,7 @@ from ..metrics.evaluators import MultiLabelAUCEvaluator
 from ..params import param
 from ._persist import NetworkModelPersistence
 from .classification_params import ClassificationEstimatorParams, ClassifierParams
+from ..tracking import check_tracking, log_fit
 from .progress import epoch_line
 from ..transforms.sampling import augment_config
 from .training import check_optim, checkpoint_folder, fit_with_retries, from_preset, latest_checkpoint, train_epochs
@@ -301,7 +302,8 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                  labelWeighting="chexnet", classBalancing=False, optimizer="adam", learningRate=1e-3,
                  lrSchedule="constant", lrDecay=0.0, momentum=0.9, maxEpoch=10, earlyStoppingPatience=0,
                  checkpointDir="", summaryDir="", initModelPath="", maxRetries=2, resume="auto", engine="bigdl",
-                 numRanks=0, cacheMemoryMB=4096.0, augment=None, seed=0):
+                 numRanks=0, cacheMemoryMB=4096.0, augment=None, seed=0, trackingUri="",
+                 experimentName="bigdl-medimg"):
         super().__init__()
         self._setDefault(inputCol="image", labelCol="label", outputCol="probability", predictionCol="prediction",
                          mode="multilabel", labelNames=[], inputShape=[1, 224, 224], batchSize=16,
@@ -309,7 +311,8 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
                          dropout=0.0, labelWeighting="chexnet", classBalancing=False, optimizer="adam",
                          learningRate=1e-3, lrSchedule="constant", lrDecay=0.0, momentum=0.9, maxEpoch=10,
                          earlyStoppingPatience=0, checkpointDir="", summaryDir="", initModelPath="", maxRetries=2,
-                         resume="auto", engine="bigdl", numRanks=0, cacheMemoryMB=4096.0, augment={}, seed=0)
+                         resume="auto", engine="bigdl", numRanks=0, cacheMemoryMB=4096.0, augment={}, seed=0,
+                         trackingUri="", experimentName="bigdl-medimg")
         self._set(**self._input_kwargs)
         self.history: list[dict] = []
 
@@ -454,6 +457,7 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
     # ------------------------------------------------------------------ fit ---
     def _fit(self, df):
         self._validate()
+        check_tracking(self)
         in_col, label_col, vcol = self._get("inputCol"), self._get("labelCol"), self._get("validationIndicatorCol")
         for c in (in_col, label_col) + ((vcol,) if vcol else ()):
             if c not in df.columns:
@@ -483,6 +487,7 @@ class ClassificationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWri
         model = self._model(network, spec)
         model.history = list(self.history)
         model.training_stats = {**stats, "best_epoch": best.get("epoch")}
+        log_fit(self, model, "classification")
         return model
 
     def _fit_bigdl(self, base, folder: str):

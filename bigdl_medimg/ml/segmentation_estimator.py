@@ -34,6 +34,7 @@ from pyspark.ml import Estimator
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from ..errors import ConfigError
+from ..tracking import check_tracking, log_fit
 from .progress import epoch_line
 from .segmentation_params import SegmentationEstimatorParams
 from ..transforms.sampling import augment_config
@@ -97,7 +98,7 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                  batchNorm=True, optimizer="adam", learningRate=2e-3, lrSchedule="inverse", lrDecay=1e-4, momentum=0.9,
                  batchSize=16, maxEpoch=10, overlap=0.5, checkpointDir="", summaryDir="", seed=0, maxRetries=2,
                  resume="auto", augment=None, engine="bigdl", numRanks=0, cacheMemoryMB=4096.0,
-                 earlyStoppingPatience=0):
+                 earlyStoppingPatience=0, trackingUri="", experimentName="bigdl-medimg"):
         super().__init__()
         self._setDefault(inputCol="image", maskCol="mask", outputCol="segmentation", validationIndicatorCol="",
                          nClasses=5, classNames=[], classWeights=[], loss="dice_ce", diceSmooth=1.0,
@@ -105,7 +106,8 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
                          dropout=0.0, batchNorm=True, optimizer="adam", learningRate=2e-3,
                          lrSchedule="inverse", lrDecay=1e-4, momentum=0.9, batchSize=16, maxEpoch=10, overlap=0.5,
                          checkpointDir="", summaryDir="", seed=0, maxRetries=2, resume="auto", engine="bigdl",
-                         numRanks=0, cacheMemoryMB=4096.0, augment={}, earlyStoppingPatience=0)
+                         numRanks=0, cacheMemoryMB=4096.0, augment={}, earlyStoppingPatience=0,
+                         trackingUri="", experimentName="bigdl-medimg")
         self._set(**self._input_kwargs)
         self.history: list[dict] = []
 
@@ -216,6 +218,7 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
     # ------------------------------------------------------------------ fit ---
     def _fit(self, df):
         self._validate()
+        check_tracking(self)
         for c in (self._get("inputCol"), self._get("maskCol")):
             if c not in df.columns:
                 raise ConfigError(f"SegmentationEstimator: column {c!r} not found; the DataFrame has {sorted(df.columns)}")
@@ -255,6 +258,7 @@ class SegmentationEstimator(Estimator, DefaultParamsReadable, DefaultParamsWrita
         model = self._model(network, spec)
         model.history = list(self.history)
         model.training_stats = stats
+        log_fit(self, model, "segmentation")
         return model
 
     def _loop_args(self, folder: str) -> dict:

@@ -65,7 +65,7 @@ def fit_with_retries(owner: str, fit_once, df, checkpoint_dir: str, max_retries:
 #: Params that do not change what a fit learns (where it writes, how it retries, how torch ranks hold their rows,
 #: what output columns are called).  Every other Param is part of a fit's fingerprint.
 BOOKKEEPING_PARAMS = frozenset({"checkpointDir", "summaryDir", "maxRetries", "resume", "numRanks", "cacheMemoryMB",
-                                "outputCol", "predictionCol"})
+                                "outputCol", "predictionCol", "trackingUri", "experimentName"})
 #: Params a fit may be continued with other values of: more epochs, another patience (not part of the fingerprint,
 #: except maxEpoch under the schedules that depend on the total: poly and exponential)
 CONTINUABLE_PARAMS = frozenset({"maxEpoch", "earlyStoppingPatience"})

@@ -59,8 +59,29 @@ class TrainingParams:
     augment = param("augment", "augmentation of the training rows, redrawn every epoch on the executors: Augment "
                                "Params such as flipProb, flipAxes, affineProb ({} = none)", to_settings)
     numRanks = param("numRanks", "torch engine: training processes (0 = one per Spark task slot)", TypeConverters.toInt)
+    trackingUri = param("trackingUri", "MLflow tracking URI the fit is logged to (file:/folder or http://host:port; "
+                                       "'' for none)", TypeConverters.toString)
+    experimentName = param("experimentName", "MLflow experiment of the fit's run", TypeConverters.toString)
     cacheMemoryMB = param("cacheMemoryMB", "torch engine: memory per rank for its decoded rows before they spill "
                                            "to local disk", TypeConverters.toFloat)
+
+    def setTrackingUri(self, value: str) -> Self:
+        """Set :py:attr:`trackingUri`: MLflow tracking URI the fit is logged to (file:/folder or http://host:port;
+        '' for none)."""
+        return self._set(trackingUri=value)
+
+    def getTrackingUri(self) -> str:
+        """The value of :py:attr:`trackingUri` (set or default): MLflow tracking URI the fit is logged to
+        (file:/folder or http://host:port; '' for none)."""
+        return self.getOrDefault(self.trackingUri)
+
+    def setExperimentName(self, value: str) -> Self:
+        """Set :py:attr:`experimentName`: MLflow experiment of the fit's run."""
+        return self._set(experimentName=value)
+
+    def getExperimentName(self) -> str:
+        """The value of :py:attr:`experimentName` (set or default): MLflow experiment of the fit's run."""
+        return self.getOrDefault(self.experimentName)
 
     def setValidationIndicatorCol(self, value: str) -> Self:
         """Set :py:attr:`validationIndicatorCol`: boolean column marking validation rows ('' for none)."""

@@ -77,8 +77,14 @@ def write_json(path, data) -> None:
 
 
 def save_task(model_dir: str, task: str, cfg: dict, extra: Mapping | None = None) -> None:
-    """``<model_dir>/task.json``: what ``evaluate`` and ``predict`` need to use the saved pipeline."""
-    write_json(Path(model_dir) / "task.json", {"task": task, "config": cfg, **(extra or {})})
+    """``<model_dir>/task.json``: what ``evaluate`` and ``predict`` need to use the saved pipeline.
+
+    Where the fit was tracked (``trackingUri``, ``experimentName``) is left
+    out: it says nothing about how to use the model, and a URI may name a
+    private server.
+    """
+    est = {k: v for k, v in (cfg.get("estimator") or {}).items() if k not in ("trackingUri", "experimentName")}
+    write_json(Path(model_dir) / "task.json", {"task": task, "config": {**cfg, "estimator": est}, **(extra or {})})
 
 
 def load_task(model_dir: str) -> dict:
