@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .errors import ConfigError
+from .version import bigdl_install_command
 
 __all__ = ["get_spark", "load_profile", "conf_dir", "bigdl_jars", "resolve_settings"]
 
@@ -89,14 +90,12 @@ def bigdl_jars() -> list[str]:
     try:
         import bigdl
     except ImportError:
-        raise ConfigError(
-            "BigDL is not installed; run `make venv` (it installs bigdl-dllib-spark3 and "
-            "bigdl-core with --no-deps, as pinned in setup.cfg)"
-        ) from None
+        raise ConfigError(f"BigDL is not installed: {bigdl_install_command()} completes the install "
+                          "(pip cannot: BigDL's wheels pin pyspark 3.1.3)") from None
     share = Path(bigdl.__file__).parent / "share"
     jars = sorted(glob.glob(str(share / "*" / "lib" / "*.jar")))
     if not jars:
-        raise ConfigError(f"no BigDL jars under {share}; reinstall bigdl-dllib-spark3 and bigdl-core")
+        raise ConfigError(f"no BigDL jars under {share}; reinstall: {bigdl_install_command()}")
     return jars
 
 

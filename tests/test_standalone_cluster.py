@@ -240,3 +240,16 @@ def test_torch_engine_trains_on_both_executors_and_survives_a_killed_executor(cl
     assert any(e["Task Info"]["Executor ID"] == "1" for e in ends), "no rank ran on the killed executor"
     result = json.loads((out / "result.json").read_text())
     assert result["epochs"] == 3
+
+
+@pytest.mark.slow
+def test_doctor_reaches_the_cluster_and_its_executors_import_the_library(cluster):
+    env = {k: v for k, v in cluster["env"].items() if k != "PYSPARK_GATEWAY_PORT"}
+    proc = subprocess.run([sys.executable, "-m", "bigdl_medimg", "doctor", "--profile", "standalone",
+                           "--master", cluster["url"], "--conf", "spark.executor.memory=1g",
+                           "--conf", "spark.driver.memory=2g"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"[  ok] spark + bigdl: session on {cluster['url']}" in proc.stdout
+    assert "[  ok] executors:" in proc.stdout and "imported bigdl_medimg" in proc.stdout
+    assert "[warn] driver memory: spark.driver.memory 2g" in proc.stdout  # below what the 3-D presets need

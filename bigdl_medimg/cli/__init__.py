@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", required=True, help="the HTML file to write")
     rep.add_argument("--title", default="bigdl-medimg report")
 
+    doc = sub.add_parser("doctor", help="check Python, Java, Spark, BigDL and the optional parts; start a tiny "
+                                        "session (exit 0 when the main job can run)")
+    spark_opts(doc)
+
     demo = sub.add_parser("demo", help="synthetic archive -> every reader -> train the three tasks -> evaluate "
                                        "-> report")
     demo.add_argument("--out", default="demo-out")
@@ -433,6 +437,12 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args) -> int:
+    from ..doctor import main as doctor
+
+    return doctor(args.profile, args.master, conf=_conf_pairs(args.conf))
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -451,7 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_console()
     try:
         return {"ingest": cmd_ingest, "deidentify": cmd_deidentify, "synth": cmd_synth, "train": cmd_train, "evaluate": cmd_evaluate,
-                "predict": cmd_predict, "report": cmd_report, "demo": cmd_demo}[args.command](args)
+                "predict": cmd_predict, "report": cmd_report, "demo": cmd_demo,
+                "doctor": cmd_doctor}[args.command](args)
     except (MedImgError, argparse.ArgumentTypeError) as exc:
         print(f"bigdl-medimg: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE

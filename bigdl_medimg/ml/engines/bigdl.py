@@ -14,6 +14,15 @@ import shutil
 import tempfile
 import threading
 
+try:  # pip cannot install BigDL's wheels with ours (they pin pyspark 3.1.3): say the command that does
+    import bigdl.dllib  # noqa: F401
+except ImportError:
+    from ...errors import ConfigError
+    from ...version import bigdl_install_command
+
+    raise ConfigError(f"the BigDL engine needs BigDL: {bigdl_install_command()} completes the install "
+                      "(or use engine='torch')") from None
+
 from ...io import files
 from ..progress import EpochProgress
 from ..training import EpochEngine
