@@ -93,6 +93,8 @@ def test_pseudonymizer_is_keyed_deterministic_and_hides_its_key():
         Pseudonymizer("short")
 
 
+# one planted attribute is PHI in a CS element (PhotometricInterpretation): pydicom rightly warns about it
+@pytest.mark.filterwarnings("ignore:Invalid value for VR CS:UserWarning")
 def test_dataset_profile(phi_archive):
     root, study, sop = phi_archive
     path = next((root / "series1").glob("*.dcm"))
