@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["set_verbose", "is_verbose", "setup_console", "quiet_bigdl", "run_logs", "default_log_dir",
+__all__ = ["set_verbose", "is_verbose", "setup_console", "quiet_bigdl", "run_logs", "start_run", "default_log_dir",
            "jvm_stdout_to", "Progress", "format_seconds", "counter", "track_job"]
 
 log = logging.getLogger("bigdl_medimg")
@@ -203,6 +203,36 @@ def run_logs(folder, spark=None):
         log.removeHandler(handler)
         warn_log.removeHandler(handler)
         handler.close()
+
+
+def start_run(folder, *, verbose: bool = False, profile: str = "local", **spark_options):
+    """Set up a script's run the way the command line does; returns the SparkSession.
+
+    The console shows the library's messages (everything with ``verbose``),
+    the JVM's stdout and the run's logs go to ``folder/logs`` (kept until the
+    process exits), and Spark starts with
+    :func:`~bigdl_medimg.session.get_spark` (``profile``, ``master=``,
+    ``conf=``...).
+    """
+    import atexit
+
+    from .session import get_spark
+
+    global _script_logs
+    if verbose:
+        set_verbose(True)
+    setup_console()
+    spark = get_spark(profile, log_dir=Path(folder) / "logs", **spark_options)
+    if _script_logs is None:
+        atexit.register(lambda: _script_logs is not None and _script_logs.__exit__(None, None, None))
+    else:  # a second run in the same process (a notebook, a test): the first one's logs end here
+        _script_logs.__exit__(None, None, None)
+    _script_logs = run_logs(folder, spark)
+    _script_logs.__enter__()
+    return spark
+
+
+_script_logs = None
 
 
 def format_seconds(s: float) -> str:

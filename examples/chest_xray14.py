@@ -51,7 +51,8 @@ def main(argv=None) -> int:
 
     from pyspark.sql import functions as F
 
-    from bigdl_medimg import get_spark, read_images
+    from bigdl_medimg import read_images
+    from bigdl_medimg.console import start_run
     from bigdl_medimg.datasets.layouts import load_chestxray14, patient_split, write_chestxray14_replica
     from bigdl_medimg.datasets.reference import CHEXNET_AUROC, WANG2017_AUROC
     from bigdl_medimg.export import write_predictions
@@ -62,14 +63,8 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     out = Path(args.out).resolve()
-    from bigdl_medimg.console import run_logs, set_verbose, setup_console
-
-    if args.verbose:
-        set_verbose(True)
-    setup_console()  # the library's progress lines; BigDL's and Spark's chatter go to <out>/logs
-    spark = get_spark(log_dir=out / "logs", **({"master": args.master} if args.master else {}))
-    logs = run_logs(out, spark)  # closed when main() returns
-    logs.__enter__()
+    # the library's progress lines on the console; BigDL's and Spark's chatter go to <out>/logs
+    spark = start_run(out, verbose=args.verbose, **({"master": args.master} if args.master else {}))
     data = args.data
     if data is None:
         data = str(write_chestxray14_replica(out / "replica", n_patients=args.patients, size=args.size or 224,

@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     from pyspark.ml.util import DefaultParamsReader
     from pyspark.sql import functions as F
 
-    from bigdl_medimg import get_spark, read_dicom_series
+    from bigdl_medimg import read_dicom_series
+    from bigdl_medimg.console import start_run
     from bigdl_medimg.datasets.layouts import load_knee_folder
     from bigdl_medimg.datasets.synth import synth_dataset, synth_knee_labels
     from bigdl_medimg.export import write_dicom_seg, write_predictions
@@ -65,14 +66,8 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     out = Path(args.out).resolve()
-    from bigdl_medimg.console import run_logs, set_verbose, setup_console
-
-    if args.verbose:
-        set_verbose(True)
-    setup_console()  # the library's progress lines; BigDL's and Spark's chatter go to <out>/logs
-    spark = get_spark(log_dir=out / "logs", **({"master": args.master} if args.master else {}))
-    logs = run_logs(out, spark)  # closed when main() returns
-    logs.__enter__()
+    # the library's progress lines on the console; BigDL's and Spark's chatter go to <out>/logs
+    spark = start_run(out, verbose=args.verbose, **({"master": args.master} if args.master else {}))
     shape = tuple(int(s) for s in args.shape.split(","))
     sets = {"train": (args.train, 41), "val": (args.val, 52), "test": (args.test, 63)}  # disjoint seeds
     folders = {k: synth_dataset("knee", out / k, n, seed=seed, shape=shape,
