@@ -118,6 +118,7 @@ def _map_decode(files, decode, fields, failfast: bool, path_label=None):
                         values[c].append(r.get(c))
             if n_files is not None:
                 n_files.add(len(paths))
+            if n_errors is not None:  # also counted alone: a prediction's display shows the unreadable inputs
                 n_errors.add(sum(e is not None for e in values.get("error", ())))
             yield pa.RecordBatch.from_arrays([pa.array(values[f.name], type=f.type) for f in out_schema],
                                              schema=out_schema)
