@@ -230,7 +230,7 @@ def test_knee_loaders_take_uris_and_name_bad_label_tables(spark, knee_data, tmp_
 
 
 @pytest.mark.slow
-def test_chest_from_the_command_line(spark, tmp_path):
+def test_chest_from_the_command_line(spark, tmp_path, capsys):
     data = write_chestxray14_replica(tmp_path / "cxr", n_patients=30, size=64, seed=3, prevalence=0.3)
     cfg = tmp_path / "small.yaml"
     cfg.write_text("task: chest_xray14\npreprocessing:\n  size: [64, 64]\n"
@@ -251,10 +251,13 @@ def test_chest_from_the_command_line(spark, tmp_path):
     table = pd.read_csv(next((tmp_path / "eval" / "predictions.csv").glob("part-*.csv")))
     assert sorted(table["image_index"]) == sorted(test_list)
     # predict keeps the two broken radiographs as rows with their error and no probabilities: exit 3
+    capsys.readouterr()
     assert main(["predict", "--model", str(tmp_path / "run" / "model"), "--data", str(data / "images_001"),
                  "--out", str(tmp_path / "pred")]) == 3
     table = pd.read_csv(next((tmp_path / "pred" / "predictions.csv").glob("part-*.csv")))
     assert len(table) == len(list((data / "images_001").rglob("*.png")))
+    # the progress display counted every image and the two unreadable ones
+    assert re.search(rf"predict: {len(table)} images \| [\d.]+ images/s \| 2 errors", capsys.readouterr().out)
     broken = table["error"].notna()
     assert broken.sum() == 2 and table["error"][broken].str.startswith("ImageFileReadError").all()
     probs, bad = table.filter(like="prob_").to_numpy(), broken.to_numpy()
