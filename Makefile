@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench spread dist clean java
+.PHONY: venv demo test bench spread dist clean java orthanc
 
 venv: $(STAMP)
 
@@ -14,6 +14,12 @@ java:
 	@command -v java >/dev/null 2>&1 || { \
 	  echo "java not found: installing OpenJDK 17 (Spark needs a JDK)"; \
 	  apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
+
+# the PACS the DICOMweb tests read from and write to (Debian's packages; not started as a service)
+orthanc:
+	@{ command -v Orthanc >/dev/null 2>&1 && test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so; } || { \
+	  echo "Orthanc not found: installing orthanc and orthanc-dicomweb (the DICOMweb tests need a real PACS)"; \
+	  apt-get update -qq && apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null; }
 
 $(STAMP): setup.cfg setup.py | java
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +32,7 @@ $(STAMP): setup.cfg setup.py | java
 demo: $(STAMP)
 	$(PY) -m bigdl_medimg demo --out demo-out
 
-test: $(STAMP)
+test: $(STAMP) orthanc
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

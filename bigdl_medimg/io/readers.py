@@ -60,7 +60,8 @@ def _meta_fields() -> list[tuple[str, str]]:
     return [(c, t) for c, _kw, t, _conv in METADATA_FIELDS] + [("transfer_syntax_uid", "string")]
 
 
-def _check_mode(mode: str) -> None:
+def check_mode(mode: str) -> None:
+    """ConfigError unless ``mode`` is 'permissive' or 'failfast'."""
     if mode not in _MODES:
         raise ConfigError(f"mode must be one of {_MODES}, got {mode!r}")
 
@@ -96,6 +97,8 @@ def _map_decode(files, decode, fields, failfast: bool, path_label=None):
 
     schema = _schema(fields)
     columns = [n for n, _ in fields]
+    # a retrieval that failed upstream (read_dicomweb) arrives as fetch_error: its row carries it, nothing decoded
+    fetched = "fetch_error" in files.columns
     # counted for the ingest progress display when one is running (None otherwise)
     n_files, n_errors = counter("files"), counter("errors")
 
@@ -106,10 +109,21 @@ def _map_decode(files, decode, fields, failfast: bool, path_label=None):
         for batch in batches:
             paths = batch.column(batch.schema.get_field_index("path")).to_pylist()
             contents = batch.column(batch.schema.get_field_index("content"))
+            failed = batch.column(batch.schema.get_field_index("fetch_error")).to_pylist() if fetched else None
+            known = {c: batch.column(batch.schema.get_field_index(c)).to_pylist() for c in _FETCHED_UIDS} \
+                if fetched else {}
             values: dict[str, list] = {c: [] for c in columns}
             for i, path in enumerate(paths):
-                buf = contents[i].as_buffer()
-                got = decode(b"" if buf is None else buf.to_pybytes(), path if path_label is None else path_label(path))
+                if failed is not None and failed[i]:
+                    if failfast:
+                        from .dicomweb import DicomWebError
+
+                        raise DicomWebError(failed[i])
+                    got = {"error": failed[i], **{c: v[i] for c, v in known.items()}}  # the UIDs QIDO-RS gave
+                else:
+                    buf = contents[i].as_buffer()
+                    got = decode(b"" if buf is None else buf.to_pybytes(),
+                                 path if path_label is None else path_label(path))
                 for r in (got if isinstance(got, list) else [got]):  # a list: one row per stack of the file
                     if failfast and r.get("_exc") is not None:
                         raise r["_exc"]
@@ -123,7 +137,12 @@ def _map_decode(files, decode, fields, failfast: bool, path_label=None):
             yield pa.RecordBatch.from_arrays([pa.array(values[f.name], type=f.type) for f in out_schema],
                                              schema=out_schema)
 
-    return files.select("path", "content").mapInArrow(run, schema)
+    return files.select("path", "content", *(["fetch_error", *_FETCHED_UIDS] if fetched else [])) \
+        .mapInArrow(run, schema)
+
+
+#: Identifiers a retrieval knows before any byte arrives (from the query): kept on its error rows.
+_FETCHED_UIDS = ("study_instance_uid", "series_instance_uid", "sop_instance_uid")
 
 
 def _deid(deidentify):
@@ -168,13 +187,18 @@ def read_dicom(spark, path, *, with_pixels: bool = True, mode: str = "permissive
         holding several stacks gives a row per stack; null otherwise),
         ``image``, ``error``.
     """
+    check_mode(mode)
+    return dicom_frame(binary_files(spark, path, recursive=recursive), with_pixels=with_pixels, mode=mode,
+                       deidentify=deidentify)
+
+
+def dicom_frame(files, *, with_pixels: bool = True, mode: str = "permissive", deidentify=None):
+    """:func:`read_dicom` on a frame of ``(path, content)`` rows (and ``fetch_error``: a failed retrieval)."""
     from .dicom import decode_dicom
 
-    _check_mode(mode)
     fields = [("path", "string")] + _meta_fields() + [("affine_source", "string"), ("split", "string"),
                                                       ("stack_index", "int"), ("image", tensor_type()),
                                                       ("error", "string")]
-    files = binary_files(spark, path, recursive=recursive)
     stage, label = _deid(deidentify)
     return _finish(_map_decode(files, lambda c, p: decode_dicom(c, p, with_pixels=with_pixels), fields,
                                mode == "failfast", label), stage)
@@ -192,7 +216,7 @@ def read_nifti(spark, path, *, mode: str = "permissive", recursive: bool = True,
     """
     from .nifti import decode_nifti
 
-    _check_mode(mode)
+    check_mode(mode)
     fields = [("path", "string"), ("affine_source", "string"), ("n_nonfinite", "long"),
               ("image", tensor_type()), ("error", "string")]
     files = binary_files(spark, path, recursive=recursive)
@@ -222,7 +246,7 @@ def read_images(spark, path, *, modalities: Sequence[str] | None = XRAY_MODALITI
     """
     from .images import decode_image
 
-    _check_mode(mode)
+    check_mode(mode)
     mods = None if modalities is None else tuple(modalities)
     fields = [("path", "string"), ("format", "string"), ("modality", "string"), ("view_position", "string"),
               ("laterality", "string"), ("body_part_examined", "string"), ("rows", "int"), ("columns", "int"),
@@ -251,7 +275,7 @@ def read_mhd(spark, path, *, mode: str = "permissive", recursive: bool = True):
 
     from .mhd import MhdReadError, data_file_of, decode_mhd_row, parse_mhd_header
 
-    _check_mode(mode)
+    check_mode(mode)
     failfast = mode == "failfast"
     headers = binary_files(spark, path, recursive=recursive).filter(
         F.lower(F.col("path")).endswith(".mhd") | F.lower(F.col("path")).endswith(".mha"))
@@ -359,11 +383,15 @@ def read_dicom_series(spark, path, *, mode: str = "permissive", recursive: bool 
         ``split``, ``path`` (array of file paths in slice order), ``image``
         (``(slices, rows, cols)``, affine to RAS+), ``error``.
     """
+    check_mode(mode)
+    return dicom_series_frame(binary_files(spark, path, recursive=recursive), mode=mode, deidentify=deidentify)
+
+
+def dicom_series_frame(files, *, mode: str = "permissive", deidentify=None):
+    """:func:`read_dicom_series` on a frame of ``(path, content)`` rows (and ``fetch_error``)."""
     from pyspark.sql import functions as F
 
-    _check_mode(mode)
     failfast = mode == "failfast"
-    files = binary_files(spark, path, recursive=recursive)
     header_fields = [("path", "string")] + _meta_fields() + _HEADER_EXTRA
     stage, label = _deid(deidentify)
     headers = _map_decode(files, _header_row, header_fields, failfast, label)
@@ -399,7 +427,7 @@ def read_dicom_series(spark, path, *, mode: str = "permissive", recursive: bool 
     good = plans.filter(F.col("plan_error").isNull() & F.col("series_key").isNotNull())
     slices = good.select("series_key", "plan_affine", F.size("path").alias("n_slices"),
                          F.posexplode("path").alias("slice_index", "path"))
-    joined = slices.join(files, on="path", how="inner") \
+    joined = slices.join(files.select("path", "content"), on="path", how="inner") \
         .repartition("series_key").sortWithinPartitions("series_key", "slice_index")
     out_fields = [("series_key", "string"), ("image", tensor_type()), ("assembly_error", "string")]
     out_schema = _schema(out_fields)
