@@ -6,6 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pydicom
@@ -78,6 +79,34 @@ def test_knee_train_evaluate_predict_and_report(spark, knee_data, knee_run, caps
     # the truncated file is a row of its own and its series (now missing a slice) another: both reported
     assert pred["masks"]["written"] == 3 and pred["masks"]["failed"] == 2
     assert pred["masks"]["errors"] == {"ExportError: ValueError: mask is null": 2}
+    # a measurement SR (TID 1500) beside each SEG: the volumes of the predicted mask, referencing the series
+    srs = sorted((root / "knee-pred" / "seg").glob("*.sr.dcm"))
+    assert len(srs) == 3 and pred["dicom_sr"]["written"] == 3
+    from test_dicom_geometry import dciodvfy_errors
+
+    sr = pydicom.dcmread(srs[0])
+    assert sr.Modality == "SR" and dciodvfy_errors(srs[0]) == []
+    key = srs[0].name.removesuffix(".sr.dcm")
+    mask = nib.load(next((root / "knee-pred" / "masks").glob(f"{key}*.nii.gz")))
+    voxel_ml = abs(np.linalg.det(mask.affine[:3, :3])) / 1000
+    want = {name: float((np.asarray(mask.dataobj) == k).sum() * voxel_ml)
+            for k, name in ((1, "Femoral cartilage"), (2, "Tibial cartilage"), (3, "Patellar cartilage"),
+                            (4, "Meniscus"))}
+    got = {}
+    for item in sr.ContentSequence:
+        for sub in getattr(item, "ContentSequence", []):
+            for m in getattr(sub, "ContentSequence", []):
+                if m.ValueType == "NUM":
+                    site = next(x.ConceptCodeSequence[0].CodeMeaning for x in m.ContentSequence
+                                if x.ConceptNameCodeSequence[0].CodeMeaning == "Finding Site")
+                    got[site] = float(m.MeasuredValueSequence[0].NumericValue)
+    sites = {"Femoral cartilage": "Femur", "Tibial cartilage": "Tibia", "Patellar cartilage": "Patella",
+             "Meniscus": "Meniscus"}
+    assert {k: round(v, 2) for k, v in got.items()} == {sites[n]: round(v, 2) for n, v in want.items()}
+    referenced = {r.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
+                  for ser in s.ReferencedSeriesSequence for r in ser.ReferencedSOPSequence}
+    seg = pydicom.dcmread((root / "knee-pred" / "seg" / f"{key}.seg.dcm"))
+    assert referenced == {r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert main(["report", "--results", str(root / "knee-eval" / "results"), "--summaries",
                  str(knee_run / "summaries"), "--out", str(root / "report.html")]) == 0
     from test_report import report_images

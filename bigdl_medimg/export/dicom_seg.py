@@ -17,7 +17,7 @@ import numpy as np
 from ..version import __version__
 from ..errors import ConfigError
 
-__all__ = ["TISSUE", "SEGMENT_CODES", "build_dicom_seg", "write_dicom_seg"]
+__all__ = ["TISSUE", "SEGMENT_CODES", "build_dicom_seg", "write_dicom_seg", "series_headers"]
 
 #: SNOMED CT "Tissue" (85756007): the default segmented property category and type.
 TISSUE = ("85756007", "SCT", "Tissue")
@@ -118,7 +118,7 @@ def build_dicom_seg(headers: Sequence, mask: np.ndarray, segment_labels, *, seri
         device_serial_number="0")
 
 
-def _series_headers(paths: Sequence[str]):
+def series_headers(paths: Sequence[str]):
     """Headers of a series' files (pixels skipped), sorted and checked as the series reader does."""
     import pydicom
 
@@ -168,23 +168,13 @@ def write_dicom_seg(df, outDir: str, segmentLabels, *, maskCol: str = "segmentat
     import io
     import uuid
 
-    import pandas as pd
-    from pyspark.sql import types as T
-
-    from ..errors import ExportError, one_line
     from ..tensor import get_affine, to_numpy
     from ..io import files
     from .masks import to_reference_grid
+    from .rows import export_rows
 
-    if mode not in ("permissive", "failfast"):
-        raise ConfigError(f"mode must be 'permissive' or 'failfast', got {mode!r}")
     segs = _segments(segmentLabels)
-    for c in (keyCol, maskCol, pathCol):
-        if c not in df.columns:
-            raise ConfigError(f"column {c!r} not found (columns: {', '.join(df.columns)})")
-    failfast = mode == "failfast"
     run_id = uuid.uuid4().hex  # UIDs: stable across task retries of this call, new for every export
-    names = ["key", "path", "sop_instance_uid", "series_instance_uid", "frames", "error"]
 
     def one(rec):
         key = rec[keyCol]
@@ -193,7 +183,7 @@ def write_dicom_seg(df, outDir: str, segmentLabels, *, maskCol: str = "segmentat
         paths = list(rec[pathCol] if rec[pathCol] is not None else [])
         if not paths:
             raise ValueError("no source files")
-        headers, grid = _series_headers(paths)
+        headers, grid = series_headers(paths)
         mask = to_numpy(rec[maskCol])
         shape = (len(headers), int(headers[0].Rows), int(headers[0].Columns))
         mask = to_reference_grid(mask, get_affine(rec[maskCol]), shape, grid)
@@ -206,21 +196,6 @@ def write_dicom_seg(df, outDir: str, segmentLabels, *, maskCol: str = "segmentat
         return {"path": path, "sop_instance_uid": str(seg.SOPInstanceUID),
                 "series_instance_uid": str(seg.SeriesInstanceUID), "frames": int(seg.NumberOfFrames)}
 
-    def run(batches):
-        for pdf in batches:
-            out = []
-            for rec in pdf.to_dict("records"):
-                row = dict.fromkeys(names)
-                row["key"] = None if rec[keyCol] is None else str(rec[keyCol])
-                try:
-                    row.update(one(rec))
-                except Exception as exc:
-                    err = ExportError(str(rec[keyCol]), f"{type(exc).__name__}: {one_line(exc)}")
-                    if failfast:
-                        raise err from exc
-                    row["error"] = err.column_text()
-                out.append(row)
-            yield pd.DataFrame(out, columns=names)
-
-    schema = T.StructType([T.StructField(n, T.IntegerType() if n == "frames" else T.StringType()) for n in names])
-    return df.select(keyCol, pathCol, maskCol).mapInPandas(run, schema).toPandas()
+    return export_rows(df, [keyCol, pathCol, maskCol], keyCol, one,
+                       ["key", "path", "sop_instance_uid", "series_instance_uid", "frames", "error"], mode=mode,
+                       int_names=["frames"])

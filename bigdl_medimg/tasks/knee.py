@@ -183,10 +183,11 @@ def read_volumes(spark, data: str, kind: str | None):
 
 
 def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None) -> dict:
-    """Segment every volume: NIfTI masks on each source grid, and DICOM SEG for DICOM series."""
+    """Segment every volume: NIfTI masks on each source grid; for DICOM series a DICOM SEG and a measurement SR
+    (TID 1500: each compartment's volume in mL) referencing the series."""
     from pyspark.ml import PipelineModel
 
-    from ..export import write_dicom_seg, write_nifti_masks
+    from ..export import write_dicom_seg, write_measurement_reports, write_nifti_masks
 
     df, key, kind = read_volumes(spark, data, kind)
     scored = PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df).cache()
@@ -196,6 +197,8 @@ def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None)
         if kind == "series":
             outputs["dicom_seg"] = tally_outputs(write_dicom_seg(scored, str(Path(out) / "seg"), SEGMENT_LABELS,
                                                                  keyCol=key))
+            outputs["dicom_sr"] = tally_outputs(write_measurement_reports(scored, str(Path(out) / "seg"),
+                                                                          keyCol=key))
     finally:
         scored.unpersist()
     write_json(Path(out) / "predict.json", outputs)
