@@ -326,3 +326,48 @@ def test_failures_inside_spark_are_reduced_to_their_cause(spark):
     with pytest.raises(Exception) as info:
         spark.range(3).select(boom("id")).collect()
     assert re.match(r"ValueError: cannot handle row \d$", failure_line(info.value)), failure_line(info.value)
+
+
+@pytest.mark.slow
+def test_predict_stows_seg_and_sr_to_a_pacs_where_qido_finds_them(spark, knee_data, knee_run, tmp_path, monkeypatch):
+    from test_dicomweb import ORTHANC, PLUGIN, Orthanc
+
+    from bigdl_medimg.io.dicomweb import DicomWebConnection, write_dicomweb
+
+    if not (Path(ORTHANC).exists() and Path(PLUGIN).exists()):
+        pytest.skip("Orthanc is installed by `make test`")
+    root, folder = knee_data
+    case = sorted((folder / "dicom").iterdir())[0]
+    server = Orthanc(tmp_path / "orthanc")
+    try:
+        server.store(sorted(case.iterdir()))  # the source series is in the PACS, as in a hospital
+        monkeypatch.setenv("BIGDL_MEDIMG_DICOMWEB_USER", server.user)
+        monkeypatch.setenv("BIGDL_MEDIMG_DICOMWEB_PASSWORD", server.password)
+        assert main(["predict", "--model", str(knee_run / "model"), "--data", str(case), "--out",
+                     str(tmp_path / "pred"), "--stow", server.url]) == 0
+        pred = json.loads((tmp_path / "pred" / "predict.json").read_text())
+        assert pred["stow"] == {"written": 2, "failed": 0, "errors": {}}
+        source = pydicom.dcmread(next(case.iterdir()), stop_before_pixels=True)
+        client = DicomWebConnection(server.url, server.credentials).client()
+        found = {s["00080060"]["Value"][0]: s["0020000E"]["Value"][0]
+                 for s in client.search_for_series(source.StudyInstanceUID)}
+        assert set(found) == {"MR", "SEG", "SR"} and found["MR"] == source.SeriesInstanceUID
+        [seg] = client.retrieve_series(source.StudyInstanceUID, found["SEG"])
+        [sr] = client.retrieve_series(source.StudyInstanceUID, found["SR"])
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+        assert sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].SeriesInstanceUID \
+            == source.SeriesInstanceUID
+        # a retried send of the same files stores the same objects (same SOP Instance UIDs): still one SEG, one SR
+        again = write_dicomweb(sorted(str(p) for p in (tmp_path / "pred" / "seg").glob("*.dcm")), server.url)
+        assert again["error"].isna().all() and set(again["sop_instance_uid"]) == {seg.SOPInstanceUID,
+                                                                                  sr.SOPInstanceUID}
+        assert len(client.search_for_series(source.StudyInstanceUID)) == 3
+        assert len(client.search_for_instances(source.StudyInstanceUID, found["SEG"])) == 1
+        # a wrong password: the sends fail, are counted, and the exit code says so
+        monkeypatch.setenv("BIGDL_MEDIMG_DICOMWEB_PASSWORD", "wrong")
+        assert main(["predict", "--model", str(knee_run / "model"), "--data", str(case), "--out",
+                     str(tmp_path / "pred2"), "--stow", server.url]) == 3
+        stow = json.loads((tmp_path / "pred2" / "predict.json").read_text())["stow"]
+        assert stow["failed"] == 2 and list(stow["errors"]) == ["DicomWebError: HTTP 401 (the credentials were refused)"]
+    finally:
+        server.stop()

@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
             tracking_opts(sp)
         sp.add_argument("--engine", choices=["bigdl", "torch"],
                         help="check that the model runs on this engine (a model runs on the one it was trained with)")
+        if name == "predict":
+            sp.add_argument("--stow", metavar="URL", help="send the DICOM SEG and SR written to this DICOMweb server "
+                                                          "(STOW-RS; credentials as for DICOMweb reads)")
+            sp.add_argument("--credentials", metavar="FILE", help="DICOMweb credentials file (JSON: user and "
+                                                                  "password, or token); default: the environment")
         spark_opts(sp)
 
     rep = sub.add_parser("report", help="one HTML file with plots from saved results and BigDL summaries")
@@ -423,9 +428,30 @@ def cmd_predict(args) -> int:
     spark = _spark(args)
     with run_logs(args.out, spark):
         outputs = tasks.predict(spark, args.model, args.data, args.out, kind=args.kind)
+        if args.stow:
+            outputs["stow"] = _stow(args)
     print(json.dumps(outputs, indent=1, default=str))
     failed = sum(v.get("failed", 0) for v in outputs.values() if isinstance(v, dict))
     return EXIT_ROW_ERRORS if failed else EXIT_OK
+
+
+def _stow(args) -> dict:
+    """Send the predicted DICOM objects (``PRED/seg/*.dcm``: SEG and SR) with STOW-RS; counts for predict.json."""
+    import json
+    from pathlib import Path
+
+    from ..io.dicomweb import DicomWebConnection, write_dicomweb
+    from ..tasks.common import tally_outputs
+
+    sent = write_dicomweb(sorted(str(p) for p in Path(args.out).glob("seg/*.dcm")), args.stow,
+                          credentials=args.credentials)
+    tally = tally_outputs(sent)
+    where = DicomWebConnection(args.stow).where()  # scheme, host and port: never credentials in a URL
+    print(f"stow -> {where}: {tally['written']} sent, {tally['failed']} failed")
+    info = Path(args.out) / "predict.json"
+    if info.is_file():
+        info.write_text(json.dumps({**json.loads(info.read_text()), "stow": tally}, indent=1))
+    return tally
 
 
 def cmd_report(args) -> int:

@@ -7,9 +7,9 @@ decoders they run on executors in ``dicom``, ``series``, ``nifti`` and
 """
 from __future__ import annotations
 
-from .dicomweb import read_dicomweb
+from .dicomweb import read_dicomweb, write_dicomweb
 from .readers import (binary_files, read_dicom, read_dicom_series, read_images, read_mhd, read_nifti,
                       read_tensors, write_tensors)
 
-__all__ = ["read_dicom", "read_dicom_series", "read_dicomweb", "read_nifti", "read_images", "read_mhd",
+__all__ = ["read_dicom", "read_dicom_series", "read_dicomweb", "write_dicomweb", "read_nifti", "read_images", "read_mhd",
            "write_tensors", "read_tensors", "binary_files"]

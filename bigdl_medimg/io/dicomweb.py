@@ -1,4 +1,5 @@
-"""Images straight from a PACS: DICOMweb (QIDO-RS on the driver, WADO-RS on the executors).
+"""Images straight from a PACS: DICOMweb (QIDO-RS on the driver, WADO-RS on the executors), results back with
+STOW-RS (:func:`write_dicomweb`).
 
 :func:`read_dicomweb` finds the instances matching a query with QIDO-RS on
 the driver (paged with ``limit`` and ``offset``), then retrieves them on the
@@ -33,7 +34,7 @@ from typing import Iterator, Mapping
 
 from ..errors import ConfigError, MedImgError
 
-__all__ = ["read_dicomweb", "Credentials", "load_credentials", "DicomWebConnection", "DicomWebError",
+__all__ = ["read_dicomweb", "write_dicomweb", "Credentials", "load_credentials", "DicomWebConnection", "DicomWebError",
            "query_instances", "instance_path", "ENV_USER", "ENV_PASSWORD", "ENV_TOKEN"]
 
 ENV_USER, ENV_PASSWORD, ENV_TOKEN = ("BIGDL_MEDIMG_DICOMWEB_USER", "BIGDL_MEDIMG_DICOMWEB_PASSWORD",
@@ -329,3 +330,55 @@ def read_dicomweb(spark, url: str, *, query: Mapping | None = None, level: str =
     from pyspark import StorageLevel
 
     return dicom_series_frame(fetched.persist(StorageLevel.MEMORY_AND_DISK), mode=mode, deidentify=deidentify)
+
+
+def write_dicomweb(source, url: str, *, credentials: Credentials | str | None = None, ca_bundle: str | None = None,
+                   timeout: float = 60.0, retries: int = 3, path_col: str = "path"):
+    """Send DICOM files (the SEG and SR files the library writes) to a DICOMweb server with STOW-RS.
+
+    Parameters
+    ----------
+    source : sequence of str, pandas or Spark DataFrame
+        File paths or URIs, or a table with them in ``path_col`` (such as the
+        tables ``write_dicom_seg`` and ``write_measurement_reports`` return; rows
+        without a path are skipped).
+    url : str
+        The DICOMweb root.
+    credentials, ca_bundle, timeout, retries
+        As :func:`read_dicomweb`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``path``, ``sop_instance_uid``, ``error`` per file. A send that is retried
+        stores the same object again (same SOP Instance UID): sends are idempotent.
+    """
+    import pandas as pd
+    import pydicom
+
+    from . import files
+
+    if hasattr(source, "toPandas"):
+        source = source.select(path_col).toPandas()
+    paths = list(source[path_col].dropna()) if isinstance(source, pd.DataFrame) else list(source)
+    creds = load_credentials(credentials) if isinstance(credentials, str) else (credentials or load_credentials())
+    conn = DicomWebConnection(url.rstrip("/"), creds, ca_bundle, float(timeout), int(retries), 0.5, 1)
+    client = conn.client()
+    rows = []
+    for p in paths:
+        row = {"path": str(p), "sop_instance_uid": None, "error": None}
+        try:
+            with files.open_input(str(p)) as f:
+                ds = pydicom.dcmread(f)
+            row["sop_instance_uid"] = str(ds.SOPInstanceUID)
+            result = client.store_instances([ds])
+            failed = result.get("FailedSOPSequence") if result is not None else None
+            if failed:
+                reason = failed[0].get("FailureReason")
+                raise DicomWebError(f"the server refused the instance (failure reason {reason})")
+        except DicomWebError as exc:
+            row["error"] = f"DicomWebError: {exc}"
+        except Exception as exc:
+            row["error"] = f"DicomWebError: {_http_reason(exc, conn)}"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["path", "sop_instance_uid", "error"])
