@@ -363,6 +363,12 @@ def test_predict_stows_seg_and_sr_to_a_pacs_where_qido_finds_them(spark, knee_da
                                                                                   sr.SOPInstanceUID}
         assert len(client.search_for_series(source.StudyInstanceUID)) == 3
         assert len(client.search_for_instances(source.StudyInstanceUID, found["SEG"])) == 1
+        # the series straight from the PACS: masks written as from files
+        assert main(["predict", "--model", str(knee_run / "model"), "--data",
+                     f"dicomweb:{server.url}?SeriesInstanceUID={source.SeriesInstanceUID}",
+                     "--out", str(tmp_path / "pred-web")]) == 0
+        web = json.loads((tmp_path / "pred-web" / "predict.json").read_text())
+        assert web["masks"] == {"written": 1, "failed": 0, "errors": {}}
         # a wrong password: the sends fail, are counted, and the exit code says so
         monkeypatch.setenv("BIGDL_MEDIMG_DICOMWEB_PASSWORD", "wrong")
         assert main(["predict", "--model", str(knee_run / "model"), "--data", str(case), "--out",

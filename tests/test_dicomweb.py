@@ -205,3 +205,19 @@ def test_a_server_stopped_mid_job_gives_row_errors_and_a_down_server_fails_the_q
         f"cannot reach http://127.0.0.1:{server.port}") for r in rows), [r.error for r in rows]
     with pytest.raises(DicomWebError, match=rf"cannot reach http://127\.0\.0\.1:{server.port}$"):
         read_dicomweb(spark, server.url, credentials=server.credentials, retries=0, timeout=5)
+
+
+def test_ingest_reads_a_pacs_from_the_command_line(spark, pacs, tmp_path, monkeypatch, capsys):
+    from bigdl_medimg.cli import main
+    from bigdl_medimg.io import read_tensors
+
+    server = pacs["server"]
+    monkeypatch.setenv("BIGDL_MEDIMG_DICOMWEB_USER", server.user)
+    monkeypatch.setenv("BIGDL_MEDIMG_DICOMWEB_PASSWORD", server.password)
+    assert main(["ingest", "--kind", "series", "--input", f"dicomweb:{server.url}?SeriesDescription=KNEEPHANTOM",
+                 "--out", str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    assert "ingest series -> " in out and "2 rows, 2 decoded, 0 with errors" in out
+    assert server.password not in out
+    assert read_tensors(spark, str(tmp_path / "t")).count() == 2
+    assert main(["ingest", "--kind", "nifti", "--input", f"dicomweb:{server.url}", "--out", str(tmp_path / "x")]) == 2

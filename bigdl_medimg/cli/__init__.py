@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ing = sub.add_parser("ingest", help="read images and write a Parquet tensor table")
     ing.add_argument("--kind", required=True, choices=["dicom", "series", "nifti", "images"])
-    ing.add_argument("--input", required=True, help="files, folders or Hadoop globs (hdfs://, s3a://, file://)")
+    ing.add_argument("--input", required=True, help="files, folders or Hadoop globs (hdfs://, s3a://, file://), or a "
+                                                    "PACS: dicomweb:https://host/dicom-web?ModalitiesInStudy=MR&...")
     ing.add_argument("--out", required=True, help="output Parquet folder")
     ing.add_argument("--mode", default="permissive", choices=["permissive", "failfast"])
     ing.add_argument("--overwrite", action="store_true")
@@ -184,6 +185,15 @@ def _summary(df, what: str) -> tuple[int, int]:
 def _read(spark, kind: str, path: str, mode: str, deidentify=None):
     from ..io import readers
 
+    if path.startswith("dicomweb:"):  # a PACS: QIDO-RS here, WADO-RS on the executors
+        from ..io.dicomweb import parse_dicomweb_uri, read_dicomweb
+
+        if kind not in ("dicom", "series"):
+            raise MedImgError(f"--kind {kind}: a dicomweb: source holds DICOM (use --kind dicom or series)")
+        url, query = parse_dicomweb_uri(path)
+        return read_dicomweb(spark, url, query=query, level="series" if kind == "series" else "instance",
+                             mode=mode, deidentify=deidentify)
+
     fn = {"dicom": readers.read_dicom, "series": readers.read_dicom_series, "nifti": readers.read_nifti,
           "images": readers.read_images}[kind]
     return fn(spark, path, mode=mode, deidentify=deidentify)
@@ -208,7 +218,8 @@ def cmd_ingest(args) -> int:
 
     stage = _deid_stage(args) if args.deidentify else None
     spark = _spark(args)
-    total = len(binary_files(spark, args.input).inputFiles())  # the driver's listing: no job, no bytes read
+    # the driver's listing (no job, no bytes read); a PACS's instances are counted by the query itself
+    total = None if args.input.startswith("dicomweb:") else len(binary_files(spark, args.input).inputFiles())
     with track_job(spark, f"ingest {args.kind}", total, "files", count="files", errors="errors"):
         df = _read(spark, args.kind, args.input, args.mode, stage)
         write_tensors(df, args.out, mode="overwrite" if args.overwrite else "errorifexists")

@@ -34,7 +34,7 @@ from typing import Iterator, Mapping
 
 from ..errors import ConfigError, MedImgError
 
-__all__ = ["read_dicomweb", "write_dicomweb", "Credentials", "load_credentials", "DicomWebConnection", "DicomWebError",
+__all__ = ["read_dicomweb", "write_dicomweb", "parse_dicomweb_uri", "Credentials", "load_credentials", "DicomWebConnection", "DicomWebError",
            "query_instances", "instance_path", "ENV_USER", "ENV_PASSWORD", "ENV_TOKEN"]
 
 ENV_USER, ENV_PASSWORD, ENV_TOKEN = ("BIGDL_MEDIMG_DICOMWEB_USER", "BIGDL_MEDIMG_DICOMWEB_PASSWORD",
@@ -382,3 +382,21 @@ def write_dicomweb(source, url: str, *, credentials: Credentials | str | None = 
             row["error"] = f"DicomWebError: {_http_reason(exc, conn)}"
         rows.append(row)
     return pd.DataFrame(rows, columns=["path", "sop_instance_uid", "error"])
+
+
+def parse_dicomweb_uri(uri: str) -> tuple[str, dict]:
+    """``dicomweb:https://host/dicom-web?ModalitiesInStudy=MR&StudyDate=20240101-20241231`` -> ``(url, query)``.
+
+    A ``StudyInstanceUID`` or ``SeriesInstanceUID`` value may list several UIDs separated by commas.
+    """
+    from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+    if not uri.startswith("dicomweb:"):
+        raise ConfigError(f"not a dicomweb: URI: {uri!r}")
+    parts = urlsplit(uri[len("dicomweb:"):])
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError("a DICOMweb source is written dicomweb:http(s)://host/path[?Keyword=value&...]")
+    query: dict = {}
+    for k, v in parse_qsl(parts.query, keep_blank_values=False):
+        query[k] = v.split(",") if k in ("StudyInstanceUID", "SeriesInstanceUID") and "," in v else v
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), query

@@ -167,6 +167,11 @@ def read_volumes(spark, data: str, kind: str | None):
     from ..io import hfs
     from ..io.readers import read_dicom_series, read_nifti
 
+    if data.startswith("dicomweb:"):  # series straight from a PACS (QIDO-RS, then WADO-RS on the executors)
+        from ..io.dicomweb import parse_dicomweb_uri, read_dicomweb
+
+        url, query = parse_dicomweb_uri(data)
+        return read_dicomweb(spark, url, query=query, level="series"), "series_key", "dicomweb"
     if kind is None:
         root = hfs.to_uri(data)
         if hfs.is_dir(spark, root):
