@@ -35,7 +35,7 @@ demo: $(STAMP)
 test: $(STAMP) orthanc
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) orthanc
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/run.py
 

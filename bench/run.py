@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import dicomweb  # noqa: E402
 import inference  # noqa: E402
 import ingest  # noqa: E402
 import training  # noqa: E402
@@ -46,6 +47,7 @@ def summary(results: dict) -> dict:
     t["ingest_tuned_vs_pydicom"] = _num(ing["ingest"], "ratio_spark_tuned")
     t["ingest_j2k_vs_pydicom"] = _num(ing.get("j2k"), "ratio_spark")
     t["series_task_peak_x_series (<= 3)"] = _num(ing["series"], "task_ratio")
+    t["dicomweb_vs_loop (>= 1.5)"] = _num(results.get("dicomweb"), "ratio")
     for run in tr["runs"]:
         t[f"training_{run['model']}_{run['lever']} (>= 1.0)"] = None if run["ratio"] is None else round(run["ratio"], 3)
     for sc in tr["scaling"]:
@@ -96,11 +98,14 @@ def main() -> int:
     results["transforms_memory"] = transforms_memory.main(["--json", str(OUT / "transforms_memory.json")])
     print("\n== ingest and series assembly vs a pydicom loop")
     results["ingest"] = ingest.main([])
+    print("\n== read_dicomweb vs a dicomweb-client loop (a local Orthanc)")
+    results["dicomweb"] = dicomweb.main([])
     print("\n== training throughput vs PyTorch (BigDL levers tried, the torch engine), scaling")
     results["training"] = training.main([])
     print("\n== sliding-window inference vs PyTorch")
     results["inference"] = inference.main([])
-    tables = [results["ingest"]["table"], results["training"]["table"], results["inference"]["table"]]
+    tables = [results["ingest"]["table"], results["dicomweb"]["table"], results["training"]["table"],
+              results["inference"]["table"]]
     (OUT / "tables.md").write_text("\n\n".join(tables) + "\n")
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     (OUT / "summary.json").write_text(json.dumps(summary(results), indent=1))

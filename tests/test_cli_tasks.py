@@ -330,11 +330,10 @@ def test_failures_inside_spark_are_reduced_to_their_cause(spark):
 
 @pytest.mark.slow
 def test_predict_stows_seg_and_sr_to_a_pacs_where_qido_finds_them(spark, knee_data, knee_run, tmp_path, monkeypatch):
-    from test_dicomweb import ORTHANC, PLUGIN, Orthanc
-
+    from bigdl_medimg.datasets.local_pacs import LocalOrthanc as Orthanc, orthanc_available
     from bigdl_medimg.io.dicomweb import DicomWebConnection, write_dicomweb
 
-    if not (Path(ORTHANC).exists() and Path(PLUGIN).exists()):
+    if not orthanc_available():
         pytest.skip("Orthanc is installed by `make test`")
     root, folder = knee_data
     case = sorted((folder / "dicom").iterdir())[0]

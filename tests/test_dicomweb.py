@@ -3,85 +3,25 @@ authentication on, loaded through STOW-RS with pydicom's test files and phantom 
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
-import socket
-import subprocess
-import time
-import urllib.request
-from base64 import b64encode
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
+from bigdl_medimg.datasets.local_pacs import LocalOrthanc, orthanc_available
 from bigdl_medimg.errors import ConfigError
 from bigdl_medimg.io.dicomweb import Credentials, DicomWebError, load_credentials
 from bigdl_medimg.tensor import get_affine, to_numpy
 
-ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 #: pydicom's files with distinct SOP Instance UIDs: plain, JPEG 2000, JPEG Extended, RLE, deflated, palette,
 #: multi-frame RT dose, and an RT plan (no pixels: a row error in both readers).
 PYDICOM_FILES = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "JPGExtended.dcm", "SC_rgb_rle.dcm",
                  "image_dfl.dcm", "examples_palette.dcm", "liver_1frame.dcm", "rtdose_1frame.dcm", "rtplan.dcm"]
 
-pytestmark = pytest.mark.skipif(not (os.path.exists(ORTHANC) and os.path.exists(PLUGIN)),
-                                reason="Orthanc is installed by `make test` (never skipped there)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Orthanc:
-    """One Orthanc process on 127.0.0.1 with a temporary storage folder and basic auth."""
-
-    def __init__(self, root: Path):
-        self.root, self.port = root, _free_port()
-        self.user, self.password = "bigdl", secrets.token_hex(8)
-        root.mkdir(parents=True, exist_ok=True)
-        cfg = {"Name": "bigdl-medimg-test", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
-               "HttpPort": self.port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
-               "AuthenticationEnabled": True, "RegisteredUsers": {self.user: self.password},
-               "Plugins": [PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True}}
-        (root / "orthanc.json").write_text(json.dumps(cfg))
-        self.proc = subprocess.Popen([ORTHANC, str(root / "orthanc.json")], stdout=open(root / "orthanc.log", "w"),
-                                     stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.port}/dicom-web"
-        deadline = time.time() + 60
-        while True:
-            try:
-                req = urllib.request.Request(f"http://127.0.0.1:{self.port}/system", headers=self.auth_header)
-                with urllib.request.urlopen(req, timeout=2):
-                    break
-            except OSError:
-                if self.proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("Orthanc did not start: " + (root / "orthanc.log").read_text()[-2000:])
-                time.sleep(0.3)
-
-    @property
-    def auth_header(self) -> dict:
-        return {"Authorization": "Basic " + b64encode(f"{self.user}:{self.password}".encode()).decode()}
-
-    @property
-    def credentials(self) -> Credentials:
-        return Credentials(self.user, self.password)
-
-    def store(self, paths) -> None:
-        """STOW-RS, as a user loading a PACS would."""
-        from bigdl_medimg.io.dicomweb import DicomWebConnection
-
-        client = DicomWebConnection(self.url, self.credentials).client()
-        client.store_instances([pydicom.dcmread(str(p)) for p in paths])
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+pytestmark = pytest.mark.skipif(not orthanc_available(), reason="Orthanc is installed by `make test`")
+Orthanc = LocalOrthanc
 
 
 @pytest.fixture(scope="module")
