@@ -17,7 +17,7 @@ import numpy as np
 from ..version import __version__
 from ..errors import ConfigError
 
-__all__ = ["TISSUE", "SEGMENT_CODES", "build_dicom_seg", "write_dicom_seg", "series_headers"]
+__all__ = ["TISSUE", "SEGMENT_CODES", "build_dicom_seg", "write_dicom_seg", "series_headers", "row_series"]
 
 #: SNOMED CT "Tissue" (85756007): the default segmented property category and type.
 TISSUE = ("85756007", "SCT", "Tissue")
@@ -139,6 +139,17 @@ def series_headers(paths: Sequence[str]):
     return [by_path[p] for p in plans[0].paths], plans[0].affine
 
 
+def row_series(rec, mask_col: str, path_col: str):
+    """``(headers, grid)`` of an export row's source series (:func:`series_headers`); ValueError without a mask
+    or without source files."""
+    if rec[mask_col] is None:
+        raise ValueError("mask is null")
+    paths = list(rec[path_col] if rec[path_col] is not None else [])
+    if not paths:
+        raise ValueError("no source files")
+    return series_headers(paths)
+
+
 def write_dicom_seg(df, outDir: str, segmentLabels, *, maskCol: str = "segmentation", pathCol: str = "path",
                     keyCol: str = "series_key", seriesNumber: int = 900,
                     seriesDescription: str = "bigdl-medimg segmentation", algorithmName: str = "bigdl-medimg",
@@ -178,12 +189,7 @@ def write_dicom_seg(df, outDir: str, segmentLabels, *, maskCol: str = "segmentat
 
     def one(rec):
         key = rec[keyCol]
-        if rec[maskCol] is None:
-            raise ValueError("mask is null")
-        paths = list(rec[pathCol] if rec[pathCol] is not None else [])
-        if not paths:
-            raise ValueError("no source files")
-        headers, grid = series_headers(paths)
+        headers, grid = row_series(rec, maskCol, pathCol)
         mask = to_numpy(rec[maskCol])
         shape = (len(headers), int(headers[0].Rows), int(headers[0].Columns))
         mask = to_reference_grid(mask, get_affine(rec[maskCol]), shape, grid)

@@ -127,19 +127,14 @@ def write_measurement_reports(df, outDir: str, *, maskCol: str = "segmentation",
 
     from ..io import files
     from ..tensor import get_affine, to_numpy
-    from .dicom_seg import series_headers
+    from .dicom_seg import row_series
     from .rows import export_rows
 
     run_id = uuid.uuid4().hex  # UIDs: stable across task retries of this call, new for every export
 
     def one(rec):
         key = rec[keyCol]
-        if rec[maskCol] is None:
-            raise ValueError("mask is null")
-        paths = list(rec[pathCol] if rec[pathCol] is not None else [])
-        if not paths:
-            raise ValueError("no source files")
-        headers, _grid = series_headers(paths)
+        headers, _grid = row_series(rec, maskCol, pathCol)
         prob = rec.get(probabilityCol) if probabilityCol else None
         prob = None if prob is None or prob != prob else float(prob)
         sr = build_measurement_report(headers, knee_measurements(to_numpy(rec[maskCol]), get_affine(rec[maskCol]),
