@@ -126,7 +126,10 @@ class DicomWebConnection:
             session.headers["Authorization"] = f"Bearer {c.token}"
         elif c is not None and c.user:
             session.auth = (c.user, c.password)
-        return DICOMwebClient(self.url, session=session, timeout=self.timeout)
+        client = DICOMwebClient(self.url, session=session, timeout=self.timeout)
+        # one retry policy, the session's: the client's own would retry a refused connection for ~30 s more
+        client.set_http_retry_params(retry=False)
+        return client
 
     def where(self) -> str:
         """The server's address for messages: scheme, host and port (no path, no credentials)."""
