@@ -29,6 +29,23 @@ split:  # the meniscus preset's: this model serves as the meniscus run's stage 1
 """
 
 
+def _sr_numbers(path) -> dict:
+    """``{concept meaning: value}`` of every NUM item of a Measurement Report (TID 1500), after dciodvfy."""
+    from test_dicom_geometry import dciodvfy_errors
+
+    assert dciodvfy_errors(path) == [], path
+    out = {}
+
+    def walk(items):
+        for it in items:
+            if it.ValueType == "NUM":
+                out[it.ConceptNameCodeSequence[0].CodeMeaning] = float(it.MeasuredValueSequence[0].NumericValue)
+            walk(getattr(it, "ContentSequence", []))
+
+    walk(pydicom.dcmread(path).ContentSequence)
+    return out
+
+
 @pytest.fixture(scope="module")
 def knee_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
@@ -210,6 +227,9 @@ def test_meniscus_two_stage_from_the_command_line(spark, knee_data, knee_run, ca
     got = spark.read.parquet(str(root / "tear-pred" / "predictions")).toPandas()
     assert len(got) == 1 and got["prob_tear"].between(0, 1).all()
     assert len(list((root / "tear-pred" / "seg").glob("*.seg.dcm"))) == 1
+    # the SR beside the SEG carries the tear probability of the predictions table (and stage 1's volumes)
+    [sr_path] = (root / "tear-pred" / "seg").glob("*.sr.dcm")
+    assert _sr_numbers(sr_path)["Meniscus tear probability"] == pytest.approx(float(got["prob_tear"][0]), abs=1e-6)
     # an unreadable input is a row with its error, counted in predict.json, and the exit code says so
     broken = root / "tear-broken"
     (broken / "nifti").mkdir(parents=True)
@@ -293,6 +313,20 @@ def test_chest_from_the_command_line(spark, tmp_path, capsys):
     assert np.isnan(probs[bad]).all() and np.all((probs[~bad] >= 0) & (probs[~bad] <= 1))
     pred = json.loads((tmp_path / "pred" / "predict.json").read_text())
     assert pred["images"]["written"] == len(table) - 2 and pred["images"]["failed"] == 2
+    assert "dicom_sr" not in pred  # PNG radiographs: no DICOM to report on
+    # DICOM DX radiographs: a measurement SR each, with the probabilities of the predictions table
+    from bigdl_medimg.datasets.synth import synth_dataset
+
+    dx = synth_dataset("chest", tmp_path / "dx", 3, seed=4, size=64) / "dicom"
+    assert main(["predict", "--model", str(tmp_path / "run" / "model"), "--data", str(dx),
+                 "--out", str(tmp_path / "pred-dx")]) == 0
+    pred = json.loads((tmp_path / "pred-dx" / "predict.json").read_text())
+    assert pred["dicom_sr"] == {"written": 3, "failed": 0, "errors": {}}
+    table = pd.read_csv(next((tmp_path / "pred-dx" / "predictions.csv").glob("part-*.csv")))
+    row = table.iloc[0]
+    numbers = _sr_numbers(tmp_path / "pred-dx" / "sr" / f"{row['image_index']}.sr.dcm")
+    assert numbers == pytest.approx({f"{c[5:]} probability": row[c] for c in table.columns if c.startswith("prob_")},
+                                    abs=1e-6)
 
 
 def test_command_line_errors_are_one_line_with_exit_codes(tmp_path, capsys):

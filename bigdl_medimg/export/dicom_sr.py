@@ -25,8 +25,8 @@ import numpy as np
 
 from ..version import __version__
 
-__all__ = ["build_measurement_report", "write_measurement_reports", "knee_measurements", "chest_measurements",
-           "PRIVATE_SCHEME"]
+__all__ = ["build_measurement_report", "write_measurement_reports", "write_finding_reports", "knee_measurements",
+           "chest_measurements", "PRIVATE_SCHEME"]
 
 PRIVATE_SCHEME = "99BIGDLMEDIMG"
 #: Class number of the knee masks -> (label, SNOMED CT finding site): the structure each volume measures.
@@ -148,3 +148,47 @@ def write_measurement_reports(df, outDir: str, *, maskCol: str = "segmentation",
     cols = [keyCol, pathCol, maskCol] + ([probabilityCol] if probabilityCol else [])
     return export_rows(df, cols, keyCol, one, ["key", "path", "sop_instance_uid", "series_instance_uid", "error"],
                        mode=mode)
+
+
+def write_finding_reports(df, outDir: str, labelNames: Sequence[str], *, probabilityCol: str = "probability",
+                          pathCol: str = "path", keyCol: str = "image_index",
+                          title: str = "Chest radiograph findings", mode: str = "permissive"):
+    """Write one Measurement Report per DICOM image row (the probability of each finding) as ``<key>.sr.dcm``.
+
+    The evidence is the image file in ``pathCol`` (a radiograph read by
+    ``read_images``); rows whose image could not be scored (no probabilities)
+    get an error.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``key``, ``path`` written, ``sop_instance_uid`` and ``series_instance_uid`` of the SR, ``error``.
+    """
+    import io
+    import uuid
+
+    import pydicom
+
+    from ..io import files
+    from .rows import export_rows
+
+    run_id = uuid.uuid4().hex
+    names = [str(n) for n in labelNames]
+
+    def one(rec):
+        key = rec[keyCol]
+        probs = rec[probabilityCol]
+        if probs is None or len(probs) != len(names):
+            raise ValueError("no probabilities for this image")
+        with files.open_input(rec[pathCol]) as f:
+            header = pydicom.dcmread(f, stop_before_pixels=True)
+        sr = build_measurement_report([header], chest_measurements(list(probs), names), title=title,
+                                      uid_seed=f"{run_id}/{key}")
+        buf = io.BytesIO()
+        sr.save_as(buf)
+        path = files.write_bytes(files.join(outDir, files.safe_name(str(key)) + ".sr.dcm"), buf.getvalue())
+        return {"path": path, "sop_instance_uid": str(sr.SOPInstanceUID),
+                "series_instance_uid": str(sr.SeriesInstanceUID)}
+
+    return export_rows(df, [keyCol, pathCol, probabilityCol], keyCol, one,
+                       ["key", "path", "sop_instance_uid", "series_instance_uid", "error"], mode=mode)

@@ -117,7 +117,7 @@ def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None)
     from pyspark.ml import PipelineModel
     from pyspark.sql import functions as F
 
-    from ..export import write_predictions
+    from ..export import write_finding_reports, write_predictions
     from ..io.readers import read_images
 
     cfg = load_task(model_dir)["config"]
@@ -130,5 +130,8 @@ def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None)
     # unreadable images are rows with an error and no probabilities; counted from the written table
     errors = spark.read.option("header", True).csv(as_uri(path)).select("error").toPandas()
     outputs = {"predictions": path, "images": tally_outputs(errors)}
+    dicom = scored.filter((F.col("format") == "dicom") & F.col("probability").isNotNull())
+    if dicom.limit(1).count():  # a measurement SR (the 14 probabilities) beside each DICOM radiograph
+        outputs["dicom_sr"] = tally_outputs(write_finding_reports(dicom, str(Path(out) / "sr"), names))
     write_json(Path(out) / "predict.json", outputs)
     return outputs

@@ -205,7 +205,7 @@ def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None)
     from pyspark.ml import PipelineModel
     from pyspark.sql import functions as F
 
-    from ..export import write_dicom_seg, write_predictions
+    from ..export import write_dicom_seg, write_measurement_reports, write_predictions
 
     df, key, kind = knee.read_volumes(spark, data, kind)
     scored = PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df).cache()
@@ -221,6 +221,10 @@ def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None)
         if kind == "series":
             outputs["dicom_seg"] = tally_outputs(write_dicom_seg(scored, str(Path(out) / "seg"), knee.SEGMENT_LABELS,
                                                                   keyCol=key))
+            # the measurement SR: stage 1's volumes and the tear probability (absent where none was computed)
+            with_p = scored.withColumn("tear_probability", F.col("probability")[0])
+            outputs["dicom_sr"] = tally_outputs(write_measurement_reports(
+                with_p, str(Path(out) / "seg"), keyCol=key, probabilityCol="tear_probability"))
     finally:
         scored.unpersist()
     write_json(Path(out) / "predict.json", outputs)
