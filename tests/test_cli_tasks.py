@@ -119,7 +119,7 @@ def test_knee_train_evaluate_predict_and_report(spark, knee_data, knee_run, caps
                     got[site] = float(m.MeasuredValueSequence[0].NumericValue)
     sites = {"Femoral cartilage": "Femur", "Tibial cartilage": "Tibia", "Patellar cartilage": "Patella",
              "Meniscus": "Meniscus"}
-    assert {k: round(v, 2) for k, v in got.items()} == {sites[n]: round(v, 2) for n, v in want.items()}
+    assert got == pytest.approx({sites[n]: v for n, v in want.items()}, rel=1e-6, abs=1e-6)
     referenced = {r.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
                   for ser in s.ReferencedSeriesSequence for r in ser.ReferencedSOPSequence}
     seg = pydicom.dcmread((root / "knee-pred" / "seg" / f"{key}.seg.dcm"))
