@@ -201,8 +201,11 @@ def check_spark_start(profile: str, master: str | None, conf: dict | None = None
     except Exception as exc:
         from .errors import one_line
 
-        return Check("spark + bigdl", "FAIL", f"could not start: {one_line(str(exc))[:400]}",
-                     "see the lines above; `bigdl-medimg doctor --verbose` shows Spark's log"), None
+        text = one_line(str(exc))
+        fix = ("BigDL needs the cluster's total cores: --conf spark.cores.max=N (spark-submit "
+               "--total-executor-cores N)" if "total core number" in text
+               else "`bigdl-medimg doctor --verbose` shows Spark's log")
+        return Check("spark + bigdl", "FAIL", f"could not start: {text[:400]}", fix), None
     where = "local[1]" if not master else master
     return Check("spark + bigdl", "ok", f"session on {where}, a job and a BigDL layer in {time.time() - t0:.1f}s"), spark
 

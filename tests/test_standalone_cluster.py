@@ -245,10 +245,13 @@ def test_torch_engine_trains_on_both_executors_and_survives_a_killed_executor(cl
 @pytest.mark.slow
 def test_doctor_reaches_the_cluster_and_its_executors_import_the_library(cluster):
     env = {k: v for k, v in cluster["env"].items() if k != "PYSPARK_GATEWAY_PORT"}
-    proc = subprocess.run([sys.executable, "-m", "bigdl_medimg", "doctor", "--profile", "standalone",
-                           "--master", cluster["url"], "--conf", "spark.executor.memory=1g",
-                           "--conf", "spark.driver.memory=2g"],
-                          capture_output=True, text=True, env=env, timeout=600)
+    doctor = [sys.executable, "-m", "bigdl_medimg", "doctor", "--profile", "standalone", "--master", cluster["url"],
+              "--conf", "spark.executor.memory=1g", "--conf", "spark.driver.memory=2g"]
+    # without the cluster's core count BigDL cannot start on a standalone master: doctor says how to give it
+    proc = subprocess.run(doctor, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 1 and "fix: BigDL needs the cluster's total cores: --conf spark.cores.max=N" in proc.stdout
+    proc = subprocess.run(doctor + ["--conf", "spark.cores.max=2"], capture_output=True, text=True, env=env,
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"[  ok] spark + bigdl: session on {cluster['url']}" in proc.stdout
     assert "[  ok] executors:" in proc.stdout and "imported bigdl_medimg" in proc.stdout
