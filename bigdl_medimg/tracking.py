@@ -27,7 +27,7 @@ from typing import Iterator, Mapping
 
 from .errors import ConfigError
 
-__all__ = ["require_mlflow", "check_tracking", "tracked_run", "log_params", "log_history", "log_stats", "log_fit",
+__all__ = ["require_mlflow", "check_tracking", "tracked_run", "flatten", "log_params", "log_history", "log_stats", "log_fit",
            "epoch_metrics", "DEFAULT_EXPERIMENT"]
 
 DEFAULT_EXPERIMENT = "bigdl-medimg"
@@ -76,21 +76,20 @@ def _param_value(v) -> str:
     return text[:6000]  # MLflow's limit on a param value
 
 
+def flatten(tree: Mapping, prefix: str = "") -> Iterator[tuple[str, object]]:
+    """``(a.b.c, leaf)`` for every leaf of nested mappings (an empty mapping is a leaf)."""
+    for k, v in tree.items():
+        if isinstance(v, Mapping) and v:
+            yield from flatten(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
 def log_params(params: Mapping, prefix: str = "") -> None:
     """Flat Params (nested mappings as ``a.b``), values as text."""
     import mlflow
 
-    flat: dict[str, str] = {}
-
-    def walk(d: Mapping, head: str) -> None:
-        for k, v in d.items():
-            if isinstance(v, Mapping) and v:
-                walk(v, f"{head}{k}.")
-            else:
-                flat[f"{head}{k}"] = _param_value(v)
-
-    walk(params, prefix)
-    items = list(flat.items())
+    items = [(k, _param_value(v)) for k, v in flatten(params, prefix)]
     for i in range(0, len(items), 100):  # MLflow takes at most 100 params per call
         mlflow.log_params(dict(items[i:i + 100]))
 

@@ -388,22 +388,13 @@ def _log_evaluation(metrics: dict, args) -> None:
     import mlflow
 
     from ..report import load_results, write_report
+    from ..tracking import flatten
 
-    flat: dict[str, float] = {}
-
-    def walk(d, head: str) -> None:
-        for k, v in (d.items() if isinstance(d, dict) else ()):
-            if isinstance(v, dict):
-                walk(v, f"{head}{k}.")
-            elif isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:
-                flat[f"{head}{k}"] = float(v)
-
-    walk(metrics, f"{args.split}.")
-    mlflow.log_metrics(flat)
+    mlflow.log_metrics({k: float(v) for k, v in flatten(metrics, f"{args.split}.")
+                        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v})
     if (Path(args.out) / "metrics.json").is_file():
         mlflow.log_artifact(str(Path(args.out) / "metrics.json"))
-    results = [r for r in load_results(str(Path(args.out) / "results"))] if (Path(args.out) / "results").is_dir() \
-        else []
+    results = load_results(str(Path(args.out) / "results")) if (Path(args.out) / "results").is_dir() else []
     summaries = Path(args.model).parent / "summaries"
     report = write_report(str(Path(args.out) / "report.html"), title=f"bigdl-medimg evaluation ({args.split})",
                           results=results, summary_dirs=[str(summaries)] if summaries.is_dir() else [])

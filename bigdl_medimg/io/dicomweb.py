@@ -34,7 +34,7 @@ from typing import Iterator, Mapping
 
 from ..errors import ConfigError, MedImgError
 
-__all__ = ["read_dicomweb", "write_dicomweb", "parse_dicomweb_uri", "Credentials", "load_credentials", "DicomWebConnection", "DicomWebError",
+__all__ = ["read_dicomweb", "write_dicomweb", "parse_dicomweb_uri", "Credentials", "resolve_credentials", "load_credentials", "DicomWebConnection", "DicomWebError",
            "query_instances", "instance_path", "ENV_USER", "ENV_PASSWORD", "ENV_TOKEN"]
 
 ENV_USER, ENV_PASSWORD, ENV_TOKEN = ("BIGDL_MEDIMG_DICOMWEB_USER", "BIGDL_MEDIMG_DICOMWEB_PASSWORD",
@@ -61,6 +61,13 @@ class Credentials:
         return "Credentials(bearer token)" if self.token else f"Credentials(basic, user set: {bool(self.user)})"
 
     __repr__ = __str__
+
+
+def resolve_credentials(credentials: Credentials | str | None) -> Credentials | None:
+    """Credentials as given, read from a file path, or (None) from the environment."""
+    if isinstance(credentials, Credentials):
+        return credentials
+    return load_credentials(credentials)
 
 
 def load_credentials(path: str | None = None) -> Credentials | None:
@@ -313,10 +320,7 @@ def read_dicomweb(spark, url: str, *, query: Mapping | None = None, level: str =
     check_mode(mode)
     if level not in ("instance", "series"):
         raise ConfigError(f"read_dicomweb: level must be 'instance' or 'series', got {level!r}")
-    creds = credentials if isinstance(credentials, Credentials) or credentials is None else load_credentials(
-        credentials)
-    if credentials is None:
-        creds = load_credentials()
+    creds = resolve_credentials(credentials)
     conn = DicomWebConnection(url.rstrip("/"), creds, ca_bundle, float(timeout), int(retries), 0.5,
                               int(max_concurrent))
     found, missing = query_instances(conn, query, page_size)
@@ -364,7 +368,7 @@ def write_dicomweb(source, url: str, *, credentials: Credentials | str | None = 
     if hasattr(source, "toPandas"):
         source = source.select(path_col).toPandas()
     paths = list(source[path_col].dropna()) if isinstance(source, pd.DataFrame) else list(source)
-    creds = load_credentials(credentials) if isinstance(credentials, str) else (credentials or load_credentials())
+    creds = resolve_credentials(credentials)
     conn = DicomWebConnection(url.rstrip("/"), creds, ca_bundle, float(timeout), int(retries), 0.5, 1)
     client = conn.client()
     rows = []
