@@ -109,16 +109,19 @@ def main(argv=None) -> int:
                               "date": time.strftime("%Y-%m-%d %H:%M")}, "commands": COMMANDS, "runs": {}}
     summary_path = ROOT / "bench" / "out" / "spread.json"
     if summary_path.exists():
-        # Runs of the engines and tasks not asked for now are kept: the engines are
-        # measured in separate sessions (a BigDL knee fit takes 5x the torch one).
+        # Runs not asked for now (other engines, tasks or seeds) are kept: the engines
+        # and seeds are measured in separate sessions (a BigDL knee fit takes 5x the torch one).
         old = json.loads(summary_path.read_text()).get("runs", {})
-        done["runs"] = {t: {e: rs for e, rs in by.items() if not (t in tasks and e in engines)}
+        done["runs"] = {t: {e: [r for r in rs if not (t in tasks and e in engines and r["seed"] in seeds)]
+                            for e, rs in by.items()}
                         for t, by in old.items()}
     for engine in engines:
         for seed in seeds:
             for task in tasks:
                 res = run_one(task, engine, seed)
-                done["runs"].setdefault(task, {}).setdefault(engine, []).append({"seed": seed, **res})
+                runs = done["runs"].setdefault(task, {}).setdefault(engine, [])
+                runs.append({"seed": seed, **res})
+                runs.sort(key=lambda r: r["seed"])
                 print(f"{task} {engine} seed {seed}: " + json.dumps(metrics(task, res) or res), flush=True)
                 summary_path.write_text(json.dumps(done, indent=2))
     done["summary"] = {t: {e: summarise([metrics(t, r) for r in rs]) for e, rs in by.items()}
