@@ -43,6 +43,8 @@ ENV_USER, ENV_PASSWORD, ENV_TOKEN = ("BIGDL_MEDIMG_DICOMWEB_USER", "BIGDL_MEDIMG
 QUERY_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "ModalitiesInStudy", "Modality", "StudyDate",
               "SeriesDescription", "BodyPartExamined", "PatientID", "AccessionNumber")
 _STUDY, _SERIES, _SOP = "0020000D", "0020000E", "00080018"
+#: Instances per partition :func:`read_dicomweb` aims at when not told how many partitions to use.
+INSTANCES_PER_PARTITION = 256
 
 
 class DicomWebError(MedImgError):
@@ -222,8 +224,16 @@ def instance_path(conn: DicomWebConnection, study: str, series: str, sop: str) -
     return f"{conn.url.rstrip('/')}/studies/{study}/series/{series}/instances/{sop}"
 
 
-def _fetch_partition(conn: DicomWebConnection):
-    """The executor side: retrieve each series of a partition's instance rows once; ``(path, content, fetch_error)``."""
+def _fetch_partition(conn: DicomWebConnection, batch_rows: int):
+    """The executor side: retrieve each series of a partition once; ``(path, content, fetch_error, UIDs)`` rows.
+
+    The partition's instance references (a few UIDs each) are gathered first:
+    Arrow hands them over in small batches, and fetching per batch would
+    retrieve a series once per batch.  Each series is then streamed
+    (``iter_series``), its instances leave in batches of ``batch_rows`` as they
+    arrive, and the instances it did not deliver (an error mid-stream, a
+    truncated part, an instance deleted since the query) get an error row.
+    """
 
     def run(batches: Iterator):
         import io
@@ -231,48 +241,64 @@ def _fetch_partition(conn: DicomWebConnection):
         import pyarrow as pa
         import pydicom
 
-        client = conn.client()
-        slots = _slots(conn.max_concurrent)
         schema = pa.schema([("path", pa.string()), ("content", pa.binary()), ("fetch_error", pa.string()),
                             ("study_instance_uid", pa.string()), ("series_instance_uid", pa.string()),
                             ("sop_instance_uid", pa.string())])
+        pending: list[tuple] = []
+
+        def flush(force: bool = False):
+            if pending and (force or len(pending) >= batch_rows):
+                cols = list(zip(*pending))
+                pending.clear()
+                return pa.RecordBatch.from_arrays([pa.array(list(c), t.type) for c, t in zip(cols, schema)],
+                                                  schema=schema)
+            return None
+
+        missing, by_series = [], {}
         for batch in batches:
-            rows = batch.to_pylist()
-            by_series: dict[tuple, list[dict]] = {}
-            paths, contents, errors, uids = [], [], [], []
-            for r in rows:
+            for r in batch.to_pylist():
                 if r["missing"]:  # (keyword, uid) of the query that matched nothing
-                    key, uid = r["missing"].split("=", 1)
-                    level = "series" if key == "SeriesInstanceUID" else "studies"
-                    paths.append(f"{conn.url.rstrip('/')}/{level}/{uid}")
-                    contents.append(None)
-                    errors.append(f"DicomWebError: {key} {uid} not found on the server")
-                    uids.append((uid if level == "studies" else None, uid if level == "series" else None, None))
+                    missing.append(r["missing"])
                 else:
-                    by_series.setdefault((r["study"], r["series"]), []).append(r)
-            for (study, series), members in by_series.items():
-                got, error = {}, None
-                try:
-                    with slots:
-                        # transfer-syntax=*: as stored (Orthanc, like most archives, cannot transcode JPEG 2000)
-                        for ds in client.retrieve_series(study, series, media_types=(("application/dicom", "*"),)):
-                            buf = io.BytesIO()
-                            pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-                            got[str(ds.SOPInstanceUID)] = buf.getvalue()
-                except Exception as exc:
-                    error = f"DicomWebError: series {series}: {_http_reason(exc, conn)}"
-                for r in members:
-                    uids.append((study, series, r["sop"]))
-                    paths.append(instance_path(conn, study, series, r["sop"]))
-                    content = got.get(r["sop"])
-                    contents.append(content)
-                    errors.append(error if error else (None if content is not None else
-                                                       f"DicomWebError: instance {r['sop']} was not returned "
-                                                       f"with series {series}"))
-            cols = list(zip(*uids)) if uids else [(), (), ()]
-            yield pa.RecordBatch.from_arrays([pa.array(paths, pa.string()), pa.array(contents, pa.binary()),
-                                              pa.array(errors, pa.string()),
-                                              *[pa.array(list(c), pa.string()) for c in cols]], schema=schema)
+                    by_series.setdefault((r["study"], r["series"]), []).append(r["sop"])
+        for m in missing:
+            key, uid = m.split("=", 1)
+            level = "series" if key == "SeriesInstanceUID" else "studies"
+            pending.append((f"{conn.url.rstrip('/')}/{level}/{uid}", None, f"DicomWebError: {key} {uid} not found "
+                            "on the server", uid if level == "studies" else None, uid if level == "series" else None,
+                            None))
+        if by_series:
+            client, slots = conn.client(), _slots(conn.max_concurrent)
+        for (study, series), sops in by_series.items():
+            wanted, done, error = set(sops), set(), None
+            try:
+                with slots:
+                    # transfer-syntax=*: as stored (Orthanc, like most archives, cannot transcode JPEG 2000)
+                    for ds in client.iter_series(study, series, media_types=(("application/dicom", "*"),)):
+                        sop = str(ds.SOPInstanceUID)
+                        if sop not in wanted or sop in done:  # stored after the query, or sent twice
+                            continue
+                        buf = io.BytesIO()
+                        pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+                        done.add(sop)
+                        pending.append((instance_path(conn, study, series, sop), buf.getvalue(), None, study,
+                                        series, sop))
+                        out = flush()
+                        if out is not None:
+                            yield out
+            except Exception as exc:
+                error = f"DicomWebError: series {series}: {_http_reason(exc, conn)}"
+            for sop in sops:
+                if sop not in done:
+                    pending.append((instance_path(conn, study, series, sop), None, error or
+                                    f"DicomWebError: instance {sop} was not returned with series {series}",
+                                    study, series, sop))
+                    out = flush()
+                    if out is not None:
+                        yield out
+        out = flush(force=True)
+        if out is not None:
+            yield out
 
     return run
 
@@ -306,8 +332,9 @@ def read_dicomweb(spark, url: str, *, query: Mapping | None = None, level: str =
     page_size : int
         QIDO-RS ``limit`` per page.
     partitions : int, optional
-        Partitions the series are spread over (default: one per series, at most
-        ``spark.default.parallelism`` x 4).
+        Partitions the series are spread over (default: about
+        :data:`INSTANCES_PER_PARTITION` instances each, at least
+        ``spark.default.parallelism``, at most one per series).
 
     Returns
     -------
@@ -327,10 +354,15 @@ def read_dicomweb(spark, url: str, *, query: Mapping | None = None, level: str =
     refs = spark.createDataFrame([(*f, None) for f in found] + [(None, k, None, f"{k}={uid}") for k, uid in missing],
                                  "study string, series string, sop string, missing string")
     n_series = len({s for _, s, _ in found}) + len(missing)
-    n_parts = partitions or max(1, min(n_series, spark.sparkContext.defaultParallelism * 4))
+    # a task costs a fixed ~0.1-0.3 s (scheduling, a client, the decode stage): give each a few hundred
+    # instances, but keep every core busy
+    n_parts = partitions or max(1, min(n_series, max(spark.sparkContext.defaultParallelism,
+                                                     -(-len(found) // INSTANCES_PER_PARTITION))))
+    batch_rows = max(1, int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")))
     fetched = refs.repartition(n_parts, "series").mapInArrow(
-        _fetch_partition(conn), "path string, content binary, fetch_error string, study_instance_uid string, "
-                                "series_instance_uid string, sop_instance_uid string")
+        _fetch_partition(conn, batch_rows), "path string, content binary, fetch_error string, "
+                                            "study_instance_uid string, series_instance_uid string, "
+                                            "sop_instance_uid string")
     if level == "instance":
         return dicom_frame(fetched, mode=mode, deidentify=deidentify)
     # the series reader reads the files twice (headers, then the slices): retrieve each series once
