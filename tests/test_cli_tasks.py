@@ -62,6 +62,38 @@ def knee_run(spark, knee_data):
     return root / "knee"
 
 
+@pytest.fixture(scope="module")
+def pacs_knees(spark, knee_data, knee_run, tmp_path_factory):
+    """A real Orthanc holding the DICOM series of the test split's cases and of one training case (left without
+    a label), with the references keyed by Series Instance UID as a hospital would keep them."""
+    from bigdl_medimg.datasets.local_pacs import LocalOrthanc, orthanc_available
+    from bigdl_medimg.tasks import knee, load_task
+
+    if not orthanc_available():
+        pytest.skip("Orthanc is installed by `make test`")
+    root, folder = knee_data
+    cfg = load_task(str(knee_run / "model"))["config"]
+    split = dict(knee.load(spark, str(folder), cfg).select("case", "split").toPandas().values)
+    test = sorted(c for c, s in split.items() if s == "test")
+    extra = sorted(c for c, s in split.items() if s == "train")[0]
+    here = tmp_path_factory.mktemp("pacs-knees")
+    (here / "masks").mkdir()
+    server = LocalOrthanc(here / "orthanc")
+    uids, tears = {}, pd.read_csv(folder / "labels.csv").set_index("case")["tear"]
+    for case in [*test, extra]:
+        files = sorted((folder / "dicom" / case).iterdir())
+        server.store(files)
+        uids[case] = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+        if case != extra:
+            shutil.copy(folder / "nifti" / f"{case}_mask.nii.gz", here / "masks" / f"{uids[case]}.nii.gz")
+    pd.DataFrame({"series_instance_uid": [uids[c] for c in test], "tear": [int(tears[c]) for c in test]}).to_csv(
+        here / "tears.csv", index=False)
+    (here / "credentials.json").write_text(json.dumps({"user": server.user, "password": server.password}))
+    yield {"server": server, "test": test, "uids": uids, "masks": here / "masks", "tears": here / "tears.csv",
+           "credentials": here / "credentials.json", "source": f"dicomweb:{server.url}"}
+    server.stop()
+
+
 @pytest.mark.slow
 def test_knee_train_evaluate_predict_and_report(spark, knee_data, knee_run, capsys, monkeypatch):
     root, folder = knee_data
@@ -410,3 +442,48 @@ def test_predict_stows_seg_and_sr_to_a_pacs_where_qido_finds_them(spark, knee_da
         assert stow["failed"] == 2 and list(stow["errors"]) == ["DicomWebError: HTTP 401 (the credentials were refused)"]
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_knee_evaluate_and_predict_straight_from_a_pacs(spark, knee_data, knee_run, pacs_knees, tmp_path, capsys):
+    root, folder = knee_data
+    pacs, model = pacs_knees, str(knee_run / "model")
+    creds = ["--credentials", str(pacs["credentials"])]
+    # evaluate: the same cases' Dice from the PACS (masks keyed by Series Instance UID) as from the folder
+    assert main(["evaluate", "--model", model, "--data", str(folder), "--out", str(tmp_path / "ev-files")]) == 0
+    assert main(["evaluate", "--model", model, "--data", pacs["source"], "--labels", str(pacs["masks"]), *creds,
+                 "--out", str(tmp_path / "ev-pacs")]) == 0
+    files_m = json.loads((tmp_path / "ev-files" / "metrics.json").read_text())
+    pacs_m = json.loads((tmp_path / "ev-pacs" / "metrics.json").read_text())
+    assert pacs_m["volumes"] == files_m["volumes"] == len(pacs["test"]) and pacs_m["split"] == "all"
+    assert pacs_m["unlabelled_series"] == 1  # the training case's series: counted, not scored
+    for metric in ("dice", "hd", "msd"):
+        for name, value in files_m[metric].items():
+            assert pacs_m[metric][name] == pytest.approx(value, abs=1e-6, nan_ok=True), (metric, name)
+    capsys.readouterr()
+    # a split, or no labels, for a PACS source: one line, exit 2
+    assert main(["evaluate", "--model", model, "--data", pacs["source"], "--split", "test", "--labels",
+                 str(pacs["masks"]), *creds, "--out", str(tmp_path / "x")]) == 2
+    assert main(["evaluate", "--model", model, "--data", pacs["source"], *creds, "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert "use --split all" in err and "needs --labels" in err and pacs["server"].password not in err
+    # predict: SEG and SR for series read from the PACS, the same as for the same series read from files
+    case = pacs["test"][0]
+    uid = pacs["uids"][case]
+    assert main(["predict", "--model", model, "--data", f"{pacs['source']}?SeriesInstanceUID={uid}", *creds,
+                 "--out", str(tmp_path / "pred-web")]) == 0
+    assert main(["predict", "--model", model, "--data", str(folder / "dicom" / case),
+                 "--out", str(tmp_path / "pred-files")]) == 0
+    web = json.loads((tmp_path / "pred-web" / "predict.json").read_text())
+    assert all(web[k] == {"written": 1, "failed": 0, "errors": {}} for k in ("masks", "dicom_seg", "dicom_sr")), web
+    [seg_web], [seg_files] = [list((tmp_path / d / "seg").glob("*.seg.dcm")) for d in ("pred-web", "pred-files")]
+    [sr_web], [sr_files] = [list((tmp_path / d / "seg").glob("*.sr.dcm")) for d in ("pred-web", "pred-files")]
+    from test_dicom_geometry import dciodvfy_errors
+
+    assert dciodvfy_errors(seg_web) == []
+    a, b = pydicom.dcmread(seg_web), pydicom.dcmread(seg_files)
+    assert a.ReferencedSeriesSequence[0].SeriesInstanceUID == uid
+    assert [x.ReferencedSOPInstanceUID for x in a.ReferencedSeriesSequence[0].ReferencedInstanceSequence] == \
+        [x.ReferencedSOPInstanceUID for x in b.ReferencedSeriesSequence[0].ReferencedInstanceSequence]
+    assert np.array_equal(a.pixel_array, b.pixel_array)
+    assert _sr_numbers(sr_web) == pytest.approx(_sr_numbers(sr_files), abs=1e-6)

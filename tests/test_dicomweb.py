@@ -161,3 +161,33 @@ def test_ingest_reads_a_pacs_from_the_command_line(spark, pacs, tmp_path, monkey
     assert server.password not in out
     assert read_tensors(spark, str(tmp_path / "t")).count() == 2
     assert main(["ingest", "--kind", "nifti", "--input", f"dicomweb:{server.url}", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_headers_for_seg_and_sr_come_from_the_server_metadata(spark, pacs):
+    """The SEG/SR writers reference a series read over DICOMweb through its metadata: the same headers as the
+    files' (pixels left out); refused credentials are a clear error without the password."""
+    from bigdl_medimg.export.dicom_seg import series_headers
+    from bigdl_medimg.io import read_dicomweb
+    from bigdl_medimg.io.dicom import dicom_metadata
+    from bigdl_medimg.io.dicomweb import DicomWebConnection, retrieve_headers
+
+    server = pacs["server"]
+    row = read_dicomweb(spark, server.url, credentials=server.credentials, level="series",
+                        query={"SeriesDescription": "KNEEPHANTOM"}).orderBy("series_key").first()
+    conn = DicomWebConnection(server.url, server.credentials)
+    headers, grid = series_headers(list(row.path), conn)
+    by_sop = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: p
+              for p in pacs["series_root"].rglob("*.dcm")}
+    files_headers, files_grid = series_headers([str(by_sop[h.SOPInstanceUID]) for h in headers])
+    assert np.allclose(grid, files_grid) and np.allclose(grid, get_affine(row.image))
+    assert [h.SOPInstanceUID for h in headers] == [h.SOPInstanceUID for h in files_headers]
+    assert all("PixelData" not in h for h in headers)
+    for h, f in zip(headers, files_headers):
+        a, b = dicom_metadata(h), dicom_metadata(f)
+        # the transfer syntax is the file's (File Meta Information), not part of the DICOM JSON metadata
+        assert {k: (a[k], b[k]) for k in a if a[k] != b[k]} == {"transfer_syntax_uid": (None, b["transfer_syntax_uid"])}
+    with pytest.raises(DicomWebError, match=r"HTTP 401 \(the credentials were refused\)$") as info:
+        retrieve_headers(DicomWebConnection(server.url, Credentials(server.user, "wrong")), list(row.path))
+    assert "wrong" not in str(info.value)
+    with pytest.raises(DicomWebError, match="not a WADO-RS instance address"):
+        retrieve_headers(conn, [str(by_sop[headers[0].SOPInstanceUID])])

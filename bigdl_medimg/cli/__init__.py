@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--path-mode", default="hash", choices=["hash", "drop", "keep"],
                         help="de-identification: replace file paths by opaque labels, drop or keep them")
 
+    def credentials_opt(sp):
+        sp.add_argument("--credentials", metavar="FILE", help="DICOMweb credentials file (JSON: user and password, "
+                                                              "or token) for dicomweb: sources and --stow; "
+                                                              "default: the environment")
+
     ing = sub.add_parser("ingest", help="read images and write a Parquet tensor table")
     ing.add_argument("--kind", required=True, choices=["dicom", "series", "nifti", "images"])
     ing.add_argument("--input", required=True, help="files, folders or Hadoop globs (hdfs://, s3a://, file://), or a "
@@ -74,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--overwrite", action="store_true")
     ing.add_argument("--fail-on-error", action="store_true", help="exit 3 when any row has an error")
     deid_opts(ing, optional=True)
+    credentials_opt(ing)
     spark_opts(ing)
 
     dei = sub.add_parser("deidentify", help="write de-identified copies of DICOM files (PS3.15 Table E.1-1 and its options)")
@@ -121,15 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--out", required=True)
         sp.add_argument("--kind", choices=["series", "nifti"], help="input images (default: detected)")
         if name == "evaluate":
-            sp.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+            sp.add_argument("--split", choices=["train", "val", "test", "all"],
+                            help="default: test (all for a dicomweb: source, whose query chooses the series)")
+            sp.add_argument("--labels", metavar="PATH", help="for a dicomweb: source, the references keyed by "
+                                                             "Series Instance UID: a folder of "
+                                                             "<SeriesInstanceUID>.nii.gz masks (knee_cartilage) "
+                                                             "or a CSV series_instance_uid,tear (meniscus_tear)")
             tracking_opts(sp)
         sp.add_argument("--engine", choices=["bigdl", "torch"],
                         help="check that the model runs on this engine (a model runs on the one it was trained with)")
         if name == "predict":
             sp.add_argument("--stow", metavar="URL", help="send the DICOM SEG and SR written to this DICOMweb server "
                                                           "(STOW-RS; credentials as for DICOMweb reads)")
-            sp.add_argument("--credentials", metavar="FILE", help="DICOMweb credentials file (JSON: user and "
-                                                                  "password, or token); default: the environment")
+        credentials_opt(sp)
         spark_opts(sp)
 
     rep = sub.add_parser("report", help="one HTML file with plots from saved results and BigDL summaries")
@@ -182,17 +192,17 @@ def _summary(df, what: str) -> tuple[int, int]:
     return int(r.n), int(r.bad)
 
 
-def _read(spark, kind: str, path: str, mode: str, deidentify=None):
+def _read(spark, kind: str, path: str, mode: str, deidentify=None, credentials=None):
     from ..io import readers
 
     if path.startswith("dicomweb:"):  # a PACS: QIDO-RS here, WADO-RS on the executors
-        from ..io.dicomweb import parse_dicomweb_uri, read_dicomweb
+        from ..io.dicomweb import open_dicomweb, read_dicomweb
 
         if kind not in ("dicom", "series"):
             raise MedImgError(f"--kind {kind}: a dicomweb: source holds DICOM (use --kind dicom or series)")
-        url, query = parse_dicomweb_uri(path)
-        return read_dicomweb(spark, url, query=query, level="series" if kind == "series" else "instance",
-                             mode=mode, deidentify=deidentify)
+        conn, query = open_dicomweb(path, credentials)
+        return read_dicomweb(spark, conn.url, query=query, level="series" if kind == "series" else "instance",
+                             mode=mode, deidentify=deidentify, credentials=conn.credentials)
 
     fn = {"dicom": readers.read_dicom, "series": readers.read_dicom_series, "nifti": readers.read_nifti,
           "images": readers.read_images}[kind]
@@ -221,7 +231,7 @@ def cmd_ingest(args) -> int:
     # the driver's listing (no job, no bytes read); a PACS's instances are counted by the query itself
     total = None if args.input.startswith("dicomweb:") else len(binary_files(spark, args.input).inputFiles())
     with track_job(spark, f"ingest {args.kind}", total, "files", count="files", errors="errors"):
-        df = _read(spark, args.kind, args.input, args.mode, stage)
+        df = _read(spark, args.kind, args.input, args.mode, stage, args.credentials)
         write_tensors(df, args.out, mode="overwrite" if args.overwrite else "errorifexists")
 
     _n, bad = _summary(read_tensors(spark, args.out), f"ingest {args.kind} -> {args.out}")
@@ -411,8 +421,10 @@ def cmd_evaluate(args) -> int:
     _check_engine(args)
     spark = _spark(args)
     run_id = load_task(args.model).get("mlflow_run_id") if args.mlflow else None
+    args.split = args.split or ("all" if args.data.startswith("dicomweb:") else "test")
     with run_logs(args.out, spark), _tracking(args, f"evaluate {args.split}", run_id) as run:
-        metrics = tasks.evaluate(spark, args.model, args.data, args.out, split=args.split, kind=args.kind)
+        metrics = tasks.evaluate(spark, args.model, args.data, args.out, split=args.split, kind=args.kind,
+                                 labels=args.labels, credentials=args.credentials)
         if run is not None:
             _log_evaluation(metrics, args)
     print(json.dumps(metrics, indent=1, default=float))
@@ -429,7 +441,7 @@ def cmd_predict(args) -> int:
     _check_engine(args)
     spark = _spark(args)
     with run_logs(args.out, spark):
-        outputs = tasks.predict(spark, args.model, args.data, args.out, kind=args.kind)
+        outputs = tasks.predict(spark, args.model, args.data, args.out, kind=args.kind, credentials=args.credentials)
         if args.stow:
             outputs["stow"] = _stow(args)
     print(json.dumps(outputs, indent=1, default=str))

@@ -128,9 +128,10 @@ def render_preview(path, *, n_knee: int = 4, n_chest: int = 4, seed: int = 0, ti
     return str(path)
 
 
-def synth_knee_labels(spark, labels_csv):
-    """``case``, ``tear`` (one-label array) and ``tear_int`` from a synthetic knee ``labels.csv`` (a local path
-    or a URI)."""
+def synth_knee_labels(spark, labels_csv, key: str = "case"):
+    """``case``, ``tear`` (one-label array) and ``tear_int`` from a tear table (a local path or a URI): the
+    synthetic knee ``labels.csv`` (``case,tear``), or with ``key`` another key column (such as
+    ``series_instance_uid`` for series read from a PACS), whose values land in ``case``."""
     import io
 
     from ..io import hfs
@@ -139,7 +140,7 @@ def synth_knee_labels(spark, labels_csv):
     rows = []
     for n, r in enumerate(csv.DictReader(io.StringIO(hfs.read_text(spark, uri))), start=2):
         try:
-            rows.append((r["case"], [float(r["tear"])], int(r["tear"])))
-        except (KeyError, TypeError, ValueError):
-            raise ConfigError(f"{uri}: line {n}: expected columns case,tear with tear 0 or 1") from None
+            rows.append((r[key].strip(), [float(r["tear"])], int(r["tear"])))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ConfigError(f"{uri}: line {n}: expected columns {key},tear with tear 0 or 1") from None
     return spark.createDataFrame(rows, "case string, tear array<double>, tear_int int")

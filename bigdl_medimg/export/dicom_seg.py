@@ -118,20 +118,29 @@ def build_dicom_seg(headers: Sequence, mask: np.ndarray, segment_labels, *, seri
         device_serial_number="0")
 
 
-def series_headers(paths: Sequence[str]):
-    """Headers of a series' files (pixels skipped), sorted and checked as the series reader does."""
+def series_headers(paths: Sequence[str], dicomweb=None):
+    """Headers of a series' files (pixels skipped), sorted and checked as the series reader does.
+
+    ``dicomweb`` (a :class:`~bigdl_medimg.io.dicomweb.DicomWebConnection`):
+    the paths are WADO-RS instance addresses of a series read with
+    ``read_dicomweb``; the headers come from the server's metadata.
+    """
     import pydicom
 
     from ..io.dicom import dicom_metadata
     from ..io.series import plan_series
     from ..io import files
 
-    by_path, records = {}, []
-    for p in paths:
-        with files.open_input(p) as f:
-            ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
-        by_path[p] = ds
-        records.append(dict(dicom_metadata(ds), path=p, error=None, has_pixels=True))
+    if dicomweb is not None:
+        from ..io.dicomweb import retrieve_headers
+
+        by_path = retrieve_headers(dicomweb, paths)
+    else:
+        by_path = {}
+        for p in paths:
+            with files.open_input(p) as f:
+                by_path[p] = pydicom.dcmread(f, stop_before_pixels=True, force=True)
+    records = [dict(dicom_metadata(by_path[p]), path=p, error=None, has_pixels=True) for p in paths]
     plans = plan_series(records)
     if len(plans) != 1 or plans[0].error or plans[0].affine is None:
         why = plans[0].error if len(plans) == 1 else f"the files form {len(plans)} series"
@@ -139,7 +148,7 @@ def series_headers(paths: Sequence[str]):
     return [by_path[p] for p in plans[0].paths], plans[0].affine
 
 
-def row_series(rec, mask_col: str, path_col: str):
+def row_series(rec, mask_col: str, path_col: str, dicomweb=None):
     """``(headers, grid)`` of an export row's source series (:func:`series_headers`); ValueError without a mask
     or without source files."""
     if rec[mask_col] is None:
@@ -147,13 +156,13 @@ def row_series(rec, mask_col: str, path_col: str):
     paths = list(rec[path_col] if rec[path_col] is not None else [])
     if not paths:
         raise ValueError("no source files")
-    return series_headers(paths)
+    return series_headers(paths, dicomweb)
 
 
 def write_dicom_seg(df, outDir: str, segmentLabels, *, maskCol: str = "segmentation", pathCol: str = "path",
                     keyCol: str = "series_key", seriesNumber: int = 900,
                     seriesDescription: str = "bigdl-medimg segmentation", algorithmName: str = "bigdl-medimg",
-                    propertyTypes: Mapping[int, tuple] | None = None, mode: str = "permissive"):
+                    propertyTypes: Mapping[int, tuple] | None = None, mode: str = "permissive", dicomweb=None):
     """Write one DICOM SEG per row (series) as ``<outDir>/<key>.seg.dcm``, on the executors.
 
     Parameters
@@ -169,6 +178,10 @@ def write_dicom_seg(df, outDir: str, segmentLabels, *, maskCol: str = "segmentat
     propertyTypes : mapping, optional
         Class -> ``(code value, scheme, meaning)`` of the segmented property type.
     mode : {"permissive", "failfast"}
+    dicomweb : DicomWebConnection, optional
+        For series read with ``read_dicomweb``: the server their ``pathCol``
+        addresses are on (the source headers are retrieved as metadata, with
+        the connection's credentials, on the executors).
 
     Returns
     -------
@@ -189,7 +202,7 @@ def write_dicom_seg(df, outDir: str, segmentLabels, *, maskCol: str = "segmentat
 
     def one(rec):
         key = rec[keyCol]
-        headers, grid = row_series(rec, maskCol, pathCol)
+        headers, grid = row_series(rec, maskCol, pathCol, dicomweb)
         mask = to_numpy(rec[maskCol])
         shape = (len(headers), int(headers[0].Rows), int(headers[0].Columns))
         mask = to_reference_grid(mask, get_affine(rec[maskCol]), shape, grid)

@@ -110,12 +110,14 @@ def build_measurement_report(headers: Sequence, measurements: Sequence[Mapping],
 
 def write_measurement_reports(df, outDir: str, *, maskCol: str = "segmentation", pathCol: str = "path",
                               keyCol: str = "series_key", probabilityCol: str | None = None,
-                              title: str = "Knee MRI measurements", mode: str = "permissive"):
+                              title: str = "Knee MRI measurements", mode: str = "permissive", dicomweb=None):
     """Write one knee Measurement Report per row (series) as ``<outDir>/<key>.sr.dcm``, on the executors.
 
     The volumes come from ``maskCol`` (class numbers of :data:`KNEE_SITES`, on
     the mask's own grid); ``probabilityCol`` (a number per row, optional) adds the
-    meniscus-tear probability; the evidence is the series' files in ``pathCol``.
+    meniscus-tear probability; the evidence is the series' files in ``pathCol``
+    (WADO-RS addresses of series read with ``read_dicomweb``: give ``dicomweb``,
+    as :func:`~bigdl_medimg.export.dicom_seg.write_dicom_seg`).
 
     Returns
     -------
@@ -134,7 +136,7 @@ def write_measurement_reports(df, outDir: str, *, maskCol: str = "segmentation",
 
     def one(rec):
         key = rec[keyCol]
-        headers, _grid = row_series(rec, maskCol, pathCol)
+        headers, _grid = row_series(rec, maskCol, pathCol, dicomweb)
         prob = rec.get(probabilityCol) if probabilityCol else None
         prob = None if prob is None or prob != prob else float(prob)
         sr = build_measurement_report(headers, knee_measurements(to_numpy(rec[maskCol]), get_affine(rec[maskCol]),

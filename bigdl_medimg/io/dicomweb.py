@@ -34,8 +34,8 @@ from typing import Iterator, Mapping
 
 from ..errors import ConfigError, MedImgError
 
-__all__ = ["read_dicomweb", "write_dicomweb", "parse_dicomweb_uri", "Credentials", "resolve_credentials", "load_credentials", "DicomWebConnection", "DicomWebError",
-           "query_instances", "instance_path", "ENV_USER", "ENV_PASSWORD", "ENV_TOKEN"]
+__all__ = ["read_dicomweb", "write_dicomweb", "parse_dicomweb_uri", "open_dicomweb", "Credentials", "resolve_credentials", "load_credentials", "DicomWebConnection", "DicomWebError",
+           "query_instances", "instance_path", "is_instance_path", "retrieve_headers", "ENV_USER", "ENV_PASSWORD", "ENV_TOKEN"]
 
 ENV_USER, ENV_PASSWORD, ENV_TOKEN = ("BIGDL_MEDIMG_DICOMWEB_USER", "BIGDL_MEDIMG_DICOMWEB_PASSWORD",
                                      "BIGDL_MEDIMG_DICOMWEB_TOKEN")
@@ -222,6 +222,49 @@ def query_instances(conn: DicomWebConnection, query: Mapping | None = None,
 def instance_path(conn: DicomWebConnection, study: str, series: str, sop: str) -> str:
     """The ``path`` column of a retrieved instance: its WADO-RS address (no credentials)."""
     return f"{conn.url.rstrip('/')}/studies/{study}/series/{series}/instances/{sop}"
+
+
+def is_instance_path(conn: DicomWebConnection, path: str) -> bool:
+    """Whether ``path`` is an instance's WADO-RS address on ``conn``'s server (:func:`instance_path`)."""
+    rest = str(path)[len(conn.url.rstrip("/")):] if str(path).startswith(conn.url.rstrip("/") + "/") else ""
+    parts = rest.split("/")
+    return len(parts) == 7 and parts[1] == "studies" and parts[3] == "series" and parts[5] == "instances"
+
+
+def retrieve_headers(conn: DicomWebConnection, paths) -> dict:
+    """``{path: pydicom.Dataset}``: the headers (no pixel data) of instances given by their WADO-RS addresses.
+
+    One WADO-RS metadata request per series (DICOM JSON, read with
+    ``Dataset.from_json``; bulk data such as Pixel Data is not retrieved): what
+    the DICOM SEG and SR writers need to reference a series read with
+    :func:`read_dicomweb`.
+    """
+    import pydicom
+
+    wanted: dict[tuple, dict[str, str]] = {}
+    for p in paths:
+        if not is_instance_path(conn, p):
+            raise DicomWebError("not a WADO-RS instance address on the server read from")
+        _, _, study, _, series, _, sop = str(p)[len(conn.url.rstrip("/")):].split("/")
+        wanted.setdefault((study, series), {})[sop] = str(p)
+    client, out = conn.client(), {}
+    for (study, series), by_sop in wanted.items():
+        try:
+            items = client.retrieve_series_metadata(study, series)
+        except Exception as exc:
+            raise DicomWebError(f"metadata of series {series}: {_http_reason(exc, conn)}") from None
+        for item in items:
+            sop = _value(item, _SOP)
+            if sop in by_sop:
+                ds = pydicom.Dataset.from_json(item, bulk_data_uri_handler=lambda tag, vr, uri: None)
+                for tag in (0x7FE00010, 0x7FE00008, 0x7FE00009):  # as read with stop_before_pixels
+                    if tag in ds:
+                        del ds[tag]
+                out[by_sop[sop]] = ds
+        lost = sorted(set(by_sop) - {_value(i, _SOP) for i in items})
+        if lost:
+            raise DicomWebError(f"series {series}: no metadata for {len(lost)} instance(s), e.g. {lost[0]}")
+    return out
 
 
 def _fetch_partition(conn: DicomWebConnection, batch_rows: int):
@@ -421,6 +464,13 @@ def write_dicomweb(source, url: str, *, credentials: Credentials | str | None = 
             row["error"] = f"DicomWebError: {_http_reason(exc, conn)}"
         rows.append(row)
     return pd.DataFrame(rows, columns=["path", "sop_instance_uid", "error"])
+
+
+def open_dicomweb(uri: str, credentials: Credentials | str | None = None) -> tuple[DicomWebConnection, dict]:
+    """``(connection, query)`` of a ``dicomweb:`` source (:func:`parse_dicomweb_uri`), with its credentials
+    (:func:`resolve_credentials`): what the command line reads from and writes SEG/SR headers with."""
+    url, query = parse_dicomweb_uri(uri)
+    return DicomWebConnection(url, resolve_credentials(credentials)), query
 
 
 def parse_dicomweb_uri(uri: str) -> tuple[str, dict]:

@@ -12,6 +12,7 @@ import logging
 import time
 from pathlib import Path
 
+from ..errors import ConfigError
 from .common import as_uri, load_task, save_task, score_split, tally_outputs, write_json
 
 __all__ = ["load", "front_stages", "train", "evaluate", "predict"]
@@ -89,7 +90,16 @@ def train(spark, data: str, out: str, cfg: dict) -> dict:
     return summary
 
 
-def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", kind: str | None = None) -> dict:
+def _no_pacs(data: str) -> None:
+    if data.startswith("dicomweb:"):
+        raise ConfigError("chest_xray14 reads radiograph files (PNG, JPEG, DICOM); a dicomweb: source is not "
+                          "supported for this task: ingest the radiographs first (`ingest --kind dicom`) or "
+                          "retrieve them to files")
+
+
+def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", kind: str | None = None,
+             labels: str | None = None, credentials=None) -> dict:
+    _no_pacs(data)
     from ..export import write_predictions
     from ..report import ClassificationResults
 
@@ -112,8 +122,9 @@ def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", ki
     return metrics
 
 
-def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None) -> dict:
+def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None, credentials=None) -> dict:
     """Probabilities of the 14 findings for every image under ``data`` (PNG, JPEG or DICOM), keyed by file name."""
+    _no_pacs(data)
     from pyspark.ml import PipelineModel
     from pyspark.sql import functions as F
 

@@ -137,12 +137,19 @@ def _classes(cfg: dict) -> list[str]:
     return list(names)[1:]
 
 
-def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", kind: str | None = None) -> dict:
-    """Dice, HD95 and MSD per class on a split (of the NIfTI pairs); results saved in ``<out>/results``."""
+def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", kind: str | None = None,
+             labels: str | None = None, credentials=None) -> dict:
+    """Dice, HD95 and MSD per class on a split (of the NIfTI pairs, or of series from a PACS with reference
+    masks in ``labels``: :func:`pacs_cases`); results saved in ``<out>/results``."""
     from ..report import SegmentationResults
 
     cfg = load_task(model_dir)["config"]
-    scored = score_split(model_dir, load(spark, data, cfg), split)
+    unlabelled = None
+    if data.startswith("dicomweb:"):
+        df, unlabelled = pacs_cases(spark, data, labels, split, credentials)
+    else:
+        df = load(spark, data, cfg)
+    scored = score_split(model_dir, df, split)
     names = _classes(cfg)
     try:
         res = SegmentationResults.from_dataframe(
@@ -156,22 +163,28 @@ def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", ki
     metrics = {"task": "knee_cartilage", "split": split, "volumes": len(res.volumes),
                "not_scored": sum(v["error"] is not None for v in res.volumes),
                **{m: dict(zip(names, per[m])) for m in per}}
+    if unlabelled is not None:
+        metrics["unlabelled_series"] = unlabelled
     write_json(Path(out) / "metrics.json", metrics)
     return metrics
 
 
-def read_volumes(spark, data: str, kind: str | None):
-    """Images to segment: DICOM series (``series``) or NIfTI files (``nifti``); ``(frame, key column, kind)``."""
+def read_volumes(spark, data: str, kind: str | None, credentials=None):
+    """Images to segment: DICOM series (``series``), NIfTI files (``nifti``) or series from a PACS
+    (``dicomweb:`` URI); ``(frame, key column, kind, DICOMweb connection or None)``."""
     from pyspark.sql import functions as F
 
     from ..io import hfs
     from ..io.readers import read_dicom_series, read_nifti
 
     if data.startswith("dicomweb:"):  # series straight from a PACS (QIDO-RS, then WADO-RS on the executors)
-        from ..io.dicomweb import parse_dicomweb_uri, read_dicomweb
+        from ..io.dicomweb import open_dicomweb, read_dicomweb
 
-        url, query = parse_dicomweb_uri(data)
-        return read_dicomweb(spark, url, query=query, level="series"), "series_key", "dicomweb"
+        if kind not in (None, "series"):
+            raise ConfigError(f"--kind {kind}: a dicomweb: source holds DICOM series")
+        conn, query = open_dicomweb(data, credentials)
+        return read_dicomweb(spark, conn.url, query=query, level="series", credentials=conn.credentials), \
+            "series_key", "series", conn
     if kind is None:
         root = hfs.to_uri(data)
         if hfs.is_dir(spark, root):
@@ -180,30 +193,70 @@ def read_volumes(spark, data: str, kind: str | None):
             nifti = ".nii" in root.rsplit("/", 1)[-1]
         kind = "nifti" if nifti else "series"
     if kind == "series":
-        return read_dicom_series(spark, as_uri(data)), "series_key", kind
+        return read_dicom_series(spark, as_uri(data)), "series_key", kind, None
     if kind == "nifti":
         df = read_nifti(spark, as_uri(data))
-        return df.withColumn("name", F.regexp_extract("path", r"([^/]+?)(\.nii(\.gz)?)?$", 1)), "name", kind
+        return df.withColumn("name", F.regexp_extract("path", r"([^/]+?)(\.nii(\.gz)?)?$", 1)), "name", kind, None
     raise ConfigError(f"--kind must be 'series' or 'nifti' for segmentation, got {kind!r}")
 
 
-def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None) -> dict:
+def pacs_cases(spark, data: str, labels: str | None, split: str, credentials=None):
+    """Labelled series from a PACS for ``evaluate``: ``data`` a ``dicomweb:`` URI, ``labels`` keyed by Series
+    Instance UID, either a folder of reference masks ``<SeriesInstanceUID>.nii[.gz]`` (``mask``, knee
+    segmentation) or a CSV ``series_instance_uid,tear`` (``tear``, meniscus tear).
+
+    ``case`` is the Series Instance UID and every series the query matches is
+    in the evaluation (``split`` must be ``"all"``: the query chooses the
+    cases).  Series without a label are counted and logged, not scored.
+    """
+    from pyspark.sql import functions as F
+
+    from ..datasets.synth import synth_knee_labels
+    from ..io.readers import read_nifti
+
+    if split != "all":
+        raise ConfigError(f"--split {split}: a dicomweb: source has no splits (its query chooses the series); "
+                          "use --split all")
+    if not labels:
+        raise ConfigError("evaluating series from a PACS needs --labels: a folder of <SeriesInstanceUID>.nii.gz "
+                          "reference masks, or a CSV series_instance_uid,tear")
+    series, _key, _kind, _conn = read_volumes(spark, data, "series", credentials)
+    series = series.withColumn("case", F.col("series_instance_uid"))
+    if str(labels).endswith(".csv"):
+        ref = synth_knee_labels(spark, as_uri(labels), key="series_instance_uid")
+    else:
+        masks = read_nifti(spark, as_uri(labels))
+        ref = masks.select(F.regexp_extract("path", r"([^/]+?)\.nii(\.gz)?$", 1).alias("case"),
+                           F.col("image").alias("mask"), F.col("error").alias("mask_error"))
+    cases = series.join(ref, "case", "left").cache()
+    label_col = "tear" if "tear" in ref.columns else "mask"
+    unlabelled = cases.filter(F.col(label_col).isNull() & F.col("series_instance_uid").isNotNull()).count()
+    if unlabelled:
+        log.warning("%d series from the PACS have no label in %s and are not scored", unlabelled, labels)
+    out = cases.filter(F.col(label_col).isNotNull()).withColumn("split", F.lit("all"))
+    if "mask_error" in out.columns:
+        out = out.withColumn("error", F.coalesce("error", "mask_error")).drop("mask_error")
+    return out, unlabelled
+
+
+def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None, credentials=None) -> dict:
     """Segment every volume: NIfTI masks on each source grid; for DICOM series a DICOM SEG and a measurement SR
-    (TID 1500: each compartment's volume in mL) referencing the series."""
+    (TID 1500: each compartment's volume in mL) referencing the series (also for series read from a PACS:
+    ``data`` a ``dicomweb:`` URI, ``credentials`` a credentials file or None for the environment)."""
     from pyspark.ml import PipelineModel
 
     from ..export import write_dicom_seg, write_measurement_reports, write_nifti_masks
 
-    df, key, kind = read_volumes(spark, data, kind)
+    df, key, kind, web = read_volumes(spark, data, kind, credentials)
     scored = PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df).cache()
     try:
         masks = write_nifti_masks(scored, str(Path(out) / "masks"), nameCol=key, referenceCol="image")
         outputs = {"masks": tally_outputs(masks)}
         if kind == "series":
             outputs["dicom_seg"] = tally_outputs(write_dicom_seg(scored, str(Path(out) / "seg"), SEGMENT_LABELS,
-                                                                 keyCol=key))
+                                                                 keyCol=key, dicomweb=web))
             outputs["dicom_sr"] = tally_outputs(write_measurement_reports(scored, str(Path(out) / "seg"),
-                                                                          keyCol=key))
+                                                                          keyCol=key, dicomweb=web))
     finally:
         scored.unpersist()
     write_json(Path(out) / "predict.json", outputs)

@@ -171,12 +171,22 @@ def _labelled_volumes(spark, data: str, cfg: dict, kind: str | None):
     return load(spark, data, cfg)
 
 
-def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", kind: str | None = None) -> dict:
+def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", kind: str | None = None,
+             labels: str | None = None, credentials=None) -> dict:
+    """AUROC (with CI), sensitivity and specificity on a split of the labelled cases, or on series from a PACS
+    with a ``series_instance_uid,tear`` table in ``labels`` (:func:`~bigdl_medimg.tasks.knee.pacs_cases`)."""
     from ..export import write_predictions
     from ..report import ClassificationResults
 
     cfg = load_task(model_dir)["config"]
-    scored = score_split(model_dir, _labelled_volumes(spark, data, cfg, kind), split)
+    unlabelled = None
+    if data.startswith("dicomweb:"):
+        if labels and not str(labels).endswith(".csv"):
+            raise ConfigError("meniscus_tear: --labels must be a CSV series_instance_uid,tear")
+        df, unlabelled = knee.pacs_cases(spark, data, labels, split, credentials)
+    else:
+        df = _labelled_volumes(spark, data, cfg, kind)
+    scored = score_split(model_dir, df, split)
     try:
         res = ClassificationResults.from_dataframe(scored, labelNames=LABELS, labelCol="tear",
                                                    title=f"Meniscus tear ({split} split)")
@@ -196,18 +206,20 @@ def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", ki
                "no_meniscus_cases": counts["no_meniscus"], "unreadable_cases": counts["unreadable"],
                "auroc": lab["auroc"],
                "auroc_ci": lab["auroc_ci"], "sensitivity": lab["sensitivity"], "specificity": lab["specificity"]}
+    if unlabelled is not None:
+        metrics["unlabelled_series"] = unlabelled
     write_json(Path(out) / "metrics.json", metrics)
     return metrics
 
 
-def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None) -> dict:
+def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None, credentials=None) -> dict:
     """Tear probabilities keyed by study/series UID (or file name); stage-1 masks as DICOM SEG for series."""
     from pyspark.ml import PipelineModel
     from pyspark.sql import functions as F
 
     from ..export import write_dicom_seg, write_measurement_reports, write_predictions
 
-    df, key, kind = knee.read_volumes(spark, data, kind)
+    df, key, kind, web = knee.read_volumes(spark, data, kind, credentials)
     scored = PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df).cache()
     try:
         keys = ["study_instance_uid", "series_instance_uid"] if kind == "series" else [key]
@@ -220,11 +232,11 @@ def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None)
                    "cases": tally_outputs(reasons)}
         if kind == "series":
             outputs["dicom_seg"] = tally_outputs(write_dicom_seg(scored, str(Path(out) / "seg"), knee.SEGMENT_LABELS,
-                                                                  keyCol=key))
+                                                                  keyCol=key, dicomweb=web))
             # the measurement SR: stage 1's volumes and the tear probability (absent where none was computed)
             with_p = scored.withColumn("tear_probability", F.col("probability")[0])
             outputs["dicom_sr"] = tally_outputs(write_measurement_reports(
-                with_p, str(Path(out) / "seg"), keyCol=key, probabilityCol="tear_probability"))
+                with_p, str(Path(out) / "seg"), keyCol=key, probabilityCol="tear_probability", dicomweb=web))
     finally:
         scored.unpersist()
     write_json(Path(out) / "predict.json", outputs)
