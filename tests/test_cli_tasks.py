@@ -208,7 +208,7 @@ def test_knee_with_the_torch_engine_from_the_command_line(spark, knee_data, caps
 
 
 @pytest.mark.slow
-def test_meniscus_two_stage_from_the_command_line(spark, knee_data, knee_run, capsys, monkeypatch):
+def test_meniscus_two_stage_from_the_command_line(spark, knee_data, knee_run, pacs_knees, capsys, monkeypatch):
     root, folder = knee_data
     monkeypatch.setenv("BIGDL_MEDIMG_PROGRESS_SECONDS", "0.2")  # epochs here last ~2 s
     capsys.readouterr()
@@ -262,6 +262,20 @@ def test_meniscus_two_stage_from_the_command_line(spark, knee_data, knee_run, ca
     # the SR beside the SEG carries the tear probability of the predictions table (and stage 1's volumes)
     [sr_path] = (root / "tear-pred" / "seg").glob("*.sr.dcm")
     assert _sr_numbers(sr_path)["Meniscus tear probability"] == pytest.approx(float(got["prob_tear"][0]), abs=1e-6)
+    # evaluate from a PACS, tear labels keyed by Series Instance UID: the probabilities of the same series read
+    # from the folder
+    assert main(["evaluate", "--model", str(root / "tear" / "model"), "--data", str(folder),
+                 "--out", str(root / "tear-ev-files")]) == 0
+    assert main(["evaluate", "--model", str(root / "tear" / "model"), "--data", pacs_knees["source"],
+                 "--labels", str(pacs_knees["tears"]), "--credentials", str(pacs_knees["credentials"]),
+                 "--out", str(root / "tear-ev-pacs")]) == 0
+    m_files, m_pacs = [json.loads((root / d / "metrics.json").read_text()) for d in ("tear-ev-files", "tear-ev-pacs")]
+    assert m_pacs["cases"] == m_files["cases"] == len(pacs_knees["test"]) and m_pacs["unlabelled_series"] == 1
+    p_files, p_pacs = [spark.read.parquet(str(root / d / "predictions")).toPandas().set_index("series_instance_uid")
+                       for d in ("tear-ev-files", "tear-ev-pacs")]
+    assert sorted(p_pacs.index) == sorted(pacs_knees["uids"][c] for c in pacs_knees["test"])
+    assert np.allclose(p_pacs["prob_tear"], p_files.loc[p_pacs.index, "prob_tear"], atol=1e-6)
+    assert (p_pacs["true_tear"] == p_files.loc[p_pacs.index, "true_tear"]).all()
     # an unreadable input is a row with its error, counted in predict.json, and the exit code says so
     broken = root / "tear-broken"
     (broken / "nifti").mkdir(parents=True)
