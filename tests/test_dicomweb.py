@@ -3,7 +3,9 @@ authentication on, loaded through STOW-RS with pydicom's test files and phantom 
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +193,160 @@ def test_headers_for_seg_and_sr_come_from_the_server_metadata(spark, pacs):
     assert "wrong" not in str(info.value)
     with pytest.raises(DicomWebError, match="not a WADO-RS instance address"):
         retrieve_headers(conn, [str(by_sop[headers[0].SOPInstanceUID])])
+
+
+#: A WADO-RS series retrieval (QIDO-RS searches end in /series?... or /instances?...).
+WADO_SERIES = r"/studies/[^/]+/series/[^/?]+$"
+
+
+class FaultyProxy:
+    """A real HTTP proxy in front of the real Orthanc that misbehaves on purpose for requests whose path matches
+    the regular expression ``match``: answers ``status`` (with ``Retry-After: 0``) the first ``times`` times, waits ``delay`` seconds
+    before answering, or cuts the body after ``truncate`` of its bytes (the Content-Length still promising all).
+    ``hits`` counts the matching requests, ``faults`` the ones it spoiled."""
+
+    def __init__(self, upstream_port: int, match: str, *, status: int | None = None, times: int = 10**9,
+                 delay: float = 0.0, truncate: float | None = None):
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        proxy = self
+        self.hits = self.faults = 0
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive as real servers: a client's pooled connection stays good
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                matching = re.search(match, self.path) is not None
+                with lock:
+                    if matching:
+                        proxy.hits += 1
+                    spoil = matching and proxy.faults < times
+                    if spoil:
+                        proxy.faults += 1
+                if spoil and status is not None:
+                    self.send_response(status)
+                    self.send_header("Retry-After", "0")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if spoil and delay:
+                    time.sleep(delay)
+                up = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                up.request(self.command, self.path, body=body or None, headers=headers)
+                resp = up.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                cut = spoil and truncate is not None
+                if cut:  # the connection drops mid-body
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.end_headers()
+                self.wfile.write(data[:int(len(data) * truncate)] if cut else data)
+                up.close()
+
+            do_GET = do_POST = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/dicom-web"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _series_rows(spark, server, proxy, **kw):
+    from bigdl_medimg.io import read_dicomweb
+
+    return read_dicomweb(spark, proxy.url, credentials=server.credentials,
+                         query={"SeriesDescription": "KNEEPHANTOM"}, **kw).collect()
+
+
+def test_retries_on_429_and_503_then_succeed_and_give_up_with_a_row_error(spark, pacs):
+    server = pacs["server"]
+    # the WADO-RS retrievals (not the QIDO-RS queries) answer 503 (or 429) twice, then work: every row decoded
+    for status in (503, 429):
+        proxy = FaultyProxy(server.port, WADO_SERIES, status=status, times=2)
+        try:
+            rows = [r for r in _series_rows(spark, server, proxy, retries=3) if r.error is None]
+        finally:
+            proxy.close()
+        assert len(rows) == 12 and all(r.image is not None for r in rows), status
+        assert proxy.faults == 2 and proxy.hits >= 4, (status, proxy.hits)  # 2 spoiled, then 2 series + queries
+    # a server that keeps answering 503: retried `retries` times per series, then a row error per instance
+    proxy = FaultyProxy(server.port, WADO_SERIES, status=503)
+    try:
+        rows = _series_rows(spark, server, proxy, retries=1)
+    finally:
+        proxy.close()
+    assert len(rows) == 12 and all(r.image is None for r in rows)
+    assert {r.error for r in rows} == {f"DicomWebError: series {r.series_instance_uid}: HTTP 503 (service "
+                                       "unavailable (retried))" for r in rows}
+    assert proxy.hits == 2 * 2  # two series, each tried twice (retries=1)
+
+
+def test_a_timeout_and_a_truncated_answer_are_row_errors_and_nothing_is_lost(spark, pacs, tmp_path):
+    server = pacs["server"]
+    proxy = FaultyProxy(server.port, WADO_SERIES, delay=3.0)
+    try:
+        rows = _series_rows(spark, server, proxy, retries=0, timeout=1)
+    finally:
+        proxy.close()
+    assert len(rows) == 12 and all(r.image is None for r in rows)
+    assert {r.error.rsplit(": ", 1)[-1] for r in rows} == {"no answer within 1 s"}, {r.error for r in rows}
+    # a series' multipart answer cut at 60% (a dropped connection): the instances that arrived whole are
+    # decoded, every other one is a row error naming its series; all rows are there
+    from bigdl_medimg.io import read_dicomweb
+    from bigdl_medimg.io.dicom_write import write_dicom_series
+
+    vol = np.random.default_rng(1).integers(0, 1000, size=(24, 256, 256)).astype(np.int16)  # 3 MB: 3 chunks
+    files = write_dicom_series(vol, np.diag([0.5, 0.5, 2.0, 1.0]), tmp_path / "big", uid_seed="big")
+    big = Orthanc(tmp_path / "orthanc")
+    try:
+        big.store(files)
+        proxy = FaultyProxy(big.port, WADO_SERIES, truncate=0.6)
+        try:
+            rows = read_dicomweb(spark, proxy.url, credentials=big.credentials, retries=0, timeout=5).collect()
+        finally:
+            proxy.close()
+    finally:
+        big.stop()
+    good = [r for r in rows if r.error is None]
+    bad = [r for r in rows if r.error is not None]
+    assert len(rows) == 24 and 0 < len(good) < 24 and all(r.image is not None for r in good)
+    assert {r.error for r in bad} == {f"DicomWebError: series {bad[0].series_instance_uid}: the answer was cut "
+                                      "short (connection lost mid-transfer)"}
+    assert {r.sop_instance_uid for r in rows} == {str(pydicom.dcmread(f).SOPInstanceUID) for f in files}
+
+
+def test_stow_is_retried_on_503_and_stores_once(pacs, tmp_path):
+    from bigdl_medimg.io import write_dicomweb
+    from bigdl_medimg.io.dicomweb import DicomWebConnection
+
+    server = pacs["server"]
+    src = pydicom.dcmread(pacs["files"] / "CT_small.dcm")
+    src.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["stow-retry"])
+    path = tmp_path / "one.dcm"
+    src.save_as(path)
+    proxy = FaultyProxy(server.port, r"/studies$", status=503, times=1)
+    try:
+        sent = write_dicomweb([str(path)], proxy.url, credentials=server.credentials, retries=2)
+    finally:
+        proxy.close()
+    assert proxy.faults == 1 and proxy.hits == 2
+    assert sent["error"].isna().all() and list(sent["sop_instance_uid"]) == [src.SOPInstanceUID]
+    client = DicomWebConnection(server.url, server.credentials).client()
+    assert [i["00080018"]["Value"][0] for i in client.search_for_instances(
+        search_filters={"SOPInstanceUID": src.SOPInstanceUID})] == [src.SOPInstanceUID]

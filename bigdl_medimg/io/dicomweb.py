@@ -148,6 +148,27 @@ class DicomWebConnection:
         return f"{u.scheme}://{u.hostname}" + (f":{u.port}" if u.port else "")
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a failed request ran out of time: under a retry policy requests reports a read timeout as a
+    ConnectionError wrapping urllib3's MaxRetryError wrapping its ReadTimeoutError."""
+    import requests
+    import urllib3
+
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if isinstance(seen, urllib3.exceptions.NewConnectionError):  # a ConnectTimeoutError by inheritance only
+            return False
+        if isinstance(seen, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)):
+            return True
+        nested = getattr(seen, "reason", None)
+        if nested is None and seen is not None and seen.args and isinstance(seen.args[0], BaseException):
+            nested = seen.args[0]
+        if not isinstance(nested, BaseException):
+            return False
+        seen = nested
+    return False
+
+
 def _http_reason(exc: BaseException, conn: DicomWebConnection) -> str:
     """One line for a failed request: the status, or what kept it from being answered (no URL, no credentials)."""
     import requests
@@ -159,8 +180,10 @@ def _http_reason(exc: BaseException, conn: DicomWebConnection) -> str:
                 404: "not found on the server", 429: "too many requests (retried)",
                 503: "service unavailable (retried)"}.get(status, resp.reason or "")
         return f"HTTP {status}" + (f" ({hint})" if hint else "")
-    if isinstance(exc, requests.exceptions.Timeout):
+    if _timed_out(exc):
         return f"no answer within {conn.timeout:g} s"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "the answer was cut short (connection lost mid-transfer)"
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.RetryError)):
         return f"cannot reach {conn.where()}"
     return type(exc).__name__
