@@ -203,7 +203,8 @@ class FaultyProxy:
     """A real HTTP proxy in front of the real Orthanc that misbehaves on purpose for requests whose path matches
     the regular expression ``match``: answers ``status`` (with ``Retry-After: 0``) the first ``times`` times, waits ``delay`` seconds
     before answering, or cuts the body after ``truncate`` of its bytes (the Content-Length still promising all).
-    ``hits`` counts the matching requests, ``faults`` the ones it spoiled."""
+    ``hits`` counts the matching requests, ``faults`` the ones it spoiled, ``max_inflight`` the most it
+    answered at once."""
 
     def __init__(self, upstream_port: int, match: str, *, status: int | None = None, times: int = 10**9,
                  delay: float = 0.0, truncate: float | None = None):
@@ -212,7 +213,7 @@ class FaultyProxy:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         proxy = self
-        self.hits = self.faults = 0
+        self.hits = self.faults = self.inflight = self.max_inflight = 0
         lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
@@ -227,6 +228,17 @@ class FaultyProxy:
                 with lock:
                     if matching:
                         proxy.hits += 1
+                        proxy.inflight += 1
+                        proxy.max_inflight = max(proxy.max_inflight, proxy.inflight)
+                try:
+                    self._answer(body, matching)
+                finally:
+                    if matching:
+                        with lock:
+                            proxy.inflight -= 1
+
+            def _answer(self, body, matching):
+                with lock:
                     spoil = matching and proxy.faults < times
                     if spoil:
                         proxy.faults += 1
@@ -350,3 +362,19 @@ def test_stow_is_retried_on_503_and_stores_once(pacs, tmp_path):
     client = DicomWebConnection(server.url, server.credentials).client()
     assert [i["00080018"]["Value"][0] for i in client.search_for_instances(
         search_filters={"SOPInstanceUID": src.SOPInstanceUID})] == [src.SOPInstanceUID]
+
+
+def test_concurrent_requests_are_capped_per_executor_across_its_python_workers(spark, pacs):
+    """Two tasks at once on local[2] run in two Python worker processes: the cap holds across them."""
+    server = pacs["server"]
+    for cap in (1, 2):
+        proxy = FaultyProxy(server.port, WADO_SERIES, delay=0.4)  # every retrieval slow: they would overlap
+        try:
+            from bigdl_medimg.io import read_dicomweb
+
+            rows = read_dicomweb(spark, proxy.url, credentials=server.credentials, max_concurrent=cap,
+                                 partitions=4).collect()
+        finally:
+            proxy.close()
+        assert len(rows) == len(PYDICOM_FILES) + 12 and proxy.hits >= 4
+        assert proxy.max_inflight == cap, (cap, proxy.max_inflight)

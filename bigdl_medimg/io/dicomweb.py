@@ -35,7 +35,7 @@ from typing import Iterator, Mapping
 from ..errors import ConfigError, MedImgError
 
 __all__ = ["read_dicomweb", "write_dicomweb", "parse_dicomweb_uri", "open_dicomweb", "Credentials", "resolve_credentials", "load_credentials", "DicomWebConnection", "DicomWebError",
-           "query_instances", "instance_path", "is_instance_path", "retrieve_headers", "ENV_USER", "ENV_PASSWORD", "ENV_TOKEN"]
+           "query_instances", "instance_path", "is_instance_path", "retrieve_headers", "RequestSlots", "ENV_USER", "ENV_PASSWORD", "ENV_TOKEN"]
 
 ENV_USER, ENV_PASSWORD, ENV_TOKEN = ("BIGDL_MEDIMG_DICOMWEB_USER", "BIGDL_MEDIMG_DICOMWEB_PASSWORD",
                                      "BIGDL_MEDIMG_DICOMWEB_TOKEN")
@@ -90,16 +90,56 @@ def load_credentials(path: str | None = None) -> Credentials | None:
     return None
 
 
-_SLOTS: dict[int, threading.BoundedSemaphore] = {}
-_SLOTS_LOCK = threading.Lock()
+class RequestSlots:
+    """At most ``n`` requests at once to one server from one executor, across its Python worker processes.
 
+    Spark runs each task of an executor in a Python worker process of its own
+    (forked by the executor's pyspark daemon), so a lock inside one process
+    caps nothing.  The slots are ``n`` lock files (``flock``) in the temp
+    folder, named by the server's address and the daemon's pid (the workers'
+    parent: one per executor); a request holds one for its duration, and a
+    worker that finds them all taken waits.
+    """
 
-def _slots(n: int) -> threading.BoundedSemaphore:
-    """This process's cap on concurrent requests (tasks of one Python worker share it)."""
-    with _SLOTS_LOCK:
-        if n not in _SLOTS:
-            _SLOTS[n] = threading.BoundedSemaphore(n)
-        return _SLOTS[n]
+    def __init__(self, where: str, n: int):
+        import hashlib
+        import tempfile
+        from pathlib import Path
+
+        key = hashlib.sha1(f"{where}|{os.getppid()}".encode()).hexdigest()[:16]
+        self.folder = Path(tempfile.gettempdir()) / f"bigdl-medimg-dicomweb-{key}"
+        self.n = max(1, int(n))
+        self._held = threading.local()
+
+    def __enter__(self):
+        import random
+        import time
+
+        try:
+            import fcntl
+        except ImportError:  # not on a POSIX executor: no cap across processes
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        order = list(range(self.n))
+        while True:
+            random.shuffle(order)
+            for i in order:
+                f = open(self.folder / f"slot-{i}", "a")
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    f.close()
+                    continue
+                self._held.f = f
+                return self
+            time.sleep(0.02)
+
+    def __exit__(self, *exc):
+        f = getattr(self._held, "f", None)
+        if f is not None:
+            f.close()  # releases the lock
+            self._held.f = None
+        return False
 
 
 @dataclass(frozen=True)
@@ -334,7 +374,7 @@ def _fetch_partition(conn: DicomWebConnection, batch_rows: int):
                             "on the server", uid if level == "studies" else None, uid if level == "series" else None,
                             None))
         if by_series:
-            client, slots = conn.client(), _slots(conn.max_concurrent)
+            client, slots = conn.client(), RequestSlots(conn.where(), conn.max_concurrent)
         for (study, series), sops in by_series.items():
             wanted, done, error = set(sops), set(), None
             try:
