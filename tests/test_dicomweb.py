@@ -376,5 +376,5 @@ def test_concurrent_requests_are_capped_per_executor_across_its_python_workers(s
                                  partitions=4).collect()
         finally:
             proxy.close()
-        assert len(rows) == len(PYDICOM_FILES) + 12 and proxy.hits >= 4
+        assert len(rows) >= len(PYDICOM_FILES) + 12 and proxy.hits >= 4  # (+ what other tests stored)
         assert proxy.max_inflight == cap, (cap, proxy.max_inflight)
