@@ -373,6 +373,59 @@ def test_chest_from_the_command_line(spark, tmp_path, capsys):
     numbers = _sr_numbers(tmp_path / "pred-dx" / "sr" / f"{row['image_index']}.sr.dcm")
     assert numbers == pytest.approx({f"{c[5:]} probability": row[c] for c in table.columns if c.startswith("prob_")},
                                     abs=1e-6)
+    _chest_from_a_pacs(tmp_path, tmp_path / "run" / "model", dx, table, capsys)
+
+
+def _chest_from_a_pacs(tmp_path, model, dx, files_table, capsys):
+    """The same radiographs from a real Orthanc: predict (keyed by SOP Instance UID, an SR each with the
+    probabilities the files gave) and evaluate against a findings table keyed by SOP Instance UID."""
+    from bigdl_medimg.datasets.local_pacs import LocalOrthanc, orthanc_available
+
+    if not orthanc_available():
+        pytest.skip("Orthanc is installed by `make test`")
+    paths = sorted(dx.rglob("*.dcm"))
+    sop = {p.name: str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths}
+    server = LocalOrthanc(tmp_path / "orthanc")
+    try:
+        server.store(paths)
+        creds = tmp_path / "credentials.json"
+        creds.write_text(json.dumps({"user": server.user, "password": server.password}))
+        source = f"dicomweb:{server.url}?ModalitiesInStudy=DX"
+        assert main(["predict", "--model", str(model), "--data", source, "--credentials", str(creds),
+                     "--out", str(tmp_path / "pred-pacs")]) == 0
+        pred = json.loads((tmp_path / "pred-pacs" / "predict.json").read_text())
+        assert pred["dicom_sr"] == {"written": 3, "failed": 0, "errors": {}}
+        web = pd.read_csv(next((tmp_path / "pred-pacs" / "predictions.csv").glob("part-*.csv"))).set_index(
+            "image_index")
+        files = files_table.assign(image_index=files_table["image_index"].map(sop)).set_index("image_index")
+        assert sorted(web.index) == sorted(sop.values())
+        probs = [c for c in web.columns if c.startswith("prob_")]
+        assert np.allclose(web.loc[files.index, probs].to_numpy(), files[probs].to_numpy(), atol=1e-6)
+        for uid in web.index:  # the SR references the PACS instance and carries its probabilities
+            sr_path = tmp_path / "pred-pacs" / "sr" / f"{uid}.sr.dcm"
+            assert _sr_numbers(sr_path) == pytest.approx(
+                {f"{c[5:]} probability": web.loc[uid, c] for c in probs}, abs=1e-6)
+            evidence = pydicom.dcmread(sr_path).CurrentRequestedProcedureEvidenceSequence[0]
+            assert evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == uid
+        # evaluate: findings keyed by SOP Instance UID (ChestX-ray14's syntax); one radiograph left unlabelled
+        a, b, _c = sorted(sop.values())
+        pd.DataFrame({"sop_instance_uid": [a, b], "Finding Labels": ["Effusion|Mass", "No Finding"]}).to_csv(
+            tmp_path / "findings.csv", index=False)
+        assert main(["evaluate", "--model", str(model), "--data", source, "--labels", str(tmp_path / "findings.csv"),
+                     "--credentials", str(creds), "--out", str(tmp_path / "ev-pacs")]) == 0
+        metrics = json.loads((tmp_path / "ev-pacs" / "metrics.json").read_text())
+        assert metrics["images"] == 2 and metrics["unlabelled_images"] == 1 and metrics["split"] == "all"
+        assert metrics["auroc"]["Effusion"] in (0.0, 1.0)  # two images, one positive: 0 or 1
+        ev = pd.read_csv(next((tmp_path / "ev-pacs" / "predictions.csv").glob("part-*.csv"))).set_index("image_index")
+        assert np.allclose(ev.loc[[a, b], probs].to_numpy(), web.loc[[a, b], probs].to_numpy(), atol=1e-6)
+        # a label the dataset does not know: one line naming the file and line, exit 2
+        (tmp_path / "bad.csv").write_text(f"sop_instance_uid,Finding Labels\n{a},Broken Bone\n")
+        capsys.readouterr()
+        assert main(["evaluate", "--model", str(model), "--data", source, "--labels", str(tmp_path / "bad.csv"),
+                     "--credentials", str(creds), "--out", str(tmp_path / "ev-bad")]) == 2
+        assert re.search(r"bad\.csv: line 2: unknown finding label\(s\) \['Broken Bone'\]", capsys.readouterr().err)
+    finally:
+        server.stop()
 
 
 def test_command_line_errors_are_one_line_with_exit_codes(tmp_path, capsys):

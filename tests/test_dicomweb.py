@@ -378,3 +378,29 @@ def test_concurrent_requests_are_capped_per_executor_across_its_python_workers(s
             proxy.close()
         assert len(rows) >= len(PYDICOM_FILES) + 12 and proxy.hits >= 4  # (+ what other tests stored)
         assert proxy.max_inflight == cap, (cap, proxy.max_inflight)
+
+
+def test_study_level_keys_select_whole_studies_and_series_keys_the_series_in_them(pacs):
+    """ModalitiesInStudy and StudyDate are study attributes (matched by a study search; Orthanc's series search
+    ignores ModalitiesInStudy), Modality a series one: checked against the headers of the files stored."""
+    from bigdl_medimg.io.dicomweb import DicomWebConnection, query_instances
+
+    server = pacs["server"]
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in
+               [*sorted(pacs["files"].iterdir()), *sorted(pacs["series_root"].rglob("*.dcm"))]]
+    mods: dict[str, set] = {}
+    for h in headers:
+        mods.setdefault(h.StudyInstanceUID, set()).add(h.Modality)
+    conn = DicomWebConnection(server.url, server.credentials)
+
+    def sops(query):
+        return {sop for _, _, sop in query_instances(conn, query)[0]} & {h.SOPInstanceUID for h in headers}
+
+    for modality in ("CT", "MR"):
+        want = {h.SOPInstanceUID for h in headers if modality in mods[h.StudyInstanceUID]}
+        assert want and sops({"ModalitiesInStudy": modality}) == want, modality
+        assert sops({"ModalitiesInStudy": modality, "Modality": modality}) == \
+            {h.SOPInstanceUID for h in headers if h.Modality == modality}
+    dates = sorted({h.StudyDate for h in headers if h.get("StudyDate")})
+    lo = dates[len(dates) // 2]
+    assert sops({"StudyDate": f"{lo}-"}) == {h.SOPInstanceUID for h in headers if h.get("StudyDate", "") >= lo}

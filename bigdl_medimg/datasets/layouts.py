@@ -88,6 +88,16 @@ def _read_text(spark, path: str) -> list[str]:
         raise
 
 
+def finding_vector(text: str) -> list[float]:
+    """ChestX-ray14's ``Finding Labels`` (``"Effusion|Mass"``, ``"No Finding"``) as 14 floats in
+    :data:`CHEST_LABELS` order; ValueError naming an unknown finding."""
+    findings = {f.strip() for f in str(text).split("|")} - {"No Finding", ""}
+    unknown = findings - set(CHEST_LABELS)
+    if unknown:
+        raise ValueError(f"unknown finding label(s) {sorted(unknown)}")
+    return [float(k in findings) for k in CHEST_LABELS]
+
+
 def load_chestxray14(spark, root: str, *, check_images: bool = True):
     """NIH ChestX-ray14 as a DataFrame.
 
@@ -129,7 +139,7 @@ def load_chestxray14(spark, root: str, *, check_images: bool = True):
             continue
         name = row[ix["Image Index"]]
         findings = set(row[ix["Finding Labels"]].split("|")) - {"No Finding"}
-        unknown |= findings - set(CHEST_LABELS)
+        unknown |= findings - set(CHEST_LABELS)  # (finding_vector's check; collected here for one message)
         if name not in split_of:
             raise DatasetLayoutError(f"{name} is in Data_Entry_2017.csv but in neither train_val_list.txt nor test_list.txt")
         records.append((name, [float(k in findings) for k in CHEST_LABELS], int(row[ix["Patient ID"]]),

@@ -154,11 +154,12 @@ def write_measurement_reports(df, outDir: str, *, maskCol: str = "segmentation",
 
 def write_finding_reports(df, outDir: str, labelNames: Sequence[str], *, probabilityCol: str = "probability",
                           pathCol: str = "path", keyCol: str = "image_index",
-                          title: str = "Chest radiograph findings", mode: str = "permissive"):
+                          title: str = "Chest radiograph findings", mode: str = "permissive", dicomweb=None):
     """Write one Measurement Report per DICOM image row (the probability of each finding) as ``<key>.sr.dcm``.
 
     The evidence is the image file in ``pathCol`` (a radiograph read by
-    ``read_images``); rows whose image could not be scored (no probabilities)
+    ``read_images``, or by ``read_dicomweb(level="image")`` with its connection
+    in ``dicomweb``); rows whose image could not be scored (no probabilities)
     get an error.
 
     Returns
@@ -182,8 +183,13 @@ def write_finding_reports(df, outDir: str, labelNames: Sequence[str], *, probabi
         probs = rec[probabilityCol]
         if probs is None or len(probs) != len(names):
             raise ValueError("no probabilities for this image")
-        with files.open_input(rec[pathCol]) as f:
-            header = pydicom.dcmread(f, stop_before_pixels=True)
+        if dicomweb is not None:
+            from ..io.dicomweb import retrieve_headers
+
+            header = retrieve_headers(dicomweb, [rec[pathCol]])[rec[pathCol]]
+        else:
+            with files.open_input(rec[pathCol]) as f:
+                header = pydicom.dcmread(f, stop_before_pixels=True)
         sr = build_measurement_report([header], chest_measurements(list(probs), names), title=title,
                                       uid_seed=f"{run_id}/{key}")
         buf = io.BytesIO()

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Mapping
 
 from ..errors import ConfigError, MedImgError
+from .images import XRAY_MODALITIES
 
 __all__ = ["read_dicomweb", "write_dicomweb", "parse_dicomweb_uri", "open_dicomweb", "Credentials", "resolve_credentials", "load_credentials", "DicomWebConnection", "DicomWebError",
            "query_instances", "instance_path", "is_instance_path", "retrieve_headers", "RequestSlots", "ENV_USER", "ENV_PASSWORD", "ENV_TOKEN"]
@@ -42,6 +43,8 @@ ENV_USER, ENV_PASSWORD, ENV_TOKEN = ("BIGDL_MEDIMG_DICOMWEB_USER", "BIGDL_MEDIMG
 #: QIDO-RS query keys understood by :func:`read_dicomweb` (DICOM keywords; values as QIDO-RS takes them).
 QUERY_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "ModalitiesInStudy", "Modality", "StudyDate",
               "SeriesDescription", "BodyPartExamined", "PatientID", "AccessionNumber")
+#: The study-level ones: matched by a study search, the others by a series search within each study.
+STUDY_KEYS = ("StudyInstanceUID", "ModalitiesInStudy", "StudyDate", "PatientID", "AccessionNumber")
 _STUDY, _SERIES, _SOP = "0020000D", "0020000E", "00080018"
 #: Instances per partition :func:`read_dicomweb` aims at when not told how many partitions to use.
 INSTANCES_PER_PARTITION = 256
@@ -269,12 +272,23 @@ def query_instances(conn: DicomWebConnection, query: Mapping | None = None,
     missing = []
     for q in variants:
         filters = {k: v for k, v in q.items() if v not in (None, "")}
-        # series first (study- and series-level keys are matched there), then the instances of each series
-        series = paged(client.search_for_series, search_filters=filters, fields=["StudyInstanceUID"])
+        study_filters = {k: v for k, v in filters.items() if k in STUDY_KEYS and k != "StudyInstanceUID"}
+        if study_filters:
+            # study-level keys (ModalitiesInStudy, StudyDate...) are matched by a study search: a series search
+            # need not support them (Orthanc ignores ModalitiesInStudy there and matches nothing)
+            studies = paged(client.search_for_studies, search_filters={
+                k: v for k, v in filters.items() if k in STUDY_KEYS})
+            series_filters = {k: v for k, v in filters.items() if k not in STUDY_KEYS}
+            series = [(_value(st, _STUDY), _value(item, _SERIES)) for st in studies if _value(st, _STUDY)
+                      for item in paged(client.search_for_series, study_instance_uid=_value(st, _STUDY),
+                                        search_filters=series_filters)]
+        else:
+            # series first (a StudyInstanceUID is matched there too), then the instances of each series
+            series = [(_value(item, _STUDY), _value(item, _SERIES)) for item in
+                      paged(client.search_for_series, search_filters=filters, fields=["StudyInstanceUID"])]
         if not series:  # a UID asked for by name that the server does not have is reported, not dropped
             missing += [(k, str(filters[k])) for k in ("SeriesInstanceUID", "StudyInstanceUID") if k in filters][:1]
-        for item in series:
-            study, uid = _value(item, _STUDY), _value(item, _SERIES)
+        for study, uid in series:
             for inst in paged(client.search_for_instances, study_instance_uid=study, series_instance_uid=uid):
                 sop = _value(inst, _SOP)
                 if sop:
@@ -412,7 +426,7 @@ def _fetch_partition(conn: DicomWebConnection, batch_rows: int):
 def read_dicomweb(spark, url: str, *, query: Mapping | None = None, level: str = "instance",
                   mode: str = "permissive", credentials: Credentials | str | None = None,
                   ca_bundle: str | None = None, timeout: float = 30.0, retries: int = 3, max_concurrent: int = 4,
-                  page_size: int = 500, partitions: int | None = None, deidentify=None):
+                  page_size: int = 500, partitions: int | None = None, deidentify=None, modalities=XRAY_MODALITIES):
     """Read DICOM instances (or series) from a DICOMweb server into the columns of the file readers.
 
     Parameters
@@ -424,8 +438,9 @@ def read_dicomweb(spark, url: str, *, query: Mapping | None = None, level: str =
         QIDO-RS filters by DICOM keyword (:data:`QUERY_KEYS`): ``StudyInstanceUID`` or
         ``SeriesInstanceUID`` (a value or a list), ``ModalitiesInStudy``, ``StudyDate``
         (``"YYYYMMDD-YYYYMMDD"``), ``SeriesDescription``, ``BodyPartExamined``...
-    level : {"instance", "series"}
-        One row per instance (as ``read_dicom``) or per series (as ``read_dicom_series``).
+    level : {"instance", "series", "image"}
+        One row per instance (as ``read_dicom``), per series (as ``read_dicom_series``) or
+        per 2-D radiograph (as ``read_images``, with its ``modalities`` check).
     mode : {"permissive", "failfast"}
     credentials : Credentials or str, optional
         Credentials, or the path of a credentials file; default: the environment
@@ -448,11 +463,11 @@ def read_dicomweb(spark, url: str, *, query: Mapping | None = None, level: str =
         The columns of ``read_dicom`` (``level="instance"``) or ``read_dicom_series``
         (``level="series"``); ``path`` holds each instance's WADO-RS address.
     """
-    from .readers import check_mode, dicom_frame, dicom_series_frame
+    from .readers import check_mode, dicom_frame, dicom_series_frame, image_frame
 
     check_mode(mode)
-    if level not in ("instance", "series"):
-        raise ConfigError(f"read_dicomweb: level must be 'instance' or 'series', got {level!r}")
+    if level not in ("instance", "series", "image"):
+        raise ConfigError(f"read_dicomweb: level must be 'instance', 'series' or 'image', got {level!r}")
     creds = resolve_credentials(credentials)
     conn = DicomWebConnection(url.rstrip("/"), creds, ca_bundle, float(timeout), int(retries), 0.5,
                               int(max_concurrent))
@@ -471,6 +486,8 @@ def read_dicomweb(spark, url: str, *, query: Mapping | None = None, level: str =
                                             "sop_instance_uid string")
     if level == "instance":
         return dicom_frame(fetched, mode=mode, deidentify=deidentify)
+    if level == "image":
+        return image_frame(fetched, mode=mode, deidentify=deidentify, modalities=modalities)
     # the series reader reads the files twice (headers, then the slices): retrieve each series once
     from pyspark import StorageLevel
 

@@ -244,15 +244,21 @@ def read_images(spark, path, *, modalities: Sequence[str] | None = XRAY_MODALITI
         ``body_part_examined``, ``rows``, ``columns``,
         ``photometric_interpretation``, ``spacing_source``, ``image``, ``error``.
     """
+    check_mode(mode)
+    return image_frame(binary_files(spark, path, recursive=recursive), modalities=modalities,
+                       keep_color=keep_color, mode=mode, deidentify=deidentify)
+
+
+def image_frame(files, *, modalities: Sequence[str] | None = XRAY_MODALITIES, keep_color: bool = False,
+                mode: str = "permissive", deidentify=None):
+    """:func:`read_images` on a frame of ``(path, content)`` rows (and ``fetch_error``: a failed retrieval)."""
     from .images import decode_image
 
-    check_mode(mode)
     mods = None if modalities is None else tuple(modalities)
     fields = [("path", "string"), ("format", "string"), ("modality", "string"), ("view_position", "string"),
               ("laterality", "string"), ("body_part_examined", "string"), ("rows", "int"), ("columns", "int"),
               ("photometric_interpretation", "string"), ("spacing_source", "string"),
               ("image", tensor_type()), ("error", "string")]
-    files = binary_files(spark, path, recursive=recursive)
     stage, label = _deid(deidentify)
     return _finish(_map_decode(files, lambda c, p: decode_image(c, p, modalities=mods, keep_color=keep_color),
                                fields, mode == "failfast", label), stage)

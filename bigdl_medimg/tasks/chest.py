@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import as_uri, load_task, save_task, score_split, tally_outputs, write_json
+from .common import as_uri, check_pacs_evaluation, load_task, save_task, score_split, tally_outputs, write_json
 
 __all__ = ["load", "front_stages", "train", "evaluate", "predict"]
 
@@ -90,50 +90,100 @@ def train(spark, data: str, out: str, cfg: dict) -> dict:
     return summary
 
 
-def _no_pacs(data: str) -> None:
-    if data.startswith("dicomweb:"):
-        raise ConfigError("chest_xray14 reads radiograph files (PNG, JPEG, DICOM); a dicomweb: source is not "
-                          "supported for this task: ingest the radiographs first (`ingest --kind dicom`) or "
-                          "retrieve them to files")
+def read_radiographs(spark, data: str, credentials=None):
+    """``(images with image_index, DICOMweb connection or None)``: the radiograph files under ``data`` (keyed
+    by file name), or the radiographs a ``dicomweb:`` query matches (keyed by SOP Instance UID)."""
+    from pyspark.sql import functions as F
+
+    from ..io.readers import read_images
+
+    conn = None
+    if data.startswith("dicomweb:"):  # radiographs straight from a PACS: QIDO-RS here, WADO-RS on the executors
+        from ..io.dicomweb import open_dicomweb, read_dicomweb
+
+        conn, query = open_dicomweb(data, credentials)
+        df = read_dicomweb(spark, conn.url, query=query, level="image", credentials=conn.credentials)
+    else:
+        df = read_images(spark, as_uri(data))
+    # the file name, or the last segment of the instance's WADO-RS address: its SOP Instance UID
+    return df.withColumn("image_index", F.regexp_extract("path", r"([^/]+)$", 1)), conn
+
+
+def _pacs_labelled(spark, data: str, labels: str | None, split: str, credentials=None):
+    """Radiographs from a PACS with their findings from ``labels`` (CSV ``sop_instance_uid,Finding Labels``,
+    ChestX-ray14's label syntax); ``(frame, unlabelled count)``."""
+    import csv
+    import io
+
+    from pyspark.sql import functions as F
+
+    from ..datasets.layouts import finding_vector
+    from ..io import hfs
+
+    check_pacs_evaluation(split, labels, "a CSV sop_instance_uid,Finding Labels (ChestX-ray14's syntax)")
+    uri = hfs.to_uri(labels)
+    rows = []
+    for n, r in enumerate(csv.DictReader(io.StringIO(hfs.read_text(spark, uri))), start=2):
+        try:
+            rows.append((r["sop_instance_uid"].strip(), finding_vector(r["Finding Labels"])))
+        except (KeyError, AttributeError, ValueError) as exc:
+            why = str(exc) if isinstance(exc, ValueError) else "expected columns sop_instance_uid,Finding Labels"
+            raise ConfigError(f"{uri}: line {n}: {why}") from None
+    table = spark.createDataFrame(rows, "image_index string, labels array<float>")
+    images, _conn = read_radiographs(spark, data, credentials)
+    df = images.join(table, "image_index", "left").cache()
+    unlabelled = df.filter(F.col("labels").isNull()).count()
+    if unlabelled:
+        log.warning("%d radiograph(s) from the PACS have no label in %s and are not scored", unlabelled, labels)
+    return df.filter(F.col("labels").isNotNull()).withColumn("split", F.lit("all")), unlabelled
 
 
 def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", kind: str | None = None,
              labels: str | None = None, credentials=None) -> dict:
-    _no_pacs(data)
+    """Per-finding AUROC (with CI) on a split of ChestX-ray14, or on radiographs from a PACS labelled in
+    ``labels`` (:func:`_pacs_labelled`)."""
     from ..export import write_predictions
     from ..report import ClassificationResults
 
     cfg = load_task(model_dir)["config"]
     names = list(cfg["estimator"]["labelNames"])
-    scored = score_split(model_dir, load(spark, data, cfg), split)
+    unlabelled = None
+    if data.startswith("dicomweb:"):
+        df, unlabelled = _pacs_labelled(spark, data, labels, split, credentials)
+    else:
+        df = load(spark, data, cfg)
+    scored = score_split(model_dir, df, split)
     try:
         res = ClassificationResults.from_dataframe(scored, labelNames=names, labelCol="labels",
                                                    title=f"ChestX-ray14 ({split} split)")
         res.save(str(Path(out) / "results"))
+        keys = ["image_index"] + (["patient_id"] if "patient_id" in scored.columns else [])
         write_predictions(scored, str(Path(out) / "predictions.csv"), labelNames=names, labelCol="labels",
-                          keyCols=["image_index", "patient_id"], format="csv", single_file=True, mode="overwrite")
+                          keyCols=keys, format="csv", single_file=True, mode="overwrite")
     finally:
         scored.unpersist()
     s = res.summary
     metrics = {"task": "chest_xray14", "split": split, "images": s["n"], "unscored": res.n_unscored,
                "mean_auroc": s["mean_auroc"], "mean_auroc_ci": s["mean_auroc_ci"],
                "auroc": {lab["label"]: lab["auroc"] for lab in s["labels"]}}
+    if unlabelled is not None:
+        metrics["unlabelled_images"] = unlabelled
     write_json(Path(out) / "metrics.json", metrics)
     return metrics
 
 
 def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None, credentials=None) -> dict:
-    """Probabilities of the 14 findings for every image under ``data`` (PNG, JPEG or DICOM), keyed by file name."""
-    _no_pacs(data)
+    """Probabilities of the 14 findings for every image under ``data`` (PNG, JPEG or DICOM), keyed by file name,
+    or for every radiograph a ``dicomweb:`` query matches, keyed by SOP Instance UID; a measurement SR per DICOM
+    radiograph."""
     from pyspark.ml import PipelineModel
     from pyspark.sql import functions as F
 
     from ..export import write_finding_reports, write_predictions
-    from ..io.readers import read_images
 
     cfg = load_task(model_dir)["config"]
     names = list(cfg["estimator"]["labelNames"])
-    df = read_images(spark, as_uri(data)).withColumn("image_index", F.regexp_extract("path", r"([^/]+)$", 1))
+    df, conn = read_radiographs(spark, data, credentials)
     scored = PipelineModel.load(str(Path(model_dir) / "pipeline")).transform(df)
     path = str(Path(out) / "predictions.csv")
     write_predictions(scored, path, labelNames=names, keyCols=["image_index"], format="csv", single_file=True,
@@ -143,6 +193,7 @@ def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None,
     outputs = {"predictions": path, "images": tally_outputs(errors)}
     dicom = scored.filter((F.col("format") == "dicom") & F.col("probability").isNotNull())
     if dicom.limit(1).count():  # a measurement SR (the 14 probabilities) beside each DICOM radiograph
-        outputs["dicom_sr"] = tally_outputs(write_finding_reports(dicom, str(Path(out) / "sr"), names))
+        outputs["dicom_sr"] = tally_outputs(write_finding_reports(dicom, str(Path(out) / "sr"), names,
+                                                                  dicomweb=conn))
     write_json(Path(out) / "predict.json", outputs)
     return outputs

@@ -109,3 +109,13 @@ def tally_outputs(table) -> dict:
     errors = table["error"].dropna()
     return {"written": int(len(table) - len(errors)), "failed": int(len(errors)),
             "errors": errors.value_counts().head(5).to_dict()}
+
+
+def check_pacs_evaluation(split: str, labels: str | None, what: str) -> None:
+    """``evaluate`` on a ``dicomweb:`` source: every matched series or image is evaluated (``split`` must be
+    ``"all"``) against references in ``labels`` (``what`` says which kind)."""
+    if split != "all":
+        raise ConfigError(f"--split {split}: a dicomweb: source has no splits (its query chooses the cases); "
+                          "use --split all")
+    if not labels:
+        raise ConfigError(f"evaluating images from a PACS needs --labels: {what}")

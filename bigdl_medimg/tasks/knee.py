@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import as_uri, assign_split, load_task, save_task, score_split, tally_outputs, write_json
+from .common import as_uri, assign_split, check_pacs_evaluation, load_task, save_task, score_split, tally_outputs, write_json
 
 __all__ = ["load", "front_stages", "post_stages", "train", "evaluate", "predict", "SEGMENT_LABELS"]
 
@@ -214,12 +214,8 @@ def pacs_cases(spark, data: str, labels: str | None, split: str, credentials=Non
     from ..datasets.synth import synth_knee_labels
     from ..io.readers import read_nifti
 
-    if split != "all":
-        raise ConfigError(f"--split {split}: a dicomweb: source has no splits (its query chooses the series); "
-                          "use --split all")
-    if not labels:
-        raise ConfigError("evaluating series from a PACS needs --labels: a folder of <SeriesInstanceUID>.nii.gz "
-                          "reference masks, or a CSV series_instance_uid,tear")
+    check_pacs_evaluation(split, labels, "a folder of <SeriesInstanceUID>.nii.gz reference masks, or a CSV "
+                                         "series_instance_uid,tear")
     series, _key, _kind, _conn = read_volumes(spark, data, "series", credentials)
     series = series.withColumn("case", F.col("series_instance_uid"))
     if str(labels).endswith(".csv"):
