@@ -36,10 +36,11 @@ from ..errors import ConfigError, MedImgError
 from .images import XRAY_MODALITIES
 
 __all__ = ["read_dicomweb", "write_dicomweb", "parse_dicomweb_uri", "open_dicomweb", "Credentials", "resolve_credentials", "load_credentials", "DicomWebConnection", "DicomWebError",
-           "query_instances", "instance_path", "is_instance_path", "retrieve_headers", "RequestSlots", "ENV_USER", "ENV_PASSWORD", "ENV_TOKEN"]
+           "query_instances", "instance_path", "is_instance_path", "retrieve_headers", "RequestSlots", "ENV_USER", "ENV_PASSWORD", "ENV_TOKEN", "ENV_CA_BUNDLE"]
 
 ENV_USER, ENV_PASSWORD, ENV_TOKEN = ("BIGDL_MEDIMG_DICOMWEB_USER", "BIGDL_MEDIMG_DICOMWEB_PASSWORD",
                                      "BIGDL_MEDIMG_DICOMWEB_TOKEN")
+ENV_CA_BUNDLE = "BIGDL_MEDIMG_DICOMWEB_CA_BUNDLE"
 #: QIDO-RS query keys understood by :func:`read_dicomweb` (DICOM keywords; values as QIDO-RS takes them).
 QUERY_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "ModalitiesInStudy", "Modality", "StudyDate",
               "SeriesDescription", "BodyPartExamined", "PatientID", "AccessionNumber")
@@ -61,6 +62,8 @@ class Credentials:
     user: str = field(default="", repr=False)
     password: str = field(default="", repr=False)
     token: str = field(default="", repr=False)
+    #: the CA bundle that verifies the server's TLS certificate (an internal authority), if not the system's
+    ca_bundle: str = ""
 
     def __str__(self) -> str:
         return "Credentials(bearer token)" if self.token else f"Credentials(basic, user set: {bool(self.user)})"
@@ -76,21 +79,26 @@ def resolve_credentials(credentials: Credentials | str | None) -> Credentials | 
 
 
 def load_credentials(path: str | None = None) -> Credentials | None:
-    """Credentials from ``path`` (JSON: ``user``/``password`` or ``token``), else from the environment, else None."""
+    """Credentials from ``path`` (JSON: ``user``/``password`` or ``token``, optionally ``ca_bundle``), else from
+    the environment (and ``BIGDL_MEDIMG_DICOMWEB_CA_BUNDLE``), else None."""
     if path:
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"DICOMweb credentials file {path}: {type(exc).__name__}") from None
-        if not isinstance(data, dict) or not (data.get("token") or (data.get("user") and "password" in data)):
-            raise ConfigError(f"DICOMweb credentials file {path}: needs 'user' and 'password', or 'token'")
-        return Credentials(str(data.get("user", "")), str(data.get("password", "")), str(data.get("token", "")))
+        if not isinstance(data, dict) or not (data.get("token") or (data.get("user") and "password" in data)
+                                              or data.get("ca_bundle")):
+            raise ConfigError(f"DICOMweb credentials file {path}: needs 'user' and 'password', or 'token' "
+                              "(and/or 'ca_bundle')")
+        return Credentials(str(data.get("user", "")), str(data.get("password", "")), str(data.get("token", "")),
+                           str(data.get("ca_bundle", "")))
+    ca = os.environ.get(ENV_CA_BUNDLE, "")
     if os.environ.get(ENV_TOKEN):
-        return Credentials(token=os.environ[ENV_TOKEN])
+        return Credentials(token=os.environ[ENV_TOKEN], ca_bundle=ca)
     if os.environ.get(ENV_USER):
-        return Credentials(os.environ[ENV_USER], os.environ.get(ENV_PASSWORD, ""))
-    return None
+        return Credentials(os.environ[ENV_USER], os.environ.get(ENV_PASSWORD, ""), ca_bundle=ca)
+    return Credentials(ca_bundle=ca) if ca else None
 
 
 class RequestSlots:
@@ -145,6 +153,23 @@ class RequestSlots:
         return False
 
 
+def _session_class():
+    """A ``requests.Session`` whose CA bundle wins over the environment's: requests lets ``REQUESTS_CA_BUNDLE``
+    or ``CURL_CA_BUNDLE`` (often set machine-wide) replace a session's ``verify`` (psf/requests#3829)."""
+    import requests
+
+    class Session(requests.Session):
+        ca_bundle = ""
+
+        def merge_environment_settings(self, url, proxies, stream, verify, cert):
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if self.ca_bundle and verify is None:
+                settings["verify"] = self.ca_bundle
+            return settings
+
+    return Session
+
+
 @dataclass(frozen=True)
 class DicomWebConnection:
     """Where and how to reach a DICOMweb server; picklable, shipped to the executors with the tasks."""
@@ -159,21 +184,21 @@ class DicomWebConnection:
 
     def client(self):
         """A ``dicomweb_client.DICOMwebClient`` on a session with retries, auth and TLS settings."""
-        import requests
         from dicomweb_client import DICOMwebClient
         from requests.adapters import HTTPAdapter
         from urllib3.util.retry import Retry
 
-        session = requests.Session()
+        session = _session_class()()
         retry = Retry(total=self.retries, connect=self.retries, read=self.retries, status=self.retries,
                       backoff_factor=self.backoff, status_forcelist=(429, 500, 502, 503, 504),
                       allowed_methods=None, respect_retry_after_header=True, raise_on_status=False)
         adapter = HTTPAdapter(max_retries=retry, pool_maxsize=max(1, self.max_concurrent))
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        if self.ca_bundle:
-            session.verify = self.ca_bundle
         c = self.credentials
+        ca_bundle = self.ca_bundle or (c.ca_bundle if c is not None else "")
+        if ca_bundle:
+            session.verify = session.ca_bundle = ca_bundle
         if c is not None and c.token:
             session.headers["Authorization"] = f"Bearer {c.token}"
         elif c is not None and c.user:
@@ -227,6 +252,9 @@ def _http_reason(exc: BaseException, conn: DicomWebConnection) -> str:
         return f"no answer within {conn.timeout:g} s"
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return "the answer was cut short (connection lost mid-transfer)"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return (f"TLS verification of {conn.where()} failed (a certificate from an internal authority needs "
+                "its CA bundle: ca_bundle=, or ca_bundle in the credentials file)")
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.RetryError)):
         return f"cannot reach {conn.where()}"
     return type(exc).__name__
