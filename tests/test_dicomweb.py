@@ -314,6 +314,24 @@ def test_retries_on_429_and_503_then_succeed_and_give_up_with_a_row_error(spark,
     assert proxy.hits == 2 * 2  # two series, each tried twice (retries=1)
 
 
+def test_refusals_at_retrieval_are_row_errors_naming_the_status(spark, pacs):
+    """Credentials that stop working between the query and the retrieval (401/403) or a series deleted in
+    between (404): not retried, one row error per instance, no URL or password in the text."""
+    server = pacs["server"]
+    for status, why in ((401, "the credentials were refused"), (403, "access denied for these credentials"),
+                        (404, "not found on the server")):
+        proxy = FaultyProxy(server.port, WADO_SERIES, status=status)
+        try:
+            rows = _series_rows(spark, server, proxy, retries=3)
+        finally:
+            proxy.close()
+        assert len(rows) == 12 and all(r.image is None for r in rows)
+        assert {r.error for r in rows} == {f"DicomWebError: series {r.series_instance_uid}: HTTP {status} ({why})"
+                                           for r in rows}
+        assert proxy.hits == 2  # once per series: a refusal is not retried
+        assert not any(server.password in r.error or "http" in r.error for r in rows)
+
+
 def test_a_timeout_and_a_truncated_answer_are_row_errors_and_nothing_is_lost(spark, pacs, tmp_path):
     server = pacs["server"]
     proxy = FaultyProxy(server.port, WADO_SERIES, delay=3.0)
