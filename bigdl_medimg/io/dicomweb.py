@@ -161,6 +161,27 @@ def retrieve_headers(conn: DicomWebConnection, paths) -> dict:
     return out
 
 
+def _series_parts(client, conn: DicomWebConnection, study: str, series: str):
+    """The instances of a series (WADO-RS) as the server sent them: each multipart part's bytes, streamed.
+
+    dicomweb-client's public ``iter_series`` parses every part into a pydicom
+    Dataset; the readers need the file's bytes, and writing a Dataset back
+    costs ~1 ms per instance and may not give the stored bytes back.  So the
+    request and the multipart parsing are the client's own (its ``_http_get``
+    with the session's retries, its ``_decode_multipart_message``: dicomweb-client
+    is pinned below 0.62 in setup.cfg for these), the bytes are kept as they are.
+    """
+    # transfer-syntax=*: as stored (Orthanc, like most archives, cannot transcode JPEG 2000)
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    url = f"{conn.url.rstrip('/')}/studies/{study}/series/{series}"
+    response = client._http_get(url, headers={"Accept": accept}, stream=True)
+    if response.headers.get("Content-Type", "").startswith("application/dicom"):  # one part, not wrapped
+        yield response.content
+        return
+    for part in client._decode_multipart_message(response, stream=True):
+        yield bytes(part)
+
+
 def _fetch_partition(conn: DicomWebConnection, batch_rows: int):
     """The executor side: retrieve each series of a partition once; ``(path, content, fetch_error, UIDs)`` rows.
 
@@ -211,15 +232,13 @@ def _fetch_partition(conn: DicomWebConnection, batch_rows: int):
             try:
                 with slots:
                     # transfer-syntax=*: as stored (Orthanc, like most archives, cannot transcode JPEG 2000)
-                    for ds in client.iter_series(study, series, media_types=(("application/dicom", "*"),)):
-                        sop = str(ds.SOPInstanceUID)
+                    for content in _series_parts(client, conn, study, series):
+                        sop = str(pydicom.dcmread(io.BytesIO(content), stop_before_pixels=True,
+                                                  specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
                         if sop not in wanted or sop in done:  # stored after the query, or sent twice
                             continue
-                        buf = io.BytesIO()
-                        pydicom.dcmwrite(buf, ds, enforce_file_format=True)
                         done.add(sop)
-                        pending.append((instance_path(conn, study, series, sop), buf.getvalue(), None, study,
-                                        series, sop))
+                        pending.append((instance_path(conn, study, series, sop), content, None, study, series, sop))
                         out = flush()
                         if out is not None:
                             yield out
