@@ -390,17 +390,22 @@ def _chest_from_a_pacs(tmp_path, model, dx, files_table, capsys):
         server.store(paths)
         creds = tmp_path / "credentials.json"
         creds.write_text(json.dumps({"user": server.user, "password": server.password}))
-        source = f"dicomweb:{server.url}?ModalitiesInStudy=DX"
+        source = f"dicomweb:{server.url}?Modality=DX"  # the DX series (the SRs sent back are in the studies too)
         assert main(["predict", "--model", str(model), "--data", source, "--credentials", str(creds),
-                     "--out", str(tmp_path / "pred-pacs")]) == 0
+                     "--out", str(tmp_path / "pred-pacs"), "--stow", server.url]) == 0
         pred = json.loads((tmp_path / "pred-pacs" / "predict.json").read_text())
         assert pred["dicom_sr"] == {"written": 3, "failed": 0, "errors": {}}
+        assert pred["stow"] == {"written": 3, "failed": 0, "errors": {}}  # the SRs, back beside their images
         web = pd.read_csv(next((tmp_path / "pred-pacs" / "predictions.csv").glob("part-*.csv"))).set_index(
             "image_index")
         files = files_table.assign(image_index=files_table["image_index"].map(sop)).set_index("image_index")
         assert sorted(web.index) == sorted(sop.values())
         probs = [c for c in web.columns if c.startswith("prob_")]
         assert np.allclose(web.loc[files.index, probs].to_numpy(), files[probs].to_numpy(), atol=1e-6)
+        from bigdl_medimg.io.dicomweb import DicomWebConnection
+
+        client = DicomWebConnection(server.url, server.credentials).client()
+        assert len(client.search_for_instances(search_filters={"Modality": "SR"})) == 3
         for uid in web.index:  # the SR references the PACS instance and carries its probabilities
             sr_path = tmp_path / "pred-pacs" / "sr" / f"{uid}.sr.dcm"
             assert _sr_numbers(sr_path) == pytest.approx(
@@ -415,6 +420,13 @@ def _chest_from_a_pacs(tmp_path, model, dx, files_table, capsys):
                      "--credentials", str(creds), "--out", str(tmp_path / "ev-pacs")]) == 0
         metrics = json.loads((tmp_path / "ev-pacs" / "metrics.json").read_text())
         assert metrics["images"] == 2 and metrics["unlabelled_images"] == 1 and metrics["split"] == "all"
+        assert metrics["unlabelled_unreadable_images"] == 0
+        # the whole studies: the SRs sent back above are no radiographs: counted apart, not as unlabelled
+        assert main(["evaluate", "--model", str(model), "--data", f"dicomweb:{server.url}?ModalitiesInStudy=DX",
+                     "--labels", str(tmp_path / "findings.csv"), "--credentials", str(creds),
+                     "--out", str(tmp_path / "ev-studies")]) == 0
+        studies = json.loads((tmp_path / "ev-studies" / "metrics.json").read_text())
+        assert (studies["images"], studies["unlabelled_images"], studies["unlabelled_unreadable_images"]) == (2, 1, 3)
         assert metrics["auroc"]["Effusion"] in (0.0, 1.0)  # two images, one positive: 0 or 1
         ev = pd.read_csv(next((tmp_path / "ev-pacs" / "predictions.csv").glob("part-*.csv"))).set_index("image_index")
         assert np.allclose(ev.loc[[a, b], probs].to_numpy(), web.loc[[a, b], probs].to_numpy(), atol=1e-6)
@@ -524,6 +536,7 @@ def test_knee_evaluate_and_predict_straight_from_a_pacs(spark, knee_data, knee_r
     pacs_m = json.loads((tmp_path / "ev-pacs" / "metrics.json").read_text())
     assert pacs_m["volumes"] == files_m["volumes"] == len(pacs["test"]) and pacs_m["split"] == "all"
     assert pacs_m["unlabelled_series"] == 1  # the training case's series: counted, not scored
+    assert pacs_m["unlabelled_unreadable_series"] == 0
     for metric in ("dice", "hd", "msd"):
         for name, value in files_m[metric].items():
             assert pacs_m[metric][name] == pytest.approx(value, abs=1e-6, nan_ok=True), (metric, name)

@@ -450,15 +450,17 @@ def cmd_predict(args) -> int:
 
 
 def _stow(args) -> dict:
-    """Send the predicted DICOM objects (``PRED/seg/*.dcm``: SEG and SR) with STOW-RS; counts for predict.json."""
+    """Send the predicted DICOM objects (``PRED/seg/*.dcm``: SEG and SR; ``PRED/sr/*.dcm``: chest SRs) with
+    STOW-RS; counts for predict.json."""
     import json
     from pathlib import Path
 
     from ..io.dicomweb import DicomWebConnection, write_dicomweb
     from ..tasks.common import tally_outputs
 
-    sent = write_dicomweb(sorted(str(p) for p in Path(args.out).glob("seg/*.dcm")), args.stow,
-                          credentials=args.credentials)
+    # knee and meniscus write SEG and SR into PRED/seg, chest its SRs into PRED/sr
+    sent = write_dicomweb(sorted(str(p) for d in ("seg", "sr") for p in Path(args.out).glob(f"{d}/*.dcm")),
+                          args.stow, credentials=args.credentials)
     tally = tally_outputs(sent)
     where = DicomWebConnection(args.stow).where()  # scheme, host and port: never credentials in a URL
     print(f"stow -> {where}: {tally['written']} sent, {tally['failed']} failed")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import as_uri, check_pacs_evaluation, load_task, save_task, score_split, tally_outputs, write_json
+from .common import as_uri, check_pacs_evaluation, labelled_pacs_cases, load_task, save_task, score_split, tally_outputs, write_json
 
 __all__ = ["load", "front_stages", "train", "evaluate", "predict"]
 
@@ -111,11 +111,9 @@ def read_radiographs(spark, data: str, credentials=None):
 
 def _pacs_labelled(spark, data: str, labels: str | None, split: str, credentials=None):
     """Radiographs from a PACS with their findings from ``labels`` (CSV ``sop_instance_uid,Finding Labels``,
-    ChestX-ray14's label syntax); ``(frame, unlabelled count)``."""
+    ChestX-ray14's label syntax); ``(frame, counts of those not scored)``."""
     import csv
     import io
-
-    from pyspark.sql import functions as F
 
     from ..datasets.layouts import finding_vector
     from ..io import hfs
@@ -131,11 +129,7 @@ def _pacs_labelled(spark, data: str, labels: str | None, split: str, credentials
             raise ConfigError(f"{uri}: line {n}: {why}") from None
     table = spark.createDataFrame(rows, "image_index string, labels array<float>")
     images, _conn = read_radiographs(spark, data, credentials)
-    df = images.join(table, "image_index", "left").cache()
-    unlabelled = df.filter(F.col("labels").isNull()).count()
-    if unlabelled:
-        log.warning("%d radiograph(s) from the PACS have no label in %s and are not scored", unlabelled, labels)
-    return df.filter(F.col("labels").isNotNull()).withColumn("split", F.lit("all")), unlabelled
+    return labelled_pacs_cases(images.join(table, "image_index", "left"), "labels", labels, "radiograph(s)")
 
 
 def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", kind: str | None = None,
@@ -167,7 +161,7 @@ def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", ki
                "mean_auroc": s["mean_auroc"], "mean_auroc_ci": s["mean_auroc_ci"],
                "auroc": {lab["label"]: lab["auroc"] for lab in s["labels"]}}
     if unlabelled is not None:
-        metrics["unlabelled_images"] = unlabelled
+        metrics.update({f"{k}_images": v for k, v in unlabelled.items()})
     write_json(Path(out) / "metrics.json", metrics)
     return metrics
 

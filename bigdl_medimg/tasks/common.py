@@ -119,3 +119,23 @@ def check_pacs_evaluation(split: str, labels: str | None, what: str) -> None:
                           "use --split all")
     if not labels:
         raise ConfigError(f"evaluating images from a PACS needs --labels: {what}")
+
+
+def labelled_pacs_cases(df, label_col: str, labels: str, unit: str):
+    """``(rows with a reference, counts)`` of a PACS evaluation: rows without a reference are not scored but
+    counted, apart: ``unlabelled`` (readable, no reference in ``labels``) and ``unlabelled_unreadable`` (an
+    error row without a reference: an instance that is no image of the task, such as an SR stored beside it,
+    or one that cannot be read). Both are logged; the counts go into ``metrics.json``."""
+    import logging
+
+    from pyspark.sql import functions as F
+
+    df = df.cache()
+    no_ref = df.filter(F.col(label_col).isNull())
+    counts = {"unlabelled": no_ref.filter(F.col("error").isNull()).count(),
+              "unlabelled_unreadable": no_ref.filter(F.col("error").isNotNull()).count()}
+    if any(counts.values()):
+        logging.getLogger(__name__).warning(
+            "%d %s from the PACS have no reference in %s and %d more are unreadable or not images of this task "
+            "(and have none): not scored", counts["unlabelled"], unit, labels, counts["unlabelled_unreadable"])
+    return df.filter(F.col(label_col).isNotNull()).withColumn("split", F.lit("all")), counts

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import as_uri, assign_split, check_pacs_evaluation, load_task, save_task, score_split, tally_outputs, write_json
+from .common import as_uri, assign_split, check_pacs_evaluation, labelled_pacs_cases, load_task, save_task, score_split, tally_outputs, write_json
 
 __all__ = ["load", "front_stages", "post_stages", "train", "evaluate", "predict", "SEGMENT_LABELS"]
 
@@ -146,7 +146,7 @@ def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", ki
     cfg = load_task(model_dir)["config"]
     unlabelled = None
     if data.startswith("dicomweb:"):
-        df, unlabelled = pacs_cases(spark, data, labels, split, credentials)
+        df, unlabelled = pacs_cases(spark, data, labels, split, credentials)  # (counts of those not scored)
     else:
         df = load(spark, data, cfg)
     scored = score_split(model_dir, df, split)
@@ -164,7 +164,7 @@ def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", ki
                "not_scored": sum(v["error"] is not None for v in res.volumes),
                **{m: dict(zip(names, per[m])) for m in per}}
     if unlabelled is not None:
-        metrics["unlabelled_series"] = unlabelled
+        metrics.update({f"{k}_series": v for k, v in unlabelled.items()})
     write_json(Path(out) / "metrics.json", metrics)
     return metrics
 
@@ -224,15 +224,11 @@ def pacs_cases(spark, data: str, labels: str | None, split: str, credentials=Non
         masks = read_nifti(spark, as_uri(labels))
         ref = masks.select(F.regexp_extract("path", r"([^/]+?)\.nii(\.gz)?$", 1).alias("case"),
                            F.col("image").alias("mask"), F.col("error").alias("mask_error"))
-    cases = series.join(ref, "case", "left").cache()
     label_col = "tear" if "tear" in ref.columns else "mask"
-    unlabelled = cases.filter(F.col(label_col).isNull() & F.col("series_instance_uid").isNotNull()).count()
-    if unlabelled:
-        log.warning("%d series from the PACS have no label in %s and are not scored", unlabelled, labels)
-    out = cases.filter(F.col(label_col).isNotNull()).withColumn("split", F.lit("all"))
-    if "mask_error" in out.columns:
-        out = out.withColumn("error", F.coalesce("error", "mask_error")).drop("mask_error")
-    return out, unlabelled
+    cases = series.join(ref, "case", "left")
+    if "mask_error" in cases.columns:  # an unreadable reference mask: counted with its error, not as unlabelled
+        cases = cases.withColumn("error", F.coalesce("error", "mask_error")).drop("mask_error")
+    return labelled_pacs_cases(cases, label_col, labels, "series")
 
 
 def predict(spark, model_dir: str, data: str, out: str, kind: str | None = None, credentials=None) -> dict:

@@ -207,7 +207,7 @@ def evaluate(spark, model_dir: str, data: str, out: str, split: str = "test", ki
                "auroc": lab["auroc"],
                "auroc_ci": lab["auroc_ci"], "sensitivity": lab["sensitivity"], "specificity": lab["specificity"]}
     if unlabelled is not None:
-        metrics["unlabelled_series"] = unlabelled
+        metrics.update({f"{k}_series": v for k, v in unlabelled.items()})
     write_json(Path(out) / "metrics.json", metrics)
     return metrics
 
