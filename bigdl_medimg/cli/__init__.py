@@ -129,10 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             sp.add_argument("--split", choices=["train", "val", "test", "all"],
                             help="default: test (all for a dicomweb: source, whose query chooses the series)")
-            sp.add_argument("--labels", metavar="PATH", help="for a dicomweb: source, the references keyed by "
-                                                             "Series Instance UID: a folder of "
-                                                             "<SeriesInstanceUID>.nii.gz masks (knee_cartilage) "
-                                                             "or a CSV series_instance_uid,tear (meniscus_tear)")
+            sp.add_argument("--labels", metavar="PATH", help="for a dicomweb: source, the references keyed by DICOM "
+                                                             "UID: a folder of <SeriesInstanceUID>.nii.gz masks "
+                                                             "(knee_cartilage), a CSV series_instance_uid,tear "
+                                                             "(meniscus_tear) or a CSV sop_instance_uid,Finding "
+                                                             "Labels (chest_xray14)")
             tracking_opts(sp)
         sp.add_argument("--engine", choices=["bigdl", "torch"],
                         help="check that the model runs on this engine (a model runs on the one it was trained with)")

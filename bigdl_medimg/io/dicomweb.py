@@ -188,9 +188,10 @@ def _fetch_partition(conn: DicomWebConnection, batch_rows: int):
     The partition's instance references (a few UIDs each) are gathered first:
     Arrow hands them over in small batches, and fetching per batch would
     retrieve a series once per batch.  Each series is then streamed
-    (``iter_series``), its instances leave in batches of ``batch_rows`` as they
-    arrive, and the instances it did not deliver (an error mid-stream, a
-    truncated part, an instance deleted since the query) get an error row.
+    (:func:`_series_parts`), its instances leave in batches of ``batch_rows`` as
+    they arrive, and the instances it did not deliver (an error mid-stream, a
+    truncated or unreadable part, an instance deleted since the query) get an
+    error row.
     """
 
     def run(batches: Iterator):
@@ -233,8 +234,11 @@ def _fetch_partition(conn: DicomWebConnection, batch_rows: int):
                 with slots:
                     # transfer-syntax=*: as stored (Orthanc, like most archives, cannot transcode JPEG 2000)
                     for content in _series_parts(client, conn, study, series):
-                        sop = str(pydicom.dcmread(io.BytesIO(content), stop_before_pixels=True,
-                                                  specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
+                        try:
+                            sop = str(pydicom.dcmread(io.BytesIO(content), stop_before_pixels=True, force=True,
+                                                      specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
+                        except Exception:  # a part that is no DICOM: its instance stays "not returned"
+                            continue
                         if sop not in wanted or sop in done:  # stored after the query, or sent twice
                             continue
                         done.add(sop)

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import as_uri, check_pacs_evaluation, labelled_pacs_cases, load_task, save_task, score_split, tally_outputs, write_json
+from .common import (as_uri, check_pacs_evaluation, labelled_pacs_cases, load_task, save_task, score_split,
+                     tally_outputs, write_json)
 
 __all__ = ["load", "front_stages", "train", "evaluate", "predict"]
 
