@@ -427,6 +427,21 @@ def test_study_level_keys_select_whole_studies_and_series_keys_the_series_in_the
     dates = sorted({h.StudyDate for h in headers if h.get("StudyDate")})
     lo = dates[len(dates) // 2]
     assert sops({"StudyDate": f"{lo}-"}) == {h.SOPInstanceUID for h in headers if h.get("StudyDate", "") >= lo}
+    # a list of series UIDs is one search each; pages of 2 give what one page gives
+    two = sorted({h.SeriesInstanceUID for h in headers})[:2]
+    assert sops({"SeriesInstanceUID": two}) == {h.SOPInstanceUID for h in headers if h.SeriesInstanceUID in two}
+    everything = query_instances(conn, {})[0]
+    assert query_instances(conn, {}, page_size=2)[0] == everything and len(everything) >= len(headers)
+    # wildcards go to the server as they are; a value with a space matches exactly (Orthanc 1.10 matched
+    # neither a percent-encoded * nor a space: both worked around)
+    assert sops({"SeriesDescription": "KNEE*"}) == sops({"SeriesDescription": "KNEEPHANTOM"}) == \
+        {h.SOPInstanceUID for h in headers if h.get("SeriesDescription") == "KNEEPHANTOM"}
+    parts = [h for h in headers if h.get("BodyPartExamined")]
+    assert parts and " " in parts[0].BodyPartExamined  # pydicom's JPEG files: "WHOLE BODY"
+    if parts:
+        part = parts[0].BodyPartExamined
+        assert sops({"BodyPartExamined": part}) == {h.SOPInstanceUID for h in headers
+                                                   if h.get("BodyPartExamined") == part}
 
 
 def test_tls_with_a_ca_bundle_from_the_argument_the_credentials_file_or_the_environment(spark, pacs, tmp_path,

@@ -54,6 +54,41 @@ def _value(item: Mapping, tag: str):
     return v[0] if v else None
 
 
+def _qido(client, conn: DicomWebConnection, path: str, filters: Mapping, fields, limit: int, offset: int) -> list:
+    """One QIDO-RS page: ``GET {url}/{path}?Keyword=value&...`` as DICOM JSON.
+
+    The query string is written here, not by ``requests``: a value's ``*`` and
+    ``?`` wildcards go as they are (percent-encoded, Orthanc 1.10 takes them
+    literally), and a space, which such a server cannot match either, goes as
+    ``?`` (any one character); :func:`_matches` then keeps the exact matches.
+    """
+    from urllib.parse import quote
+
+    args = [f"{k}={quote(str(v).replace(' ', '?'), safe='*?-.,')}" for k, v in filters.items()]
+    args += [f"includefield={f}" for f in fields] + [f"limit={int(limit)}", f"offset={int(offset)}"]
+    response = client._http_get(f"{conn.url.rstrip('/')}/{path}?{'&'.join(args)}",
+                                headers={"Accept": "application/dicom+json"})
+    return response.json() if response.content else []
+
+
+def _matches(item: Mapping, filters: Mapping) -> bool:
+    """Whether a QIDO-RS answer really matches ``filters``' values that hold a space (sent as ``?`` by
+    :func:`_qido`): DICOM wildcard matching (``*``, ``?``) on the answer's own value."""
+    from fnmatch import fnmatchcase
+
+    from pydicom.datadict import tag_for_keyword
+
+    for k, v in filters.items():
+        if not isinstance(v, str) or " " not in v:
+            continue
+        tag = tag_for_keyword(k)
+        got = (item.get(f"{tag:08X}") or {}).get("Value") if tag is not None else None
+        pattern = v.replace("[", "[[]")  # fnmatch's classes are not DICOM wildcards
+        if got is not None and not any(fnmatchcase(str(x), pattern) for x in got):
+            return False
+    return True
+
+
 def query_instances(conn: DicomWebConnection, query: Mapping | None = None,
                     page_size: int = 500) -> tuple[list[tuple], list[tuple]]:
     """``([(study, series, sop instance UID)], [(keyword, uid)])``: the instances matching ``query`` (QIDO-RS on
@@ -61,7 +96,9 @@ def query_instances(conn: DicomWebConnection, query: Mapping | None = None,
 
     ``query`` keys are DICOM keywords (:data:`QUERY_KEYS`); a list value for
     ``StudyInstanceUID`` or ``SeriesInstanceUID`` is one search per UID;
-    ``StudyDate`` takes a DICOM range (``"20240101-20241231"``).
+    ``StudyDate`` takes a DICOM range (``"20240101-20241231"``); values may hold
+    the wildcards ``*`` and ``?``, and a value with a space matches exactly on
+    any server (:func:`_qido`, :func:`_matches`).
     """
     query = dict(query or {})
     unknown = sorted(set(query) - set(QUERY_KEYS))
@@ -73,16 +110,16 @@ def query_instances(conn: DicomWebConnection, query: Mapping | None = None,
     variants = [query] if not lists else [{**query, k: x} for k, vs in lists.items() for x in dict.fromkeys(vs)]
     client = conn.client()
 
-    def paged(search, **kw) -> list[dict]:
+    def paged(path: str, filters: Mapping, fields=()) -> list[dict]:
         items, offset = [], 0
         while True:
             try:
-                page = search(limit=page_size, offset=offset, **kw)
+                page = _qido(client, conn, path, filters, fields, page_size, offset)
             except Exception as exc:
                 raise DicomWebError(f"DICOMweb query to {conn.where()} failed: {http_reason(exc, conn)}") from None
             items += page
             if len(page) < page_size:
-                return items
+                return [item for item in items if _matches(item, filters)]
             offset += page_size
 
     out: dict[str, tuple] = {}
@@ -93,20 +130,18 @@ def query_instances(conn: DicomWebConnection, query: Mapping | None = None,
         if study_filters:
             # study-level keys (ModalitiesInStudy, StudyDate...) are matched by a study search: a series search
             # need not support them (Orthanc ignores ModalitiesInStudy there and matches nothing)
-            studies = paged(client.search_for_studies, search_filters={
-                k: v for k, v in filters.items() if k in STUDY_KEYS})
+            studies = paged("studies", {k: v for k, v in filters.items() if k in STUDY_KEYS})
             series_filters = {k: v for k, v in filters.items() if k not in STUDY_KEYS}
             series = [(_value(st, _STUDY), _value(item, _SERIES)) for st in studies if _value(st, _STUDY)
-                      for item in paged(client.search_for_series, study_instance_uid=_value(st, _STUDY),
-                                        search_filters=series_filters)]
+                      for item in paged(f"studies/{_value(st, _STUDY)}/series", series_filters)]
         else:
             # series first (a StudyInstanceUID is matched there too), then the instances of each series
-            series = [(_value(item, _STUDY), _value(item, _SERIES)) for item in
-                      paged(client.search_for_series, search_filters=filters, fields=["StudyInstanceUID"])]
+            series = [(_value(item, _STUDY), _value(item, _SERIES))
+                      for item in paged("series", filters, fields=["StudyInstanceUID"])]
         if not series:  # a UID asked for by name that the server does not have is reported, not dropped
             missing += [(k, str(filters[k])) for k in ("SeriesInstanceUID", "StudyInstanceUID") if k in filters][:1]
         for study, uid in series:
-            for inst in paged(client.search_for_instances, study_instance_uid=study, series_instance_uid=uid):
+            for inst in paged(f"studies/{study}/series/{uid}/instances", {}):
                 sop = _value(inst, _SOP)
                 if sop:
                     out[sop] = (study, uid, sop)
