@@ -308,10 +308,10 @@ def test_knee_loaders_take_uris_and_name_bad_label_tables(spark, knee_data, tmp_
     got = meniscus.load(spark, folder.as_uri(), cfg).select("case", "tear_int", "split").toPandas()
     assert dict(zip(got["case"], got["tear_int"])) == dict(zip(labels["case"], labels["tear"]))
     assert set(got["split"]) <= {"train", "val", "test"}
-    df, key, kind = knee.read_volumes(spark, (folder / "nifti").as_uri(), None)
-    assert (key, kind) == ("name", "nifti") and df.count() == 24
-    _df, key, kind = knee.read_volumes(spark, (folder / "dicom").as_uri(), None)
-    assert (key, kind) == ("series_key", "series")
+    df, key, kind, web = knee.read_volumes(spark, (folder / "nifti").as_uri(), None)
+    assert (key, kind, web) == ("name", "nifti", None) and df.count() == 24
+    _df, key, kind, web = knee.read_volumes(spark, (folder / "dicom").as_uri(), None)
+    assert (key, kind, web) == ("series_key", "series", None)
     bad = tmp_path / "bad"
     shutil.copytree(folder / "nifti", bad / "nifti")
     (bad / "labels.csv").write_text("case,tear\ncase_0000,maybe\n")
