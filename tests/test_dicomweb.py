@@ -283,6 +283,13 @@ class FaultyProxy:
         self.server.shutdown()
         self.server.server_close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
 
 def _series_rows(spark, server, proxy, **kw):
     from bigdl_medimg.io import read_dicomweb
@@ -295,19 +302,13 @@ def test_retries_on_429_and_503_then_succeed_and_give_up_with_a_row_error(spark,
     server = pacs["server"]
     # the WADO-RS retrievals (not the QIDO-RS queries) answer 503 (or 429) twice, then work: every row decoded
     for status in (503, 429):
-        proxy = FaultyProxy(server.port, WADO_SERIES, status=status, times=2)
-        try:
+        with FaultyProxy(server.port, WADO_SERIES, status=status, times=2) as proxy:
             rows = [r for r in _series_rows(spark, server, proxy, retries=3) if r.error is None]
-        finally:
-            proxy.close()
         assert len(rows) == 12 and all(r.image is not None for r in rows), status
         assert proxy.faults == 2 and proxy.hits >= 4, (status, proxy.hits)  # 2 spoiled, then 2 series + queries
     # a server that keeps answering 503: retried `retries` times per series, then a row error per instance
-    proxy = FaultyProxy(server.port, WADO_SERIES, status=503)
-    try:
+    with FaultyProxy(server.port, WADO_SERIES, status=503) as proxy:
         rows = _series_rows(spark, server, proxy, retries=1)
-    finally:
-        proxy.close()
     assert len(rows) == 12 and all(r.image is None for r in rows)
     assert {r.error for r in rows} == {f"DicomWebError: series {r.series_instance_uid}: HTTP 503 (service "
                                        "unavailable (retried))" for r in rows}
@@ -320,11 +321,8 @@ def test_refusals_at_retrieval_are_row_errors_naming_the_status(spark, pacs):
     server = pacs["server"]
     for status, why in ((401, "the credentials were refused"), (403, "access denied for these credentials"),
                         (404, "not found on the server")):
-        proxy = FaultyProxy(server.port, WADO_SERIES, status=status)
-        try:
+        with FaultyProxy(server.port, WADO_SERIES, status=status) as proxy:
             rows = _series_rows(spark, server, proxy, retries=3)
-        finally:
-            proxy.close()
         assert len(rows) == 12 and all(r.image is None for r in rows)
         assert {r.error for r in rows} == {f"DicomWebError: series {r.series_instance_uid}: HTTP {status} ({why})"
                                            for r in rows}
@@ -334,11 +332,8 @@ def test_refusals_at_retrieval_are_row_errors_naming_the_status(spark, pacs):
 
 def test_a_timeout_and_a_truncated_answer_are_row_errors_and_nothing_is_lost(spark, pacs, tmp_path):
     server = pacs["server"]
-    proxy = FaultyProxy(server.port, WADO_SERIES, delay=3.0)
-    try:
+    with FaultyProxy(server.port, WADO_SERIES, delay=3.0) as proxy:
         rows = _series_rows(spark, server, proxy, retries=0, timeout=1)
-    finally:
-        proxy.close()
     assert len(rows) == 12 and all(r.image is None for r in rows)
     assert {r.error.rsplit(": ", 1)[-1] for r in rows} == {"no answer within 1 s"}, {r.error for r in rows}
     # a series' multipart answer cut at 60% (a dropped connection): the instances that arrived whole are
@@ -351,11 +346,8 @@ def test_a_timeout_and_a_truncated_answer_are_row_errors_and_nothing_is_lost(spa
     big = Orthanc(tmp_path / "orthanc")
     try:
         big.store(files)
-        proxy = FaultyProxy(big.port, WADO_SERIES, truncate=0.6)
-        try:
+        with FaultyProxy(big.port, WADO_SERIES, truncate=0.6) as proxy:
             rows = read_dicomweb(spark, proxy.url, credentials=big.credentials, retries=0, timeout=5).collect()
-        finally:
-            proxy.close()
     finally:
         big.stop()
     good = [r for r in rows if r.error is None]
@@ -375,11 +367,8 @@ def test_stow_is_retried_on_503_and_stores_once(pacs, tmp_path):
     src.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["stow-retry"])
     path = tmp_path / "one.dcm"
     src.save_as(path)
-    proxy = FaultyProxy(server.port, r"/studies$", status=503, times=1)
-    try:
+    with FaultyProxy(server.port, r"/studies$", status=503, times=1) as proxy:
         sent = write_dicomweb([str(path)], proxy.url, credentials=server.credentials, retries=2)
-    finally:
-        proxy.close()
     assert proxy.faults == 1 and proxy.hits == 2
     assert sent["error"].isna().all() and list(sent["sop_instance_uid"]) == [src.SOPInstanceUID]
     client = DicomWebConnection(server.url, server.credentials).client()
@@ -391,14 +380,11 @@ def test_concurrent_requests_are_capped_per_executor_across_its_python_workers(s
     """Two tasks at once on local[2] run in two Python worker processes: the cap holds across them."""
     server = pacs["server"]
     for cap in (1, 2):
-        proxy = FaultyProxy(server.port, WADO_SERIES, delay=0.4)  # every retrieval slow: they would overlap
-        try:
+        with FaultyProxy(server.port, WADO_SERIES, delay=0.4) as proxy:  # every retrieval slow: they would overlap
             from bigdl_medimg.io import read_dicomweb
 
             rows = read_dicomweb(spark, proxy.url, credentials=server.credentials, max_concurrent=cap,
                                  partitions=4).collect()
-        finally:
-            proxy.close()
         assert len(rows) >= len(PYDICOM_FILES) + 12 and proxy.hits >= 4  # (+ what other tests stored)
         assert proxy.max_inflight == cap, (cap, proxy.max_inflight)
 
@@ -459,9 +445,8 @@ def test_tls_with_a_ca_bundle_from_the_argument_the_credentials_file_or_the_envi
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(ca),
                     "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
-    proxy = FaultyProxy(server.port, tls=(str(ca), str(key)))
     query = {"SeriesDescription": "KNEEPHANTOM"}
-    try:
+    with FaultyProxy(server.port, tls=(str(ca), str(key))) as proxy:
         assert proxy.url.startswith("https://")
         rows = read_dicomweb(spark, proxy.url, query=query, credentials=server.credentials,
                              ca_bundle=str(ca)).collect()
@@ -480,5 +465,3 @@ def test_tls_with_a_ca_bundle_from_the_argument_the_credentials_file_or_the_envi
         assert main(["ingest", "--kind", "series", "--input", source, "--out", str(tmp_path / "t2"),
                      "--fail-on-error"]) == 0
         assert load_credentials().ca_bundle == str(ca) and server.password not in repr(load_credentials())
-    finally:
-        proxy.close()

@@ -197,13 +197,12 @@ def _read(spark, kind: str, path: str, mode: str, deidentify=None, credentials=N
     from ..io import readers
 
     if path.startswith("dicomweb:"):  # a PACS: QIDO-RS here, WADO-RS on the executors
-        from ..io.dicomweb import open_dicomweb, read_dicomweb
+        from ..io.dicomweb import read_dicomweb_uri
 
         if kind not in ("dicom", "series"):
             raise MedImgError(f"--kind {kind}: a dicomweb: source holds DICOM (use --kind dicom or series)")
-        conn, query = open_dicomweb(path, credentials)
-        return read_dicomweb(spark, conn.url, query=query, level="series" if kind == "series" else "instance",
-                             mode=mode, deidentify=deidentify, credentials=conn.credentials)
+        return read_dicomweb_uri(spark, path, level="series" if kind == "series" else "instance", mode=mode,
+                                 deidentify=deidentify, credentials=credentials)[0]
 
     fn = {"dicom": readers.read_dicom, "series": readers.read_dicom_series, "nifti": readers.read_nifti,
           "images": readers.read_images}[kind]

@@ -34,7 +34,7 @@ from .dicomweb_http import (ENV_CA_BUNDLE, ENV_PASSWORD, ENV_TOKEN, ENV_USER, Cr
 from .images import XRAY_MODALITIES
 
 # (the HTTP side's names are re-exported: users import everything DICOMweb from here)
-__all__ = ["read_dicomweb", "write_dicomweb", "parse_dicomweb_uri", "open_dicomweb", "query_instances",
+__all__ = ["read_dicomweb", "write_dicomweb", "parse_dicomweb_uri", "read_dicomweb_uri", "query_instances",
            "instance_path", "is_instance_path", "retrieve_headers", "Credentials", "resolve_credentials",
            "load_credentials", "DicomWebConnection", "DicomWebError", "RequestSlots", "ENV_USER", "ENV_PASSWORD",
            "ENV_TOKEN", "ENV_CA_BUNDLE"]
@@ -421,11 +421,13 @@ def write_dicomweb(source, url: str, *, credentials: Credentials | str | None = 
     return pd.DataFrame(rows, columns=["path", "sop_instance_uid", "error"])
 
 
-def open_dicomweb(uri: str, credentials: Credentials | str | None = None) -> tuple[DicomWebConnection, dict]:
-    """``(connection, query)`` of a ``dicomweb:`` source (:func:`parse_dicomweb_uri`), with its credentials
-    (:func:`resolve_credentials`): what the command line reads from and writes SEG/SR headers with."""
+def read_dicomweb_uri(spark, uri: str, *, level: str, credentials: Credentials | str | None = None, **kwargs):
+    """``(frame, connection)``: :func:`read_dicomweb` on a ``dicomweb:`` source (:func:`parse_dicomweb_uri`)
+    with its credentials (:func:`resolve_credentials`); the connection is what the SEG/SR writers fetch the
+    source headers with.  What the command line reads a ``--data``/``--input`` source with."""
     url, query = parse_dicomweb_uri(uri)
-    return DicomWebConnection(url, resolve_credentials(credentials)), query
+    conn = DicomWebConnection(url, resolve_credentials(credentials))
+    return read_dicomweb(spark, conn.url, query=query, level=level, credentials=conn.credentials, **kwargs), conn
 
 
 def parse_dicomweb_uri(uri: str) -> tuple[str, dict]:

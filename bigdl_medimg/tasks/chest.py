@@ -100,10 +100,9 @@ def read_radiographs(spark, data: str, credentials=None):
 
     conn = None
     if data.startswith("dicomweb:"):  # radiographs straight from a PACS: QIDO-RS here, WADO-RS on the executors
-        from ..io.dicomweb import open_dicomweb, read_dicomweb
+        from ..io.dicomweb import read_dicomweb_uri
 
-        conn, query = open_dicomweb(data, credentials)
-        df = read_dicomweb(spark, conn.url, query=query, level="image", credentials=conn.credentials)
+        df, conn = read_dicomweb_uri(spark, data, level="image", credentials=credentials)
     else:
         df = read_images(spark, as_uri(data))
     # the file name, or the last segment of the instance's WADO-RS address: its SOP Instance UID

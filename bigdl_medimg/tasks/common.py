@@ -131,9 +131,11 @@ def labelled_pacs_cases(df, label_col: str, labels: str, unit: str):
     from pyspark.sql import functions as F
 
     df = df.cache()
-    no_ref = df.filter(F.col(label_col).isNull())
-    counts = {"unlabelled": no_ref.filter(F.col("error").isNull()).count(),
-              "unlabelled_unreadable": no_ref.filter(F.col("error").isNotNull()).count()}
+    # one job for both counts
+    row = df.filter(F.col(label_col).isNull()).agg(
+        F.count(F.when(F.col("error").isNull(), 1)).alias("unlabelled"),
+        F.count(F.when(F.col("error").isNotNull(), 1)).alias("unlabelled_unreadable")).first()
+    counts = {"unlabelled": int(row["unlabelled"]), "unlabelled_unreadable": int(row["unlabelled_unreadable"])}
     if any(counts.values()):
         logging.getLogger(__name__).warning(
             "%d %s from the PACS have no reference in %s and %d more are unreadable or not images of this task "

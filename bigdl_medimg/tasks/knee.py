@@ -179,13 +179,12 @@ def read_volumes(spark, data: str, kind: str | None, credentials=None):
     from ..io.readers import read_dicom_series, read_nifti
 
     if data.startswith("dicomweb:"):  # series straight from a PACS (QIDO-RS, then WADO-RS on the executors)
-        from ..io.dicomweb import open_dicomweb, read_dicomweb
+        from ..io.dicomweb import read_dicomweb_uri
 
         if kind not in (None, "series"):
             raise ConfigError(f"--kind {kind}: a dicomweb: source holds DICOM series")
-        conn, query = open_dicomweb(data, credentials)
-        return read_dicomweb(spark, conn.url, query=query, level="series", credentials=conn.credentials), \
-            "series_key", "series", conn
+        df, conn = read_dicomweb_uri(spark, data, level="series", credentials=credentials)
+        return df, "series_key", "series", conn
     if kind is None:
         root = hfs.to_uri(data)
         if hfs.is_dir(spark, root):
