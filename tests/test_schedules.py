@@ -1,6 +1,8 @@
 """Learning-rate schedules as the engines apply them: Adam under ``poly`` steps once per epoch on both."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bigdl_medimg.errors import ConfigError
@@ -32,7 +34,10 @@ def test_adam_poly_sets_each_epochs_rate_on_both_engines(spark, tmp_path, engine
                                   learningRate=BASE, lrSchedule="poly", lrDecay=0.9, summaryDir=str(tmp_path))
     model = est.fit(df)
     assert len(model.history) == 3
-    pts = read_scalars(str(tmp_path / "classification" / "train"))["LearningRate"]
+    train = tmp_path / "classification" / "train"
+    if engine == "bigdl":  # one summary per fit: BigDL truncates an event file made in the same second as another
+        assert len([f for f in os.listdir(train) if "tfevents" in f]) == 1
+    pts = read_scalars(str(train))["LearningRate"]
     rates = [abs(v) for _, v, _ in pts]  # BigDL records an optimiser's rate with its sign convention
     per_epoch = len(rates) // 3
     assert per_epoch >= 2 and len(rates) == 3 * per_epoch

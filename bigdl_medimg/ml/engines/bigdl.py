@@ -165,7 +165,7 @@ class BigDLEngine(EpochEngine):
         self.summary_dir, self.checkpoint_dir = summary_dir, checkpoint_dir
         self.validating = validate is not None
         self.network = self.optim = None
-        self._train_net = None
+        self._train_net = self._summary = None
         # the best validation epoch's network (weights and batch-norm statistics) is kept as a saved model
         self._tmp = None if checkpoint_dir else tempfile.mkdtemp(prefix="bigdl-medimg-best-")
         self.best_path = files.join(checkpoint_dir or self._tmp, "best_model")
@@ -184,7 +184,6 @@ class BigDLEngine(EpochEngine):
 
     def fit_epoch(self, epoch: int, history: list[dict]) -> dict:
         from bigdl.dllib.nnframes import NNEstimator
-        from bigdl.dllib.optim.optimizer import SeveralIteration, TrainSummary
 
         data, n, release = self._epoch_data(epoch)
         try:
@@ -198,9 +197,7 @@ class BigDLEngine(EpochEngine):
             est = NNEstimator(self._train_net, self.criterion, self.feature_shape, self.label_shape) \
                 .setBatchSize(self.batch_size).setOptimMethod(self.optim).setMaxEpoch(epoch)
             if self.summary_dir:
-                summary = TrainSummary(self.summary_dir, self.app)
-                summary.set_summary_trigger("LearningRate", SeveralIteration(1))  # as the torch engine writes it
-                est.setTrainSummary(summary)
+                est.setTrainSummary(self._train_summary())
             train_dir = os.path.join(self.summary_dir, self.app, "train") if self.summary_dir else None
             fit_one_epoch(self.df, est, data, EpochProgress(train_dir, epoch, self.max_epoch, n, self.batch_size,
                                                            [r["seconds"] for r in history]),
@@ -208,6 +205,20 @@ class BigDLEngine(EpochEngine):
         finally:
             release()
         return {self.count_key: n}
+
+    def _train_summary(self):
+        """The fit's one ``TrainSummary``, made at its first epoch and given to every epoch's estimator.
+
+        BigDL names a summary's event file by the second the summary is made
+        and truncates a file of that name, so a summary per epoch lost the
+        records of an epoch that began in the same second as the next.
+        """
+        from bigdl.dllib.optim.optimizer import SeveralIteration, TrainSummary
+
+        if self._summary is None:
+            self._summary = TrainSummary(self.summary_dir, self.app)
+            self._summary.set_summary_trigger("LearningRate", SeveralIteration(1))  # as the torch engine writes it
+        return self._summary
 
     def validate(self) -> dict:
         return self._validate(self.network)
@@ -229,6 +240,10 @@ class BigDLEngine(EpochEngine):
         return {"driver_heap_mb": driver_heap_mb(self.df.sparkSession.sparkContext)}
 
     def close(self) -> None:
-        """Remove the temporary best-model folder (fits without a checkpoint folder)."""
+        """Flush and close the training summary (BigDL writes it from a thread of its own, once a second, and
+        never closes it), and remove the temporary best-model folder (fits without a checkpoint folder)."""
+        if self._summary is not None:
+            self._summary.value.close()
+            self._summary = None
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
