@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from bigdl_medimg.ports import free_port
 from bigdl_medimg.session import bigdl_jars
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _spark_home() -> Path:
@@ -39,7 +33,7 @@ def cluster(tmp_path_factory):
     env = dict(os.environ, SPARK_HOME=str(home), SPARK_LOCAL_IP="127.0.0.1", SPARK_NO_DAEMONIZE="1",
                PYSPARK_PYTHON=sys.executable, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     env.pop("PYSPARK_GATEWAY_PORT", None)
-    port, ui = _free_port(), _free_port()
+    port, ui = free_port(), free_port()
     cls = str(home / "bin" / "spark-class")
     procs = [subprocess.Popen([cls, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                                "--port", str(port), "--webui-port", str(ui)], env=env,
@@ -49,7 +43,7 @@ def cluster(tmp_path_factory):
         for i in range(2):
             procs.append(subprocess.Popen(
                 [cls, "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1", "--cores", "1",
-                 "--memory", "3g", "--webui-port", str(_free_port()), "--work-dir", str(root / f"work{i}")],
+                 "--memory", "3g", "--webui-port", str(free_port()), "--work-dir", str(root / f"work{i}")],
                 env=env, stdout=open(root / f"worker{i}.log", "w"), stderr=subprocess.STDOUT))
         deadline = time.time() + 120
         alive = 0

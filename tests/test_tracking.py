@@ -3,8 +3,6 @@ through MlflowClient; nothing of a patient in what is logged."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +14,7 @@ import pytest
 from pyspark.sql import types as T
 
 from bigdl_medimg.errors import ConfigError
+from bigdl_medimg.ports import free_port
 from bigdl_medimg.tensor import from_numpy, tensor_type
 from test_deid import PHI, _assert_clean
 
@@ -100,16 +99,10 @@ def test_estimator_logs_params_epochs_stats_and_model_to_a_file_store(spark, tmp
     assert len(client.search_runs([exp.experiment_id])) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real `mlflow server` on 127.0.0.1 with a file backend store, stopped after the test."""
-    port = _free_port()
+    port = free_port()
     root = tmp_path / "server"
     root.mkdir()
     proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,6 +16,7 @@ from base64 import b64encode
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..ports import free_port
 
 __all__ = ["LocalOrthanc", "ORTHANC", "DICOMWEB_PLUGIN", "orthanc_available"]
 
@@ -29,12 +29,6 @@ def orthanc_available() -> bool:
     return Path(ORTHANC).exists() and Path(DICOMWEB_PLUGIN).exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LocalOrthanc:
     """Start Orthanc under ``root`` (config, storage, log); ``url`` is its DICOMweb root. Stop with :meth:`stop`."""
 
@@ -42,7 +36,7 @@ class LocalOrthanc:
         if not orthanc_available():
             raise ConfigError("Orthanc with its DICOMweb plugin is not installed "
                               "(Debian/Ubuntu: apt-get install orthanc orthanc-dicomweb; `make test` does it)")
-        self.root, self.port = Path(root), _free_port()
+        self.root, self.port = Path(root), free_port()
         self.user, self.password = "bigdl", secrets.token_hex(8)
         self.root.mkdir(parents=True, exist_ok=True)
         cfg = {"Name": "bigdl-medimg-local", "StorageDirectory": str(self.root / "db"),

@@ -25,13 +25,13 @@ import json
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import time
 
 import numpy as np
 
 from ...io import files
+from ...ports import free_port
 from ..training import EpochEngine, lr_factor, poly_held
 
 __all__ = ["TorchEngine", "ShardStore", "fit_on_ranks", "state_bytes", "load_state_bytes", "weights_digest",
@@ -313,12 +313,6 @@ class TorchEngine(EpochEngine):
 
 
 # ------------------------------------------------------------- the stage ---
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
 def _rank_main(spec: dict, make_task):
     """The barrier task of one rank: rows -> shard -> rendezvous -> the training loop -> weights (rank 0)."""
 
@@ -341,7 +335,7 @@ def _rank_main(spec: dict, make_task):
             task.add_rows(batch)
         say = spec["say"] = progress_sender(spec.get("progress") if rank == 0 else None)
         host = infos[0].address.rsplit(":", 1)[0]
-        port = ctx.allGather(str(_free_port() if rank == 0 else 0))[0]
+        port = ctx.allGather(str(free_port("") if rank == 0 else 0))[0]
         dist.init_process_group("gloo", init_method=f"tcp://{host}:{port}", rank=rank, world_size=world)
         try:
             engine = TorchEngine(task, spec, rank, world)
