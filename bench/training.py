@@ -171,9 +171,10 @@ def bigdl_worker(args) -> dict:
         crit = weighted_bce_loss(cfg["outputs"], np.full(cfg["outputs"], 0.8), np.full(cfg["outputs"], 0.2))
         label_shape = [cfg["outputs"]]
     sumdir = tempfile.mkdtemp(prefix="bench-summary-")
+    # one summary for the run, as the library's engine keeps: BigDL truncates an event file made in the same second
+    summary = TrainSummary(sumdir, "bench")
     est = NNEstimator(net, crit, cfg["shape"], label_shape).setBatchSize(args.batch) \
-        .setOptimMethod(Adam(learningrate=1e-3)).setMaxEpoch(args.epochs) \
-        .setTrainSummary(TrainSummary(sumdir, "bench"))
+        .setOptimMethod(Adam(learningrate=1e-3)).setMaxEpoch(args.epochs).setTrainSummary(summary)
     if args.cache != "DRAM":
         est.setDataCacheLevel(args.cache, 2)
     t0 = time.perf_counter()
@@ -181,10 +182,11 @@ def bigdl_worker(args) -> dict:
         optim = Adam(learningrate=1e-3)
         for epoch in range(1, args.epochs + 1):
             NNEstimator(net, crit, cfg["shape"], label_shape).setBatchSize(args.batch).setOptimMethod(optim) \
-                .setMaxEpoch(epoch).setTrainSummary(TrainSummary(sumdir, "bench")).fit(df)
+                .setMaxEpoch(epoch).setTrainSummary(summary).fit(df)
     else:
         est.fit(df)
     wall = time.perf_counter() - t0
+    summary.value.close()  # flushed: BigDL writes it from a thread of its own, once a second
     thr = [v for _, v, _ in read_scalars(f"{sumdir}/bench/train").get("Throughput", [])]
     steady = thr[2:] if len(thr) > 4 else thr
     n = df.count()

@@ -6,6 +6,7 @@ import socket
 import time
 
 from bigdl_medimg.ml.progress import RankProgress, progress_sender
+from bigdl_medimg.ports import free_port
 
 
 def _wait_for(pred, seconds=5.0):
@@ -31,9 +32,7 @@ def test_lines_sent_with_the_token_are_logged_and_others_are_not(caplog):
 
 
 def test_an_unreachable_driver_costs_the_rank_nothing():
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     say = progress_sender({"host": "127.0.0.1", "port": port, "token": "x"}, timeout=1.0)
     say("lost line")  # no exception: progress is a courtesy
     say("and the next one is not even tried")
