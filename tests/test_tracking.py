@@ -16,7 +16,7 @@ from pyspark.sql import types as T
 from bigdl_medimg.errors import ConfigError
 from bigdl_medimg.ports import free_port
 from bigdl_medimg.tensor import from_numpy, tensor_type
-from test_deid import PHI, _assert_clean
+from test_deid import _assert_clean
 
 mlflow = pytest.importorskip("mlflow")  # installed by `make` (the mlflow extra): never skipped in CI
 from mlflow.tracking import MlflowClient  # noqa: E402
