@@ -35,9 +35,8 @@ def cut(spark, args, win: Path) -> None:
     from pyspark.ml import PipelineModel
     from pyspark.sql import functions as F
 
-    from bigdl_medimg import read_dicom_series
     from bigdl_medimg.datasets.layouts import load_knee_folder
-    from bigdl_medimg.datasets.synth import synth_dataset, synth_knee_labels
+    from bigdl_medimg.datasets.synth import synth_dataset
     from bigdl_medimg.io.readers import write_tensors
     from bigdl_medimg.tasks import meniscus, task_config
     from bigdl_medimg.transforms import PercentileScale, Reorient
@@ -59,9 +58,7 @@ def cut(spark, args, win: Path) -> None:
     ref = PipelineModel(stages=[Reorient(axcodes=AXCODES, inputCol="mask", outputCol="mask"),
                                 meniscus.roi_stage(cfg, "mask", "meniscus_found", "image")]).transform(data)
     write_tensors(ref.filter(~F.col("is_val")).select(*cols), str(win / "ref"), mode="overwrite")
-    series = read_dicom_series(spark, (folders["test"] / "dicom").as_uri())
-    case = F.regexp_extract(F.col("path")[0], r"(case_\d+)/[^/]+$", 1)
-    test = series.withColumn("case", case).join(synth_knee_labels(spark, folders["test"] / "labels.csv"), "case")
+    test = meniscus.labelled_series(spark, str(folders["test"]))
     write_tensors(PipelineModel(stages=front + stages).transform(test).select("case", "roi", "tear"),
                   str(win / "test"), mode="overwrite")
     if args.val_extra:

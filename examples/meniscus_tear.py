@@ -54,10 +54,9 @@ def main(argv=None) -> int:
     from pyspark.ml.util import DefaultParamsReader
     from pyspark.sql import functions as F
 
-    from bigdl_medimg import read_dicom_series
     from bigdl_medimg.console import start_run
     from bigdl_medimg.datasets.layouts import load_knee_folder
-    from bigdl_medimg.datasets.synth import synth_dataset, synth_knee_labels
+    from bigdl_medimg.datasets.synth import synth_dataset
     from bigdl_medimg.export import write_dicom_seg, write_predictions
     from bigdl_medimg.ml import ClassificationEstimator, SegmentationEstimator, SegmentationModel
     from bigdl_medimg.report import ClassificationResults, write_report
@@ -121,9 +120,7 @@ def main(argv=None) -> int:
     pipeline.write().overwrite().save(str(out / "pipeline"))
 
     # held-out DICOM series through the saved pipeline, loaded back
-    series = read_dicom_series(spark, (folders["test"] / "dicom").as_uri())
-    case = F.regexp_extract(F.col("path")[0], r"(case_\d+)/[^/]+$", 1)
-    test = series.withColumn("case", case).join(synth_knee_labels(spark, folders["test"] / "labels.csv"), "case")
+    test = meniscus.labelled_series(spark, str(folders["test"]))
     scored = PipelineModel.load(str(out / "pipeline")).transform(test).cache()
     res = ClassificationResults.from_dataframe(scored, labelNames=["tear"], labelCol="tear",
                                                title="Meniscus tear (held-out DICOM series)")

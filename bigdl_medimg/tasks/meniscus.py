@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from . import knee
 from .common import assign_split, load_task, save_task, score_split, tally_outputs, task_config, write_json
 
-__all__ = ["load", "roi_stage", "served_windows", "window_counts", "train", "evaluate", "predict"]
+__all__ = ["load", "labelled_series", "roi_stage", "served_windows", "window_counts", "train", "evaluate", "predict"]
 
 LABELS = ["tear"]
 
@@ -154,8 +154,9 @@ def train(spark, data: str, out: str, cfg: dict, seg_model: str | None = None) -
     return summary
 
 
-def _labelled_volumes(spark, data: str, cfg: dict, kind: str | None):
-    """The labelled cases as DICOM series (when the folder has ``dicom/``) or NIfTI images, with ``split``."""
+def labelled_series(spark, data: str):
+    """The DICOM series of a labelled knee folder (``dicom/case_NNNN/``, as ``synth --kind knee`` writes), with
+    ``case`` (the series' folder) and the ``tear`` labels of ``labels.csv``."""
     from pyspark.sql import functions as F
 
     from ..datasets.synth import synth_knee_labels
@@ -163,11 +164,17 @@ def _labelled_volumes(spark, data: str, cfg: dict, kind: str | None):
     from ..io.readers import read_dicom_series
 
     root = hfs.to_uri(data)
-    if kind in (None, "series") and hfs.is_dir(spark, hfs.join(root, "dicom")):
-        series = read_dicom_series(spark, hfs.join(root, "dicom"))
-        case = F.regexp_extract(F.col("path")[0], r"(case_\d+)/[^/]+$", 1)
-        df = series.withColumn("case", case).join(synth_knee_labels(spark, hfs.join(root, "labels.csv")), "case")
-        return assign_split(df, "case", cfg["split"])
+    series = read_dicom_series(spark, hfs.join(root, "dicom"))
+    case = F.regexp_extract(F.col("path")[0], r"(case_\d+)/[^/]+$", 1)
+    return series.withColumn("case", case).join(synth_knee_labels(spark, hfs.join(root, "labels.csv")), "case")
+
+
+def _labelled_volumes(spark, data: str, cfg: dict, kind: str | None):
+    """The labelled cases as DICOM series (when the folder has ``dicom/``) or NIfTI images, with ``split``."""
+    from ..io import hfs
+
+    if kind in (None, "series") and hfs.is_dir(spark, hfs.join(hfs.to_uri(data), "dicom")):
+        return assign_split(labelled_series(spark, data), "case", cfg["split"])
     return load(spark, data, cfg)
 
 
